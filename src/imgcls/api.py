@@ -1,0 +1,176 @@
+"""The Python API: ``imgcls.train``, ``imgcls.load`` and a Keras-like :class:`Classifier`.
+
+The seed's Keras workflow maps one to one::
+
+    clf = imgcls.Classifier("seed_keras_cnn")          # model = Sequential([...])
+    history = clf.fit(x_train, y_train, epochs=5,       # model.compile(...); model.fit(...)
+                      validation_split=0.1)
+    clf.evaluate(x_test, y_test)                        # model.evaluate(...)
+    clf.predict(x_test)                                 # model.predict(...)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data.dataset import ArrayDataset
+from .data.images import convert_channels, resize_to
+from .data.sources import Source
+from .engine.evaluate import basic_metrics, predict_logits
+from .engine.precision import ExecPlan, resolve_device
+from .errors import DataError
+from .pipeline import load_run_model, make_loader, train
+from .preprocess import Preprocess
+
+__all__ = ["Classifier", "History", "load", "train"]
+
+
+@dataclass
+class History:
+    """Per-epoch metrics as Keras returns them: ``history.history["val_accuracy"]``."""
+
+    epoch: list[int] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, records: list[dict]) -> History:
+        names = {"train_loss": "loss", "train_top1": "accuracy", "val_loss": "val_loss",
+                 "val_top1": "val_accuracy", "lr": "lr"}
+        h = cls([r["epoch"] for r in records])
+        for src, dst in names.items():
+            if records and src in records[0]:
+                h.history[dst] = [r[src] for r in records]
+        return h
+
+
+def as_uint8_images(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Arrays as Keras users hold them -> uint8 (N, C, H, W).
+
+    (N, H, W) is grayscale; (N, H, W, 1|3) is channels-last (Keras); (N, 1|3, H, W) is
+    channels-first. Floats with a maximum of at most 1 are taken as 0..1, others as 0..255.
+    """
+    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    if t.dim() == 3:
+        t = t[:, None]
+    elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+        t = t.permute(0, 3, 1, 2)
+    elif t.dim() != 4 or t.shape[1] not in (1, 3):
+        raise DataError(f"images must be (N,H,W), (N,H,W,C) or (N,C,H,W) with C 1 or 3, "
+                        f"got shape {tuple(t.shape)}")
+    if t.dtype != torch.uint8:
+        t = t.float()
+        if t.numel() and t.max() <= 1.0:
+            t = t * 255
+        t = t.round().clamp(0, 255).to(torch.uint8)
+    return t.contiguous()
+
+
+def _labels(y: np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(y))
+    if t.dim() == 2:  # one-hot, as keras.utils.to_categorical makes
+        t = t.argmax(1)
+    if t.shape != (n,):
+        raise DataError(f"labels must have shape ({n},) or ({n}, classes), got {tuple(t.shape)}")
+    return t.long()
+
+
+class Classifier:
+    """A model with its preprocessing: ``fit`` / ``evaluate`` / ``predict`` on arrays or files.
+
+    Built from a model name (weights created on the first ``fit``) or loaded from a run with
+    :func:`load`.
+    """
+
+    def __init__(self, model: str = "seed_torch_cnn", **config: object) -> None:
+        self.config = TrainConfig(model=model, **config)
+        self.model: torch.nn.Module | None = None
+        self.preprocess: Preprocess | None = None
+        self.run_path: Path | None = None
+
+    @classmethod
+    def from_run(cls, path: str | os.PathLike, device: str = "cpu") -> Classifier:
+        model, pre, meta = load_run_model(path, device)
+        clf = cls(meta["model"], model_kwargs=meta.get("model_kwargs", {}))
+        clf.model, clf.preprocess = model, pre
+        clf.run_path = Path(path)
+        return clf
+
+    @property
+    def classes(self) -> list[str]:
+        return self.preprocess.class_names if self.preprocess else []
+
+    def fit(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
+            epochs: int = 10, batch_size: int = 128, validation_split: float = 0.0,
+            validation_data: tuple | None = None, class_names: list[str] | None = None,
+            out: str = "runs", verbose: bool = True, **config: object) -> History:
+        """Train on in-memory images (any layout :func:`as_uint8_images` takes) and labels;
+        writes a run folder under ``out`` like ``imgcls train`` and keeps the best weights."""
+        images = as_uint8_images(x)
+        labels = _labels(y, len(images))
+        n_classes = int(labels.max()) + 1
+        if validation_data is not None:
+            val_x = as_uint8_images(validation_data[0])
+            n_classes = max(n_classes, int(_labels(validation_data[1], len(val_x)).max()) + 1)
+        classes = class_names or [str(i) for i in range(n_classes)]
+        train_ds = ArrayDataset(images, labels, classes)
+        val_ds = (ArrayDataset(val_x, _labels(validation_data[1], len(val_x)), classes)
+                  if validation_data is not None else None)
+        cfg = self.config.replace(epochs=epochs, batch_size=batch_size, out=out,
+                                  val_split=validation_split if val_ds is None else 0.0,
+                                  data="arrays", **config)
+        source = Source("arrays", train_ds, None, val_ds)
+        result = train(cfg, log=print if verbose else (lambda _: None), source=source)
+        self.model, self.preprocess, _ = load_run_model(result.path)
+        self.run_path = result.path
+        return History.from_records(result.history)
+
+    def _require(self) -> tuple[torch.nn.Module, Preprocess]:
+        if self.model is None or self.preprocess is None:
+            raise RuntimeError("the classifier has no weights yet: call fit() or imgcls.load()")
+        return self.model, self.preprocess
+
+    def _input(self, x: np.ndarray | torch.Tensor | list) -> torch.Tensor:
+        _, pre = self._require()
+        if isinstance(x, list | tuple) and x and isinstance(x[0], str | os.PathLike | bytes):
+            return pre.load_images(list(x))
+        images = convert_channels(as_uint8_images(x), pre.in_chans)
+        return resize_to(images, pre.input_size, pre.resize)
+
+    def _logits(self, images: torch.Tensor, y: torch.Tensor | None, batch_size: int,
+                tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        model, pre = self._require()
+        device = next(model.parameters()).device
+        ds = ArrayDataset(images, y if y is not None else torch.zeros(len(images),
+                                                                       dtype=torch.long),
+                          pre.class_names)
+        loader = make_loader(ds, pre, TrainConfig(), ExecPlan(str(device)), train=False,
+                             batch_size=batch_size)
+        return predict_logits(model, loader, tta=tta)
+
+    def evaluate(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
+                 batch_size: int = 256, tta: bool = False) -> dict[str, float]:
+        """``{"loss", "accuracy", "top5_accuracy", "n"}`` on images ``x`` with labels ``y``."""
+        images = self._input(x)
+        logits, labels = self._logits(images, _labels(y, len(images)), batch_size, tta)
+        m = basic_metrics(logits, labels)
+        return {"loss": m["loss"], "accuracy": m["top1"], "top5_accuracy": m["top5"],
+                "n": m["n"]}
+
+    def predict(self, x: np.ndarray | torch.Tensor | list, *, batch_size: int = 256,
+                tta: bool = False) -> np.ndarray:
+        """Class probabilities (N, classes) for arrays, or for a list of image file paths."""
+        _, pre = self._require()
+        logits, _ = self._logits(self._input(x), None, batch_size, tta)
+        return torch.softmax(logits / pre.temperature, 1).numpy()
+
+
+def load(path: str | os.PathLike, device: str = "auto") -> Classifier:
+    """Load a finished run (or its ``model.safetensors``) as a :class:`Classifier`."""
+    return Classifier.from_run(path, resolve_device(device))
+

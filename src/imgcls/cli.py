@@ -1,0 +1,180 @@
+"""The ``imgcls`` command line: parse, call the library, print. Errors meant for users are
+printed as one line (exit code 2); anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from typing import get_args, get_type_hints
+
+from .config import TrainConfig, read_yaml
+from .errors import ImgclsError
+
+
+def _bool(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, typed from its annotation; defaults are left None so
+    that only flags given on the command line override the YAML file."""
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        types = [t for t in (get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None)]
+        t = types[0]
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f"{f.metadata['help']} (default: {f.default if f.default is not None else '-'})"
+        if t is bool:
+            p.add_argument(flag, type=_bool, nargs="?", const=True, default=None,
+                           metavar="BOOL", help=help_)
+        elif t is dict:
+            p.add_argument(flag, type=_yaml_mapping, default=None, metavar="YAML", help=help_)
+        else:
+            p.add_argument(flag, type=t, default=None, choices=f.metadata.get("choices"),
+                           help=help_)
+
+
+def _yaml_mapping(v: str) -> dict:
+    import yaml
+
+    d = yaml.safe_load(v)
+    if not isinstance(d, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping like '{{a: 1}}', got {v!r}")
+    return d
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base = read_yaml(args.config) if args.config else {}
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name) is not None}
+    return TrainConfig.from_dict({**base, **given}, where=args.config or "command line")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .pipeline import train
+
+    result = train(_config_from_args(args))
+    if result.test:
+        print(f"test accuracy {result.test['top1']:.4f} ({result.test['n']} images)")
+    print(f"run saved to {result.path} ({result.seconds:.0f} s)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .pipeline import evaluate_run
+
+    m = evaluate_run(args.run, args.data, args.split, data_dir=args.data_dir, tta=args.tta,
+                     batch_size=args.batch_size, device=args.device)
+    if args.format == "json":
+        print(json.dumps(m))
+    else:
+        print(f"{args.split}: loss {m['loss']:.4f}  top-1 {m['top1']:.4f}  "
+              f"top-5 {m['top5']:.4f}  ({m['n']} images"
+              + (f", {m['skipped']} unreadable skipped)" if m["skipped"] else ")"))
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from .data.info import describe, sample_grid
+    from .data.sources import load_source
+
+    source = load_source(args.data, args.data_dir)
+    info = describe(source)
+    grid = sample_grid(source, args.grid) if args.grid else None
+    if args.format == "json":
+        print(json.dumps(dict(info, grid=str(grid) if grid else None)))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"[bold]{info['name']}[/]: {len(info['classes'])} classes, "
+              f"{info['channels']} channel(s), {info['image_size'][0]}x{info['image_size'][1]}"
+              f" px (sampled), mean {info['mean']} std {info['std']}")
+    t = Table("class", *info["splits"])
+    for i, name in enumerate(info["classes"]):
+        t.add_row(name, *(str(s["counts"][i]) for s in info["splits"].values()))
+    t.add_row("[bold]total", *(f"[bold]{s['images']}" for s in info["splits"].values()))
+    con.print(t)
+    con.print(f"imbalance ratio (largest / smallest class): {info['imbalance_ratio']}")
+    if "warning" in info:
+        con.print(f"[yellow]warning:[/] {info['warning']}")
+    if grid:
+        con.print(f"sample grid: {grid}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_models, model_info
+
+    names = list_models(args.pattern, args.family)
+    if args.format == "json":
+        print(json.dumps([{"name": n, "family": model_info(n).family} for n in names]))
+    else:
+        for n in names:
+            print(f"{model_info(n).family:<12} {n}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imgcls", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"imgcls {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; with no arguments, on the embedded sample",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--config", help="YAML file of config keys; flags override it")
+    _add_config_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="score a run on a data split (loss, top-1, top-5)")
+    e.add_argument("run", help="run folder (or its model.safetensors)")
+    e.add_argument("--data", default="sample", help="data set name or path")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--tta", action="store_true", help="average with the mirror image")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--format", default="table", choices=("table", "json"))
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("data", help="inspect a data set")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("info", help="classes, counts, imbalance, mean/std, a sample grid")
+    di.add_argument("data", help="data set name or path")
+    di.add_argument("--data-dir", default=None)
+    di.add_argument("--grid", default="samples.png", help="PNG path of the sample grid "
+                    "('' for none)")
+    di.add_argument("--format", default="table", choices=("table", "json"))
+    di.set_defaults(func=cmd_data_info)
+
+    m = sub.add_parser("models", help="list the registered models")
+    m.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'resnet*'")
+    m.add_argument("--family", default=None)
+    m.add_argument("--format", default="table", choices=("table", "json"))
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ImgclsError as e:
+        print(f"imgcls: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imgcls: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

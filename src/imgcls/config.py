@@ -1,0 +1,168 @@
+"""The run configuration: one dataclass, YAML in and YAML out, and the CLI flags built from it.
+
+Every field is a ``--flag`` of ``imgcls train`` (underscores become dashes); a YAML file given
+with ``--config`` sets defaults that flags override. The resolved config is saved in the run
+as ``config.yaml`` and is enough to repeat the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:  # noqa: A002
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = _f("sample", "data set name (sample, fashion-mnist, mnist, cifar10, cifar100, "
+                   "digits) or a folder / CSV manifest path")
+    data_dir: str | None = _f(None, "folder holding the named data set's files")
+    val_split: float = _f(0.1, "fraction of the training images held out for validation "
+                          "(stratified; 0 uses the source's own val split or none)")
+    image_size: int | None = _f(None, "input size in pixels (default: the data's own size, "
+                                "or the median shorter side of a folder, max 224)")
+    channels: int | None = _f(None, "1 or 3 input channels (default: 1 when every image is "
+                              "grayscale)")
+    resize: str = _f("shorter_crop", "how images of another size are resized",
+                     ("shorter_crop", "squash"))
+    in_memory: str = _f("auto", "hold decoded images in memory (auto: when they fit in "
+                        "--memory-limit-gb)", ("auto", "yes", "no"))
+    memory_limit_gb: float = _f(4.0, "largest decoded data set held in memory, GiB")
+    workers: int | None = _f(None, "decoding workers for streamed folders (default: cores)")
+    # model
+    model: str = _f("seed_torch_cnn", "model name (`imgcls models` lists them)")
+    model_kwargs: dict = _f({}, "extra builder options, e.g. {width_mult: 0.5}")
+    pretrained: str | None = _f(None, "initial weights: an imgcls run folder or a weights file")
+    # optimisation
+    epochs: int = _f(10, "training epochs")
+    batch_size: int = _f(128, "images per optimisation step (global, over all processes)")
+    optimizer: str = _f("sgd", "optimizer", ("sgd", "adam", "adamw"))
+    lr: float | None = _f(None, "peak learning rate (default: 0.1 x batch/256 for SGD, 1e-3 "
+                          "x batch/256 for Adam/AdamW)")
+    momentum: float = _f(0.9, "SGD momentum")
+    nesterov: bool = _f(True, "Nesterov momentum for SGD")
+    weight_decay: float = _f(5e-4, "weight decay (not applied to norms and biases)")
+    schedule: str = _f("onecycle", "learning-rate schedule",
+                       ("onecycle", "cosine", "step", "constant"))
+    warmup_epochs: float = _f(0.0, "linear warm-up epochs for cosine, step and constant "
+                              "(one-cycle has its own ramp)")
+    step_size: int = _f(5, "StepLR: epochs between decays")
+    gamma: float = _f(0.1, "StepLR: decay factor")
+    label_smoothing: float = _f(0.1, "label smoothing of the cross-entropy loss")
+    grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
+    ema: float = _f(0.0, "decay of an exponential moving average of the weights (0: off; "
+                    "e.g. 0.999); evaluated and saved instead of the raw weights")
+    # augmentation
+    augment: str = _f("auto", "augmentation preset (auto: standard, without flips for digits)",
+                      ("auto", "none", "light", "standard", "strong"))
+    flip: bool | None = _f(None, "override the preset's horizontal flips")
+    translate: int | None = _f(None, "override the preset's translation, pixels")
+    rotate: float | None = _f(None, "override the preset's rotation, degrees")
+    erase: float | None = _f(None, "override the preset's random-erasing probability")
+    tta: bool = _f(False, "test-time augmentation: average the logits of the image and its "
+                   "mirror image (only when flips are allowed)")
+    # execution
+    device: str = _f("auto", "cpu, cuda, cuda:N or auto")
+    precision: str = _f("auto", "arithmetic: auto measures fp32 and bf16 and keeps the faster",
+                        ("auto", "fp32", "bf16", "fp16"))
+    channels_last: str = _f("auto", "memory format (auto: measured with the precision)",
+                            ("auto", "yes", "no"))
+    threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
+    seed: int = _f(0, "seed of the split, initialisation, data order and augmentation")
+    deterministic: bool = _f(False, "bitwise-reproducible kernels (slower)")
+    # run folder and lifecycle
+    out: str = _f("runs", "folder in which run folders are created")
+    name: str | None = _f(None, "run folder name (default: <model>-<data>-<timestamp>)")
+    resume: str | None = _f(None, "continue the run in this folder from its last checkpoint")
+    early_stop: int = _f(0, "stop after this many epochs without a better val accuracy (0: off)")
+    checkpoint_every: int = _f(0, "also checkpoint every N steps inside an epoch (0: per epoch)")
+    progress: bool = _f(True, "show progress bars on a terminal")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check types and ranges; raise ConfigError naming the field."""
+        hints = get_type_hints(TrainConfig)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            allowed = get_args(hints[f.name]) or (hints[f.name],)
+            if v is None and type(None) in allowed:
+                continue
+            if isinstance(v, bool) and bool not in allowed:
+                raise ConfigError(f"{f.name}: expected {_type_name(allowed)}, got {v!r}")
+            if float in allowed and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+                setattr(self, f.name, v)
+            if not isinstance(v, tuple(t for t in allowed if isinstance(t, type))):
+                raise ConfigError(f"{f.name}: expected {_type_name(allowed)}, got {v!r}")
+            choices = f.metadata.get("choices")
+            if choices and v not in choices:
+                raise ConfigError(f"{f.name}: must be one of {', '.join(choices)}, got {v!r}")
+        positive = ("epochs", "batch_size", "memory_limit_gb")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if not 0 <= self.val_split < 1:
+            raise ConfigError(f"val_split: must be in [0, 1), got {self.val_split}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels: must be 1 or 3, got {self.channels}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"image_size: must be at least 8, got {self.image_size}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            import difflib
+
+            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, names, 1))
+                     else k for k in unknown]
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(hints)}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(read_yaml(path), where=str(path))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from ``path``; ConfigError naming the file when it is not one."""
+    try:
+        d = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(d).__name__}")
+    return d
+
+
+def _type_name(types: tuple) -> str:
+    return " or ".join("null" if t is type(None) else getattr(t, "__name__", str(t))
+                       for t in types)

@@ -1,0 +1,118 @@
+"""Decode image files once into the in-memory form (uint8 tensor), with an on-disk cache.
+
+Bad files (unreadable, truncated, zero bytes, over the pixel limit, wrong format) are skipped,
+counted and listed; they never stop the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..progress import progress_bar
+from ..utils import cache_dir
+from .dataset import ArrayDataset, FileDataset
+from .images import ImageDecodeError, decode_image, probe_image, resize_to
+
+
+def infer_channels(ds: FileDataset, limit: int = 2000) -> int:
+    """1 when every probed image is grayscale, else 3 (header reads only)."""
+    step = max(1, len(ds) // limit)
+    for p in ds.paths[::step]:
+        try:
+            if not probe_image(p)[2]:
+                return 3
+        except ImageDecodeError:
+            continue
+    return 1
+
+
+def infer_image_size(ds: FileDataset, limit: int = 200) -> int:
+    """Median shorter side of up to ``limit`` images, clipped to 16..224 pixels."""
+    step = max(1, len(ds) // limit)
+    sides = []
+    for p in ds.paths[::step]:
+        try:
+            w, h, _ = probe_image(p)
+            sides.append(min(w, h))
+        except ImageDecodeError:
+            continue
+    if not sides:
+        raise DataError("none of the probed images could be read: is this an image folder?")
+    return int(np.clip(np.median(sides), 16, 224))
+
+
+def _cache_key(ds: FileDataset, size: int, channels: int, resize: str) -> str:
+    h = hashlib.sha256(f"v1|{size}|{channels}|{resize}".encode())
+    for p in ds.paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}|missing\n".encode())
+    return h.hexdigest()[:24]
+
+
+def materialize(
+    ds: FileDataset,
+    size: int,
+    channels: int,
+    *,
+    resize: str = "shorter_crop",
+    cache: bool = True,
+    workers: int | None = None,
+    desc: str = "decoding images",
+) -> tuple[ArrayDataset, list[str]]:
+    """Decode and resize every file to ``channels`` x ``size`` x ``size`` uint8.
+
+    Returns the in-memory data set (bad files left out) and the list of skipped files with
+    their reasons. With ``cache`` the decoded array is kept under the imgcls cache folder,
+    keyed by the files' paths, sizes and modification times, so a second run decodes nothing.
+    """
+    key = _cache_key(ds, size, channels, resize)
+    cache_file = cache_dir("decoded") / f"{key}.npz" if cache else None
+    if cache_file is not None and cache_file.exists():
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                keep, images = z["keep"], z["images"]
+                skipped = [str(s) for s in z["skipped"]]
+            return ArrayDataset(torch.from_numpy(images), ds.labels[torch.from_numpy(keep)],
+                                ds.classes), skipped
+        except (OSError, ValueError, KeyError):
+            cache_file.unlink(missing_ok=True)  # a broken cache is rebuilt, never trusted
+
+    out = np.empty((len(ds), channels, size, size), dtype=np.uint8)
+    ok = np.zeros(len(ds), dtype=bool)
+    errors: list[str | None] = [None] * len(ds)
+
+    def work(i: int) -> None:
+        try:
+            img = resize_to(decode_image(ds.paths[i], channels), size, resize)
+            out[i] = img.numpy()
+            ok[i] = True
+        except ImageDecodeError as e:
+            errors[i] = str(e)
+
+    # Pillow releases the GIL while decoding, so threads use every core without the start-up
+    # cost and pickling of worker processes.
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        for _ in progress_bar(pool.map(work, range(len(ds))), total=len(ds), desc=desc):
+            pass
+    keep = np.flatnonzero(ok)
+    skipped = [e for e in errors if e is not None]
+    if len(keep) == 0:
+        raise DataError(f"none of the {len(ds)} images could be decoded; first error: "
+                        f"{skipped[0] if skipped else '?'}")
+    images = out[keep]
+    if cache_file is not None:
+        tmp = Path(f"{cache_file}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, images=images, keep=keep, skipped=np.array(skipped, dtype=str))
+        os.replace(tmp, cache_file)
+    return ArrayDataset(torch.from_numpy(images), ds.labels[torch.from_numpy(keep)],
+                        ds.classes), skipped

@@ -1,0 +1,1 @@
+"""Training engine: loop, evaluation, schedules, checkpoints, execution plan."""

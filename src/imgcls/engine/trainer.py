@@ -1,0 +1,183 @@
+"""The training loop. It fits on a screen; checkpointing, early stopping and logging hang off
+a few hooks (Lightning's Callback idea without its machinery)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TrainConfig
+from ..progress import make_progress
+from .ema import ModelEMA
+from .evaluate import basic_metrics, predict_logits
+from .precision import ExecPlan
+from .schedules import lr_at
+
+
+@dataclass
+class TrainState:
+    """Counters that, with the checkpointed tensors, fix everything the next step does."""
+
+    epoch: int = 0  # epoch in progress
+    batch: int = 0  # next batch index inside that epoch
+    step: int = 0  # optimisation steps done
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stop: bool = False
+
+
+class Callback:
+    """Hooks called by :class:`Trainer`; override what you need."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+def default_lr(cfg: TrainConfig) -> float:
+    if cfg.lr is not None:
+        return cfg.lr
+    return 0.1 * cfg.batch_size / 256 if cfg.optimizer == "sgd" else 1e-3
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD / Adam / AdamW; no weight decay on biases and normalisation weights (1-d)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    lr = default_lr(cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=lr)
+
+
+class Trainer:
+    """Runs ``cfg.epochs`` epochs of ``train_loader``, validating on ``val_loader`` after each."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_loader: object,
+        val_loader: object | None,
+        cfg: TrainConfig,
+        plan: ExecPlan,
+        callbacks: list[Callback] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.model = plan.prepare(model)
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.cfg, self.plan, self.log = cfg, plan, log
+        self.callbacks = callbacks or []
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None
+        self.ema = ModelEMA(self.model, cfg.ema) if cfg.ema > 0 else None
+        self.state = TrainState()
+        self.steps_per_epoch = len(train_loader)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.history: list[dict] = []
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def lr(self, step: int) -> float:
+        c = self.cfg
+        return lr_at(step, self.total_steps, default_lr(c), schedule=c.schedule,
+                     warmup_steps=int(c.warmup_epochs * self.steps_per_epoch),
+                     steps_per_epoch=self.steps_per_epoch, step_size=c.step_size, gamma=c.gamma)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lr = self.lr(self.state.step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        with self.plan.autocast():
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.state.step += 1
+        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    def validate(self) -> dict[str, float]:
+        if self.val_loader is None:
+            return {}
+        logits, labels = predict_logits(self.eval_model, self.val_loader, self.plan)
+        m = basic_metrics(logits, labels)
+        return {"val_loss": m["loss"], "val_top1": m["top1"], "val_top5": m["top5"]}
+
+    def fit(self) -> list[dict]:
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        s = self.state
+        with make_progress() as bar:
+            while s.epoch < self.cfg.epochs and not s.stop:
+                self.run_epoch(bar)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    def run_epoch(self, bar: object) -> None:
+        s = self.state
+        self.train_loader.set_epoch(s.epoch)
+        self.model.train()
+        task = bar.add_task(f"epoch {s.epoch + 1}/{self.cfg.epochs}",
+                            total=self.steps_per_epoch, completed=s.batch, info="")
+        loss_sum = torch.zeros(())
+        correct = torch.zeros((), dtype=torch.long)
+        seen, t0 = 0, time.perf_counter()
+        for x, y in self.train_loader.iter_from(s.batch):
+            loss, hits = self.train_step(x, y)
+            loss_sum += loss.cpu() * len(y)
+            correct += hits.cpu()
+            seen += len(y)
+            s.batch += 1
+            for cb in self.callbacks:
+                cb.on_step_end(self)
+            if s.batch % 10 == 0 or s.batch == self.steps_per_epoch:
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, completed=s.batch, info=f"loss {loss_sum.item() / seen:.3f} "
+                           f"acc {correct.item() / seen:.3f} {rate:,.0f} img/s")
+        train_time = time.perf_counter() - t0
+        record = {"epoch": s.epoch + 1, "step": s.step, "lr": self.lr(max(s.step - 1, 0)),
+                  "train_loss": loss_sum.item() / max(seen, 1),
+                  "train_top1": correct.item() / max(seen, 1),
+                  "train_images_per_s": seen / max(train_time, 1e-9),
+                  "epoch_time_s": train_time}
+        if not math.isfinite(record["train_loss"]):
+            self.log(f"warning: epoch {s.epoch + 1} train loss is {record['train_loss']}")
+        record.update(self.validate())
+        bar.remove_task(task)
+        s.epoch, s.batch = s.epoch + 1, 0
+        self.history.append(record)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+
+    def state_dict(self) -> dict:
+        return asdict(self.state)

@@ -1,0 +1,118 @@
+"""Model registry: builders are plain functions registered by name (timm/torchvision style).
+
+A builder has the signature ``name(*, num_classes, in_chans, input_size, **kw) -> nn.Module``
+and returns a module that follows the :class:`imgcls.models.base.ImgclsModel` contract.
+``list_models`` and ``create_model`` are the only entry points the rest of imgcls uses.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows of a model without building it."""
+
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    default_input_size: int
+    paper: str = ""
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+# Names handled by other libraries' factories ("timm/resnet50", "tv/resnet18").
+_EXTERNAL_PREFIXES = ("timm/", "tv/")
+
+
+def register_model(
+    family: str, *, default_input_size: int = 224, paper: str = ""
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that registers a builder under its function name; duplicates are an error."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise RuntimeError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelInfo(name, family, fn, default_input_size, paper)
+        return fn
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every family; done lazily so that the registry module
+    # itself has no import cycle with the family files.
+    from . import families  # noqa: F401
+
+
+def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
+    """Registered model names, sorted, optionally filtered by a glob pattern and family."""
+    _ensure_loaded()
+    names = sorted(_REGISTRY)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    if family:
+        names = [n for n in names if _REGISTRY[n].family == family]
+    return names
+
+
+def list_families() -> list[str]:
+    """The families that have at least one registered model."""
+    _ensure_loaded()
+    return sorted({info.family for info in _REGISTRY.values()})
+
+
+def model_info(name: str) -> ModelInfo:
+    """Registry entry of ``name``; a clear error with close matches if it is unknown."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelError(
+            f"unknown model {name!r}.{hint} `imgcls models` lists them; "
+            "timm and torchvision models are named timm/<name> and tv/<name>."
+        )
+    return _REGISTRY[name]
+
+
+def is_external(name: str) -> bool:
+    """True for names created by another library's factory (``timm/...``, ``tv/...``)."""
+    return name.startswith(_EXTERNAL_PREFIXES)
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_chans: int = 3,
+    input_size: int | None = None,
+    **kwargs: object,
+) -> nn.Module:
+    """Build model ``name`` for ``num_classes`` outputs, ``in_chans`` input channels and
+    square inputs of ``input_size`` pixels (the registry's default when None)."""
+    if in_chans not in (1, 3):
+        raise ModelError(f"in_chans must be 1 or 3, got {in_chans}")
+    if num_classes < 1:
+        raise ModelError(f"num_classes must be at least 1, got {num_classes}")
+    if is_external(name):
+        from .external import create_external
+
+        return create_external(
+            name, num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs
+        )
+    info = model_info(name)
+    size = input_size or info.default_input_size
+    try:
+        return info.builder(num_classes=num_classes, in_chans=in_chans, input_size=size, **kwargs)
+    except TypeError as e:
+        raise ModelError(f"cannot build {name!r} with options {kwargs}: {e}") from e

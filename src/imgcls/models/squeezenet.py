@@ -1,0 +1,171 @@
+"""SqueezeNet 1.0 and 1.1 (Iandola et al. 2016): fire modules, no fully-connected layer.
+
+Layers as the paper's Table 1 (1.0) and the SqueezeNet v1.1 release (3x3 stem, earlier
+pooling), arranged as torchvision's ``squeezenet.py`` so parameter counts match it; no
+BatchNorm, as the paper. The classifier is dropout -> 1x1 conv -> ReLU -> global average pool.
+
+Small-image variant: a 3x3 stride-1 stem and no max-pool after it (the other two stay),
+so the network down-samples 4x: 28 px end at 7x7, 32 px at 8x8, 64 px at 16x16.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._registry import register_model
+from .base import ImgclsModel
+from .layers import is_small
+
+
+class Fire(nn.Module):
+    """Squeeze 1x1 -> ReLU -> concatenated expand 1x1 and expand 3x3, each with ReLU."""
+
+    def __init__(self, in_ch: int, squeeze: int, expand: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(in_ch, squeeze, 1)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.squeeze(x))
+        return torch.cat([self.act(self.expand1x1(x)), self.act(self.expand3x3(x))], 1)
+
+
+class FireHead(nn.Module):
+    """SqueezeNet's classifier: dropout -> 1x1 conv ``fc`` -> ReLU -> global average pool.
+
+    Has the ``ClassifierHead`` interface (``fc``, ``num_features``, ``reset``); pre-logits
+    features are the pooled fire map, and ``reset(0)`` leaves only the pooling.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.5) -> None:
+        super().__init__()
+        self.num_features = in_features
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.fc: nn.Module = nn.Identity()
+        self.reset(num_classes)
+
+    def reset(self, num_classes: int) -> None:
+        if num_classes > 0:
+            self.fc = nn.Conv2d(self.num_features, num_classes, 1)
+            # Small initial logits as torchvision's final_conv (the ReLU keeps them >= 0).
+            nn.init.normal_(self.fc.weight, 0.0, 0.01)
+            nn.init.zeros_(self.fc.bias)
+        else:
+            self.fc = nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits or isinstance(self.fc, nn.Identity):
+            return self.pool(x)
+        return self.pool(self.act(self.fc(self.drop(x))))
+
+
+class SqueezeNet(ImgclsModel):
+    """Stem conv -> max-pools and fire modules (``features``) -> ``FireHead``."""
+
+    first_conv = "features.0"
+
+    def __init__(
+        self,
+        cfg: tuple[int, int, list[str | tuple[int, int]]],
+        *,
+        num_classes: int,
+        in_chans: int,
+        small: bool,
+        drop_rate: float,
+    ) -> None:
+        super().__init__(num_classes, in_chans)
+        stem_ch, stem_k, layout = cfg
+        if small:
+            stem = nn.Conv2d(in_chans, stem_ch, 3, 1, padding=1)
+            layout = layout[1:]  # drop the max-pool right after the stem
+        else:
+            stem = nn.Conv2d(in_chans, stem_ch, stem_k, 2)
+        layers: list[nn.Module] = [stem, nn.ReLU(inplace=True)]
+        ch = stem_ch
+        for item in layout:
+            if item == "M":
+                layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
+            else:
+                squeeze, expand = item
+                layers.append(Fire(ch, squeeze, expand))
+                ch = 2 * expand
+        self.features = nn.Sequential(*layers)
+        for m in self.features.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        self.head = FireHead(ch, num_classes, drop_rate)
+        self.num_features = ch
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+# (stem channels, stem kernel, layout): "M" is a 3x3 stride-2 max-pool, (s, e) a fire
+# module with s squeeze channels and e expand channels in each of its 1x1 and 3x3 branches.
+_CFGS: dict[str, tuple[int, int, list[str | tuple[int, int]]]] = {
+    "1_0": (96, 7, ["M", (16, 64), (16, 64), (32, 128), "M", (32, 128), (48, 192), (48, 192),
+                    (64, 256), "M", (64, 256)]),
+    "1_1": (64, 3, ["M", (16, 64), (16, 64), "M", (32, 128), (32, 128), "M", (48, 192),
+                    (48, 192), (64, 256), (64, 256)]),
+}  # fmt: skip
+
+
+def _squeezenet(
+    version: str,
+    *,
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    variant: str,
+    drop_rate: float,
+) -> SqueezeNet:
+    small = is_small(input_size, variant)
+    # The unpadded stride-2 stem and three 3x3 max-pools need this much input.
+    minimum = {"1_0": 21, "1_1": 17}[version]
+    if not small and input_size < minimum:
+        raise ValueError(
+            f"squeezenet{version} (imagenet variant) needs inputs of at least {minimum} "
+            f"pixels, got {input_size}"
+        )
+    return SqueezeNet(
+        _CFGS[version], num_classes=num_classes, in_chans=in_chans, small=small,
+        drop_rate=drop_rate,
+    )  # fmt: skip
+
+
+@register_model("squeezenet", default_input_size=224, paper="Iandola et al. 2016")
+def squeezenet1_0(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    input_size: int = 224,
+    variant: str = "auto",
+    drop_rate: float = 0.5,
+) -> SqueezeNet:
+    """SqueezeNet 1.0: 7x7 96-channel stem, 8 fire modules, pools after fire 4 and 8."""
+    return _squeezenet(
+        "1_0", num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+        variant=variant, drop_rate=drop_rate,
+    )  # fmt: skip
+
+
+@register_model("squeezenet", default_input_size=224, paper="Iandola et al. 2016")
+def squeezenet1_1(
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    input_size: int = 224,
+    variant: str = "auto",
+    drop_rate: float = 0.5,
+) -> SqueezeNet:
+    """SqueezeNet 1.1: 3x3 64-channel stem, pools after fire 3 and 5 (2.4x fewer FLOPs)."""
+    return _squeezenet(
+        "1_1", num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+        variant=variant, drop_rate=drop_rate,
+    )  # fmt: skip

@@ -1,0 +1,373 @@
+"""From a config to a finished run: data, model, execution plan, training, test evaluation.
+
+Also the reverse: loading a run's model with its preprocessing, and scoring it on a data set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .data.augment import Augment, preset
+from .data.dataset import ArrayDataset, Dataset, FileDataset
+from .data.images import convert_channels, resize_to
+from .data.loader import BatchLoader, StreamLoader
+from .data.materialize import infer_channels, infer_image_size, materialize
+from .data.sources import Source, load_source
+from .data.splits import stratified_split, write_split_manifest
+from .engine.checkpoint import (
+    Checkpoint,
+    load_latest,
+    read_safetensors,
+    restore_rng,
+    save_checkpoint,
+    save_model_file,
+)
+from .engine.evaluate import basic_metrics, predict_logits
+from .engine.precision import ExecPlan, choose_plan, resolve_device
+from .engine.trainer import Callback, Trainer, TrainState
+from .errors import ConfigError, DataError, RunError
+from .models import create_model
+from .preprocess import Preprocess, channel_stats
+from .run import RunDir, default_run_name
+from .utils import write_json, write_yaml
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PreparedData:
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None
+    preprocess: Preprocess
+    flip_ok: bool
+    source: str
+    train_idx: object = None
+    val_idx: object = None
+    skipped: list[str] = field(default_factory=list)
+
+
+def conform(ds: ArrayDataset, channels: int, size: int, resize: str) -> ArrayDataset:
+    """An in-memory data set with ``channels`` channels at ``size`` x ``size``."""
+    images = convert_channels(ds.images, channels)
+    if images.shape[-2:] != (size, size):
+        images = torch.cat([resize_to(c, size, resize) for c in images.split(4096)])
+    return ArrayDataset(images, ds.labels, ds.classes)
+
+
+def _fits(ds: FileDataset, channels: int, size: int, cfg: TrainConfig) -> bool:
+    if cfg.in_memory != "auto":
+        return cfg.in_memory == "yes"
+    return len(ds) * channels * size * size <= cfg.memory_limit_gb * 2**30
+
+
+def to_model_input(ds: Dataset | None, channels: int, size: int, cfg: TrainConfig,
+                   skipped: list[str], desc: str) -> Dataset | None:
+    """Arrays conformed, files decoded into memory when they fit (else left for streaming)."""
+    if ds is None:
+        return None
+    if isinstance(ds, ArrayDataset):
+        return conform(ds, channels, size, cfg.resize)
+    if not _fits(ds, channels, size, cfg):
+        return ds
+    arr, bad = materialize(ds, size, channels, resize=cfg.resize, workers=cfg.workers, desc=desc)
+    skipped += bad
+    return arr
+
+
+def prepare_data(cfg: TrainConfig, log: Log = print, source: Source | None = None
+                 ) -> PreparedData:
+    """Load the source, split train/val (stratified, seeded), decode to the model's input."""
+    source = source or load_source(cfg.data, cfg.data_dir)
+    full = source.train
+    if cfg.val_split > 0:
+        train_idx, val_idx = stratified_split(full.labels, cfg.val_split, cfg.seed)
+        train, val = full.subset(train_idx), full.subset(val_idx)
+    else:
+        train_idx, val_idx = None, None
+        train, val = full, source.val
+    if isinstance(full, ArrayDataset):
+        channels = cfg.channels or full.channels
+        size = cfg.image_size or max(full.image_size)
+    else:
+        channels = cfg.channels or infer_channels(full)
+        size = cfg.image_size or infer_image_size(full)
+    skipped: list[str] = []
+    train = to_model_input(train, channels, size, cfg, skipped, "decoding train images")
+    val = to_model_input(val, channels, size, cfg, skipped, "decoding val images")
+    test = to_model_input(source.test, channels, size, cfg, skipped, "decoding test images")
+    if isinstance(train, ArrayDataset):
+        mean, std = channel_stats(train.images)
+    else:  # streamed: statistics of a decoded sample
+        sample = train.subset(torch.randperm(len(train))[:1000])
+        arr, _ = materialize(sample, size, channels, resize=cfg.resize, cache=False,
+                             desc="sampling mean/std")
+        mean, std = channel_stats(arr.images)
+    empty = [c for c, n in zip(full.classes, train.counts()) if n == 0]
+    if empty:
+        raise DataError(f"{source.name}: no usable training images for class(es) {empty}")
+    pre = Preprocess(size, channels, mean, std, list(full.classes), resize=cfg.resize)
+    return PreparedData(train, val, test, pre, source.flip_ok, source.name, train_idx, val_idx,
+                        skipped)
+
+
+def augmentation(cfg: TrainConfig, size: int, flip_ok: bool) -> Augment:
+    aug = preset("standard" if cfg.augment == "auto" else cfg.augment, size, flip_ok)
+    return Augment(
+        flip=aug.flip if cfg.flip is None else cfg.flip,
+        translate=aug.translate if cfg.translate is None else cfg.translate,
+        rotate=aug.rotate if cfg.rotate is None else cfg.rotate,
+        erase=aug.erase if cfg.erase is None else cfg.erase,
+    )
+
+
+def make_loader(ds: Dataset, pre: Preprocess, cfg: TrainConfig, plan: ExecPlan, *,
+                train: bool, augment: Augment | None = None, batch_size: int | None = None,
+                rank: int = 0, world_size: int = 1) -> BatchLoader | StreamLoader:
+    kw = dict(mean=pre.mean, std=pre.std, augment=augment if train else None, shuffle=train,
+              drop_last=train and len(ds) >= 2 * (batch_size or cfg.batch_size),
+              seed=cfg.seed, device=plan.device, channels_last=plan.channels_last,
+              rank=rank, world_size=world_size)
+    bs = batch_size or (cfg.batch_size // world_size if train else max(256, cfg.batch_size))
+    if isinstance(ds, ArrayDataset):
+        return BatchLoader(ds, bs, **kw)
+    from .utils import cache_dir
+
+    cache = cache_dir("stream") / f"{abs(hash((tuple(map(str, ds.paths)), pre.input_size)))}"
+    return StreamLoader(ds, bs, size=pre.input_size, channels=pre.in_chans, resize=pre.resize,
+                        cache=cache, workers=cfg.workers, **kw)
+
+
+def model_meta(cfg: TrainConfig, pre: Preprocess) -> dict:
+    return {"model": cfg.model, "model_kwargs": cfg.model_kwargs,
+            "num_classes": len(pre.class_names), "preprocess": pre.to_dict()}
+
+
+def build_model(cfg: TrainConfig, pre: Preprocess, log: Log = print) -> nn.Module:
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=len(pre.class_names), in_chans=pre.in_chans,
+                         input_size=pre.input_size, **cfg.model_kwargs)
+    if cfg.pretrained:
+        from .models.transfer import load_pretrained
+
+        load_pretrained(model, cfg.pretrained, log=log)
+    return model
+
+
+class RunCallback(Callback):
+    """Writes the run: metrics, best model file, last checkpoint; tracks early stopping."""
+
+    def __init__(self, run: RunDir, cfg: TrainConfig, meta: dict, plan: ExecPlan,
+                 log: Log) -> None:
+        self.run, self.cfg, self.meta, self.plan, self.log = run, cfg, meta, plan, log
+
+    def checkpoint(self, t: Trainer) -> None:
+        save_checkpoint(self.run.last_checkpoint, Checkpoint(
+            model=t.model.state_dict(), meta={"state": t.state_dict(), "model_meta": self.meta},
+            ema=t.ema.state_dict() if t.ema else None, optimizer=t.optimizer.state_dict(),
+            scaler=t.scaler.state_dict() if t.scaler else None))
+
+    def save_model(self, t: Trainer) -> None:
+        save_model_file(self.run.model_file, t.eval_model.state_dict(), self.meta)
+
+    def on_step_end(self, t: Trainer) -> None:
+        n = self.cfg.checkpoint_every
+        if n and t.state.step % n == 0 and t.state.batch < t.steps_per_epoch:
+            self.checkpoint(t)
+
+    def on_epoch_end(self, t: Trainer, record: dict) -> None:
+        s = t.state
+        score = record.get("val_top1")
+        if score is None or score > s.best_top1:
+            s.best_top1, s.best_epoch, s.bad_epochs = score or 0.0, s.epoch, 0
+            self.save_model(t)
+        else:
+            s.bad_epochs += 1
+            if self.cfg.early_stop and s.bad_epochs >= self.cfg.early_stop:
+                s.stop = True
+                self.log(f"early stop: no better val accuracy for {s.bad_epochs} epochs")
+        self.run.append_metrics(record)
+        self.checkpoint(t)
+        val = (f" val loss {record['val_loss']:.4f} acc {record['val_top1']:.4f}"
+               if "val_top1" in record else "")
+        self.log(f"epoch {record['epoch']:>3}/{self.cfg.epochs}  train loss "
+                 f"{record['train_loss']:.4f} acc {record['train_top1']:.4f}{val}  "
+                 f"{record['train_images_per_s']:,.0f} img/s  {record['epoch_time_s']:.1f}s")
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    test: dict[str, float] | None
+    history: list[dict]
+    plan: ExecPlan
+    seconds: float
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+
+def _resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunDir]:
+    run = RunDir.open(cfg.resume, need_model=False)
+    if not run.config.exists():
+        raise RunError(f"{cfg.resume}: no config.yaml, not a run folder")
+    saved = TrainConfig.from_yaml(run.config)
+    # Only the number of epochs may change on resume (to extend a finished run); anything
+    # else would make the resumed run differ from an uninterrupted one.
+    return saved.replace(resume=cfg.resume, epochs=cfg.epochs, progress=cfg.progress), run
+
+
+def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | None = None,
+          **overrides: object) -> TrainResult:
+    """Train a model as ``cfg`` (plus keyword overrides) says; returns the finished run.
+    ``source`` replaces ``cfg.data`` with data already in memory (used by ``Classifier.fit``)."""
+    t_start = time.perf_counter()
+    cfg = (cfg or TrainConfig()).replace(**overrides) if overrides else (cfg or TrainConfig())
+    if not cfg.progress:
+        os.environ["IMGCLS_NO_PROGRESS"] = "1"
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.resume:
+        cfg, run = _resume_config(cfg)
+    else:
+        run = RunDir.create(cfg.out, cfg.name, default_run_name(cfg.model, cfg.data))
+    source = source or load_source(cfg.data, cfg.data_dir)
+    data = prepare_data(cfg, log, source)
+    pre = data.preprocess
+    model = build_model(cfg, pre, log)
+    aug = augmentation(cfg, pre.input_size, data.flip_ok)
+    device = resolve_device(cfg.device)
+    probe = make_loader(data.train, pre, cfg, ExecPlan(device), train=True, augment=aug)
+    example = next(iter(probe))
+    plan, timings = choose_plan(model, example, device=device, precision=cfg.precision,
+                                channels_last=cfg.channels_last, key=cfg.model)
+    if timings:
+        log("execution plan: " + ", ".join(f"{k} {1000 * v:.0f} ms/step"
+                                           for k, v in timings.items())
+            + f" -> {plan.describe()}")
+    else:
+        log(f"execution plan: {plan.describe()}")
+    train_loader = make_loader(data.train, pre, cfg, plan, train=True, augment=aug)
+    val_loader = make_loader(data.val, pre, cfg, plan, train=False) if data.val else None
+    meta = model_meta(cfg, pre)
+    trainer = Trainer(model, train_loader, val_loader, cfg, plan, log=log)
+    trainer.callbacks.append(RunCallback(run, cfg, meta, plan, log))
+    if cfg.resume:
+        _restore(trainer, run, log)
+    else:
+        write_yaml(run.config, cfg.to_dict())
+        if data.train_idx is not None:
+            write_split_manifest(run.split, source.train, data.train_idx, data.val_idx)
+        n = sum(p.numel() for p in model.parameters())
+        log(f"run {run.path}: {cfg.model} ({n / 1e6:.2f}M params) on {data.source}, "
+            f"{len(data.train)} train / {len(data.val) if data.val else 0} val images, "
+            f"{pre.in_chans}x{pre.input_size}x{pre.input_size}")
+    if data.skipped:
+        run.skipped.write_text("".join(s + "\n" for s in data.skipped))
+        log(f"skipped {len(data.skipped)} unreadable image(s), listed in {run.skipped}")
+    history = trainer.fit()
+    test = None
+    if data.test is not None:
+        eval_model, _, _ = load_run_model(run.path, device=plan.device)
+        loader = make_loader(data.test, pre, cfg, ExecPlan(plan.device), train=False)
+        logits, labels = predict_logits(eval_model, loader, tta=cfg.tta and data.flip_ok)
+        test = basic_metrics(logits, labels)
+        log(f"test: loss {test['loss']:.4f}  top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f} "
+            f"({test['n']} images)")
+    seconds = time.perf_counter() - t_start
+    write_json(run.summary, {"test": test, "best_val_top1": trainer.state.best_top1,
+                             "best_epoch": trainer.state.best_epoch, "seconds": seconds,
+                             "plan": plan.describe(), "timings_s_per_step": timings,
+                             "skipped_images": len(data.skipped)})
+    return TrainResult(run, test, history, plan, seconds)
+
+
+def _restore(trainer: Trainer, run: RunDir, log: Log) -> None:
+    ckpt, used = load_latest(run.last_checkpoint)
+    if used != run.last_checkpoint:
+        log(f"warning: {run.last_checkpoint} is damaged; resuming from {used}")
+    trainer.model.load_state_dict(ckpt.model)
+    if trainer.ema is not None and ckpt.ema is not None:
+        trainer.ema.load_state_dict(ckpt.ema)
+    if ckpt.optimizer is not None:
+        trainer.optimizer.load_state_dict(ckpt.optimizer)
+    if trainer.scaler is not None and ckpt.scaler:
+        trainer.scaler.load_state_dict(ckpt.scaler)
+    restore_rng(ckpt.rng["tensors"], ckpt.rng["info"])
+    trainer.state = TrainState(**ckpt.meta["state"])
+    trainer.state.stop = False
+    run.truncate_metrics(trainer.state.epoch)
+    log(f"resumed {run.path} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
+
+
+def load_run_model(path: str | os.PathLike, device: str = "cpu"
+                   ) -> tuple[nn.Module, Preprocess, dict]:
+    """The model of a run folder (or of a ``model.safetensors`` file) in eval mode, with its
+    preprocessing and metadata."""
+    p = Path(path)
+    file = p if p.is_file() else RunDir.open(p).model_file
+    tensors, meta = read_safetensors(file)
+    if "model" not in meta or "preprocess" not in meta:
+        raise RunError(f"{file}: not an imgcls model file (no model name or preprocessing)")
+    pre = Preprocess.from_dict(meta["preprocess"])
+    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=pre.in_chans,
+                         input_size=pre.input_size, **meta.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise RunError(f"{file}: weights do not fit {meta['model']} ({e})") from e
+    return model.to(device).eval(), pre, meta
+
+
+def evaluate_run(path: str | os.PathLike, data: str, split: str = "test",
+                 data_dir: str | None = None, tta: bool = False, batch_size: int = 256,
+                 device: str = "auto", log: Log = print) -> dict:
+    """Score a run's model on a split of a data set with the run's own preprocessing."""
+    device = resolve_device(device)
+    model, pre, meta = load_run_model(path, device)
+    source = load_source(data, data_dir)
+    if split == "test":
+        ds = source.test
+    elif split == "val":
+        ds = source.val
+        if ds is None:  # the held-out part of the training set, as in the run
+            cfg_path = Path(path) / "config.yaml"
+            cfg = TrainConfig.from_yaml(cfg_path) if cfg_path.exists() else TrainConfig()
+            if cfg.val_split <= 0:
+                raise DataError(f"{data}: no val split (the run used none)")
+            _, val_idx = stratified_split(source.train.labels, cfg.val_split, cfg.seed)
+            ds = source.train.subset(val_idx)
+    elif split == "train":
+        ds = source.train
+    else:
+        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    if ds is None:
+        raise DataError(f"{data}: has no {split} split")
+    if list(ds.classes) != list(pre.class_names):
+        raise DataError(f"{data}: classes {ds.classes} differ from the model's "
+                        f"{pre.class_names}")
+    skipped: list[str] = []
+    cfg = TrainConfig(resize=pre.resize)
+    ds = to_model_input(ds, pre.in_chans, pre.input_size, cfg, skipped, f"decoding {split}")
+    loader = make_loader(ds, pre, cfg, ExecPlan(device), train=False, batch_size=batch_size)
+    logits, labels = predict_logits(model, loader, tta=tta)
+    m = basic_metrics(logits, labels)
+    m["skipped"] = len(skipped)
+    return m
+
+
+def summary_of(path: str | os.PathLike) -> dict:
+    run = RunDir(path)
+    return json.loads(run.summary.read_text()) if run.summary.exists() else {}

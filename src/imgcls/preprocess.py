@@ -1,0 +1,68 @@
+"""Preprocessing that travels with the weights (torchvision ``Weights.transforms``, timm
+``pretrained_cfg``): saved in every checkpoint, used by eval, predict, export and serve."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .data.images import decode_image, resize_to
+
+
+@dataclass
+class Preprocess:
+    """How raw images become model input: decode to ``in_chans`` channels, resize to
+    ``input_size`` (rule ``resize``), scale to [0, 1], subtract ``mean``, divide by ``std``.
+    ``temperature`` divides the logits before the softmax (1.0 until calibrated)."""
+
+    input_size: int
+    in_chans: int
+    mean: list[float]
+    std: list[float]
+    class_names: list[str] = field(default_factory=list)
+    resize: str = "shorter_crop"
+    interpolation: str = "bilinear"
+    temperature: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (or float in 0..255) batch -> normalised float32, one fused multiply-add."""
+        return normalize(x, self.mean, self.std)
+
+    def load_images(self, sources: list[str | Path | bytes]) -> torch.Tensor:
+        """Decode and resize files or encoded bytes into a uint8 batch (N, C, S, S)."""
+        return torch.stack([
+            resize_to(decode_image(s, self.in_chans), self.input_size, self.resize)
+            for s in sources
+        ])
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch of any size with the right channels -> normalised model input."""
+        if images.shape[-3] != self.in_chans:
+            raise ValueError(f"images have {images.shape[-3]} channels, the model takes "
+                             f"{self.in_chans}")
+        return self.normalize(resize_to(images, self.input_size, self.resize))
+
+
+def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """(x / 255 - mean) / std per channel, as ``x * a + b`` in float32."""
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device)[:, None, None]
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device)[:, None, None]
+    return torch.addcmul(-mean_t / std_t, x.float(), 1.0 / (255.0 * std_t))
+
+
+def channel_stats(images: torch.Tensor, max_images: int = 20000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units of a uint8 batch (N, C, H, W)."""
+    step = max(1, len(images) // max_images)
+    x = images[::step].float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
+    std = x.std(1).clamp_min(1e-3)
+    return [round(v, 4) for v in x.mean(1).tolist()], [round(v, 4) for v in std.tolist()]

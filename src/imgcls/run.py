@@ -1,0 +1,87 @@
+"""A run folder: everything one training run produced, and what eval/predict/export/serve read.
+
+    config.yaml          resolved configuration (enough to repeat the run)
+    metrics.jsonl        one JSON record per epoch
+    split.csv            which training-source images were used for train and for val
+    skipped.txt          image files that could not be decoded, with the reason
+    model.safetensors    best weights + model name, options and preprocessing
+    checkpoints/last.safetensors   full training state for --resume (previous one: .prev)
+    summary.json         final figures (test accuracy, time, chosen execution plan)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from .errors import RunError
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.yaml")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    split = property(lambda self: self.path / "split.csv")
+    skipped = property(lambda self: self.path / "skipped.txt")
+    model_file = property(lambda self: self.path / "model.safetensors")
+    last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.safetensors")
+    summary = property(lambda self: self.path / "summary.json")
+
+    @classmethod
+    def create(cls, out: str | os.PathLike, name: str | None, default_name: str) -> RunDir:
+        """Make a new run folder (``name`` or ``default_name`` with a numeric suffix if taken)
+        and prove it is writable before any training starts."""
+        out = Path(out)
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", name or default_name).strip("-") or "run"
+        path, i = out / base, 2
+        while path.exists() and any(path.iterdir()):
+            path, i = out / f"{base}-{i}", i + 1
+        try:
+            (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e:
+            raise RunError(f"{path}: cannot create or write the run folder ({e.strerror or e}); "
+                           "choose another --out") from e
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, need_model: bool = True) -> RunDir:
+        """An existing run; RunError saying what is missing otherwise."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunError(f"{path}: no such run folder")
+        if need_model and not run.model_file.exists():
+            hint = (" (training has not finished an epoch yet?)"
+                    if run.last_checkpoint.exists() or run.config.exists() else "")
+            raise RunError(f"{path}: not a finished run, {run.model_file.name} is missing{hint}")
+        return run
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+
+    def truncate_metrics(self, epochs_done: int) -> None:
+        """On resume, forget records of epochs after the checkpoint (they will be redone)."""
+        from .utils import atomic_write_text
+
+        keep = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs_done]
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def default_run_name(model: str, data: str) -> str:
+    data_name = Path(data).name if ("/" in data or os.sep in data) else data
+    return f"{model.replace('/', '-')}-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
