@@ -228,7 +228,7 @@ def _resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunDir]:
 
 
 def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | None = None,
-          **overrides: object) -> TrainResult:
+          callbacks: list[Callback] | None = None, **overrides: object) -> TrainResult:
     """Train a model as ``cfg`` (plus keyword overrides) says; returns the finished run.
     ``source`` replaces ``cfg.data`` with data already in memory (used by ``Classifier.fit``)."""
     t_start = time.perf_counter()
@@ -263,7 +263,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     val_loader = make_loader(data.val, pre, cfg, plan, train=False) if data.val else None
     meta = model_meta(cfg, pre)
     trainer = Trainer(model, train_loader, val_loader, cfg, plan, log=log)
-    trainer.callbacks.append(RunCallback(run, cfg, meta, plan, log))
+    trainer.callbacks += [RunCallback(run, cfg, meta, plan, log), *(callbacks or [])]
     if cfg.resume:
         _restore(trainer, run, log)
     else:
@@ -299,14 +299,15 @@ def _restore(trainer: Trainer, run: RunDir, log: Log) -> None:
     if used != run.last_checkpoint:
         log(f"warning: {run.last_checkpoint} is damaged; resuming from {used}")
     trainer.model.load_state_dict(ckpt.model)
+    trainer.state = TrainState(**ckpt.meta["state"])
     if trainer.ema is not None and ckpt.ema is not None:
         trainer.ema.load_state_dict(ckpt.ema)
+        trainer.ema.updates = trainer.state.ema_updates
     if ckpt.optimizer is not None:
         trainer.optimizer.load_state_dict(ckpt.optimizer)
     if trainer.scaler is not None and ckpt.scaler:
         trainer.scaler.load_state_dict(ckpt.scaler)
     restore_rng(ckpt.rng["tensors"], ckpt.rng["info"])
-    trainer.state = TrainState(**ckpt.meta["state"])
     trainer.state.stop = False
     run.truncate_metrics(trainer.state.epoch)
     log(f"resumed {run.path} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")

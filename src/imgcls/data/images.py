@@ -116,7 +116,7 @@ def decode_image(
         raise ImageDecodeError(f"{name}: cannot convert {img.mode} image ({e})") from e
     finally:
         img.close()
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+    return torch.from_numpy(np.array(a.transpose(2, 0, 1)))  # a writable copy
 
 
 def probe_image(path: str | Path) -> tuple[int, int, bool]:

@@ -157,8 +157,9 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles CIFAR batches without running arbitrary code: only numpy arrays, dicts,
     lists, strings and numbers may be reconstructed."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in self._ALLOWED:
@@ -248,6 +249,10 @@ def _is_hidden(p: Path) -> bool:
     return p.name.startswith(".")
 
 
+def _hidden_below(p: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in p.relative_to(root).parts)
+
+
 def _class_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
 
@@ -265,7 +270,7 @@ def _scan_class_folder(root: Path, classes: list[str] | None = None) -> FileData
     paths, labels = [], []
     for d in dirs:
         files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                       and p.is_file() and not any(_is_hidden(q) for q in p.relative_to(d).parts))
+                       and p.is_file() and not _hidden_below(p, d))
         if not files:
             raise DataError(f"{d}: class folder has no image files "
                             f"({', '.join(sorted(IMAGE_EXTENSIONS))}); remove it or add images")

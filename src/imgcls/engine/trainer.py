@@ -31,6 +31,12 @@ class TrainState:
     best_epoch: int = -1
     bad_epochs: int = 0
     stop: bool = False
+    ema_updates: int = 0
+    # running sums of the epoch in progress, so a resumed epoch reports the whole epoch
+    epoch_loss_sum: float = 0.0
+    epoch_correct: int = 0
+    epoch_seen: int = 0
+    epoch_seconds: float = 0.0
 
 
 class Callback:
@@ -149,35 +155,38 @@ class Trainer:
         self.model.train()
         task = bar.add_task(f"epoch {s.epoch + 1}/{self.cfg.epochs}",
                             total=self.steps_per_epoch, completed=s.batch, info="")
-        loss_sum = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.long)
-        seen, t0 = 0, time.perf_counter()
+        t0, seen0 = time.perf_counter() - s.epoch_seconds, s.epoch_seen
         for x, y in self.train_loader.iter_from(s.batch):
             loss, hits = self.train_step(x, y)
-            loss_sum += loss.cpu() * len(y)
-            correct += hits.cpu()
-            seen += len(y)
+            # .item() syncs; on a CPU that costs nothing, on a GPU it is once per step
+            s.epoch_loss_sum += loss.item() * len(y)
+            s.epoch_correct += int(hits)
+            s.epoch_seen += len(y)
+            s.epoch_seconds = time.perf_counter() - t0
             s.batch += 1
             for cb in self.callbacks:
                 cb.on_step_end(self)
             if s.batch % 10 == 0 or s.batch == self.steps_per_epoch:
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, completed=s.batch, info=f"loss {loss_sum.item() / seen:.3f} "
-                           f"acc {correct.item() / seen:.3f} {rate:,.0f} img/s")
-        train_time = time.perf_counter() - t0
+                rate = (s.epoch_seen - seen0) / max(time.perf_counter() - t0, 1e-9)
+                info = (f"loss {s.epoch_loss_sum / s.epoch_seen:.3f} "
+                        f"acc {s.epoch_correct / s.epoch_seen:.3f} {rate:,.0f} img/s")
+                bar.update(task, completed=s.batch, info=info)
+        seen = max(s.epoch_seen, 1)
         record = {"epoch": s.epoch + 1, "step": s.step, "lr": self.lr(max(s.step - 1, 0)),
-                  "train_loss": loss_sum.item() / max(seen, 1),
-                  "train_top1": correct.item() / max(seen, 1),
-                  "train_images_per_s": seen / max(train_time, 1e-9),
-                  "epoch_time_s": train_time}
+                  "train_loss": s.epoch_loss_sum / seen, "train_top1": s.epoch_correct / seen,
+                  "train_images_per_s": s.epoch_seen / max(s.epoch_seconds, 1e-9),
+                  "epoch_time_s": s.epoch_seconds}
         if not math.isfinite(record["train_loss"]):
             self.log(f"warning: epoch {s.epoch + 1} train loss is {record['train_loss']}")
         record.update(self.validate())
         bar.remove_task(task)
         s.epoch, s.batch = s.epoch + 1, 0
+        s.epoch_loss_sum, s.epoch_correct, s.epoch_seen, s.epoch_seconds = 0.0, 0, 0, 0.0
         self.history.append(record)
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
 
     def state_dict(self) -> dict:
+        if self.ema is not None:
+            self.state.ema_updates = self.ema.updates
         return asdict(self.state)

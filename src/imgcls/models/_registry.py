@@ -114,5 +114,5 @@ def create_model(
     size = input_size or info.default_input_size
     try:
         return info.builder(num_classes=num_classes, in_chans=in_chans, input_size=size, **kwargs)
-    except TypeError as e:
-        raise ModelError(f"cannot build {name!r} with options {kwargs}: {e}") from e
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"cannot build {name!r} at {size}px with options {kwargs}: {e}") from e

@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from imgcls.config import TrainConfig
+from imgcls.engine.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_latest,
+    previous_path,
+    save_checkpoint,
+)
+from imgcls.engine.schedules import lr_at
+from imgcls.errors import ConfigError, RunError
+from imgcls.utils import write_yaml
+
+
+def test_config_yaml_roundtrip_and_errors(tmp_path):
+    cfg = TrainConfig(model="resnet20", epochs=3, lr=0.05, model_kwargs={"drop_rate": 0.1})
+    write_yaml(tmp_path / "c.yaml", cfg.to_dict())
+    assert TrainConfig.from_yaml(tmp_path / "c.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key\(s\) epoch \(did you mean"):
+        TrainConfig.from_yaml(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="batch_size: expected int"):
+        TrainConfig(batch_size="big")
+    with pytest.raises(ConfigError, match="optimizer: must be one of"):
+        TrainConfig(optimizer="lion")
+    assert TrainConfig(lr=1).lr == 1.0  # ints are fine where floats are expected
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        TrainConfig.from_yaml(tmp_path / "list.yaml")
+
+
+def test_schedules():
+    peak, total = 1.0, 100
+    assert lr_at(0, total, peak) == pytest.approx(0.04)
+    assert lr_at(25, total, peak) == pytest.approx(1.0)
+    assert lr_at(99, total, peak) < 0.02
+    assert lr_at(0, total, peak, schedule="cosine") == pytest.approx(1.0)
+    assert lr_at(50, total, peak, schedule="cosine") == pytest.approx(0.5, abs=1e-9)
+    assert lr_at(0, total, peak, schedule="step", steps_per_epoch=10, step_size=5) == 1.0
+    assert lr_at(50, total, peak, schedule="step", steps_per_epoch=10, step_size=5) == \
+        pytest.approx(0.1)
+    assert lr_at(4, total, peak, schedule="constant", warmup_steps=10) == pytest.approx(0.5)
+
+
+def make_state():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    return model, opt
+
+
+def test_checkpoint_roundtrip_restores_everything(tmp_path):
+    model, opt = make_state()
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, Checkpoint(model.state_dict(), {"state": {"epoch": 3}},
+                                     optimizer=opt.state_dict()))
+    ck = load_checkpoint(path)
+    assert ck.meta["state"]["epoch"] == 3
+    for k, v in model.state_dict().items():
+        assert torch.equal(ck.model[k], v)
+    model2, opt2 = make_state()
+    opt2.load_state_dict(ck.optimizer)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    for pid in s1["state"]:
+        for k, v in s1["state"][pid].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(s2["state"][pid][k]))
+    assert s1["param_groups"][0]["lr"] == s2["param_groups"][0]["lr"]
+
+
+def test_damaged_checkpoint_falls_back_to_previous(tmp_path):
+    model, _ = make_state()
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, Checkpoint(model.state_dict(), {"state": {"epoch": 1}}))
+    save_checkpoint(path, Checkpoint(model.state_dict(), {"state": {"epoch": 2}}))
+    assert previous_path(path).exists()
+    path.write_bytes(path.read_bytes()[:100])  # truncated after the fact
+    with pytest.raises(RunError, match=r"last\.safetensors: damaged"):
+        load_checkpoint(path)
+    ck, used = load_latest(path)
+    assert used == previous_path(path) and ck.meta["state"]["epoch"] == 1

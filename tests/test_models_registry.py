@@ -1,0 +1,53 @@
+"""Every registered model, parametrised over the registry (as timm's tests/test_models.py):
+a model is tested the moment it is registered."""
+
+import pytest
+import safetensors.torch
+import torch
+
+from imgcls.errors import ModelError
+from imgcls.models import ImgclsModel, create_model, list_families, list_models, model_info
+
+MODELS = list_models()
+
+
+def test_registry_has_every_family():
+    assert set(list_families()) >= {"seed", "vgg", "resnet", "densenet", "inception",
+                                      "xception", "mobilenet", "squeezenet"}
+    with pytest.raises(ModelError, match="Did you mean resnet18"):
+        model_info("resnet81")
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_forward_backward_contract(name, in_chans):
+    torch.manual_seed(0)
+    size = 28 if in_chans == 1 else 32
+    m = create_model(name, num_classes=7, in_chans=in_chans, input_size=size)
+    assert isinstance(m, ImgclsModel) and m.num_classes == 7 and m.in_chans == in_chans
+    x = torch.randn(2, in_chans, size, size)
+    feats = m.forward_features(x)
+    assert feats.dim() == 4 and feats.shape[0] == 2
+    pre = m.forward_head(feats, pre_logits=True)
+    assert pre.shape == (2, m.num_features)
+    out = m(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.sum().backward()
+    grads = [p.grad for p in m.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    stem = m.get_submodule(m.first_conv)
+    assert isinstance(stem, torch.nn.Conv2d) and stem.in_channels == in_chans
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_reset_classifier_and_reload(name, tmp_path):
+    m = create_model(name, num_classes=5, in_chans=3, input_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    y = m(x)
+    path = tmp_path / "w.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in m.state_dict().items()}, path)
+    m2 = create_model(name, num_classes=5, in_chans=3, input_size=32).eval()
+    m2.load_state_dict(safetensors.torch.load_file(path))
+    assert torch.allclose(m2(x), y, atol=1e-5)
+    m.reset_classifier(3)
+    assert m(x).shape == (2, 3) and m.num_classes == 3

@@ -1,0 +1,123 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import imgcls
+from imgcls.cli import main
+from imgcls.data.sources import load_source
+from imgcls.engine.checkpoint import read_safetensors
+from imgcls.engine.trainer import Callback
+
+FAST = dict(precision="fp32", channels_last="no", progress=False)
+
+
+def test_short_real_training_beats_chance_and_writes_the_run(tmp_path):
+    r = imgcls.train(data="sample", epochs=1, out=str(tmp_path), name="s", **FAST)
+    assert r.test["top1"] > 0.5  # 10 classes: chance is 0.1
+    for f in ("config.yaml", "metrics.jsonl", "split.csv", "model.safetensors",
+              "checkpoints/last.safetensors", "summary.json"):
+        assert (r.path / f).exists(), f
+    rec = r.run.read_metrics()[0]
+    assert rec["epoch"] == 1 and rec["val_top1"] > 0.5
+    _, meta = read_safetensors(r.path / "model.safetensors")
+    assert meta["model"] == "seed_torch_cnn"
+    assert meta["preprocess"]["class_names"][0] == "T-shirt/top"
+    assert meta["preprocess"]["input_size"] == 28 and meta["preprocess"]["in_chans"] == 1
+    # the split manifest holds the stratified 10% of the sample's training images
+    rows = (r.path / "split.csv").read_text().splitlines()
+    assert rows[0] == "index,label,split" and sum(x.endswith(",val") for x in rows) == 500
+    clf = imgcls.load(r.path)
+    test = load_source("sample").test
+    acc = clf.evaluate(test.images, test.labels)["accuracy"]
+    assert acc == pytest.approx(r.test["top1"], abs=1e-6)
+
+
+class Interrupt(Callback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, trainer):
+        if trainer.state.step == self.at_step:
+            raise KeyboardInterrupt
+
+
+def final_weights(path):
+    tensors, _ = read_safetensors(path / "checkpoints" / "last.safetensors")
+    return {k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))}
+
+
+def test_resume_mid_epoch_is_exact(tmp_path):
+    cfg = dict(data="digits", epochs=2, batch_size=64, ema=0.9, checkpoint_every=7,
+               deterministic=True, out=str(tmp_path), **FAST)
+    straight = imgcls.train(name="straight", **cfg)
+    with pytest.raises(KeyboardInterrupt):
+        imgcls.train(name="cut", callbacks=[Interrupt(at_step=30)], **cfg)
+    cut = tmp_path / "cut"
+    assert json.loads((cut / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1
+    resumed = imgcls.train(imgcls.TrainConfig(resume=str(cut), epochs=2, progress=False))
+    assert resumed.path == cut
+    a, b = final_weights(straight.path), final_weights(cut)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["epoch"] for r in resumed.run.read_metrics()] == [1, 2]
+    assert resumed.test["top1"] == straight.test["top1"]
+
+
+def test_folder_training_skips_bad_files(color_folder, tmp_path):
+    r = imgcls.train(data=str(color_folder), model="seed_keras_cnn", epochs=6, lr=0.05,
+                     batch_size=8, image_size=16, val_split=0.25, out=str(tmp_path), **FAST)
+    skipped = (r.path / "skipped.txt").read_text().splitlines()
+    assert len(skipped) == 3 and any("noise.jpg" in s for s in skipped)
+    assert r.run.read_metrics()[-1]["val_top1"] == 1.0  # solid colours: a known answer
+    clf = imgcls.load(r.path)
+    files = [str(color_folder / c / "1.jpg") for c in ("blue", "green", "red")]
+    assert clf.predict(files).argmax(1).tolist() == [0, 1, 2]
+
+
+def test_keras_like_fit_evaluate_predict(tmp_path):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0)[..., None].astype(np.float32)  # (N, 8, 8, 1) floats in 0..1
+    y = d.target
+    clf = imgcls.Classifier("seed_keras_cnn", **FAST)
+    hist = clf.fit(x[:1500], y[:1500], epochs=4, batch_size=32, validation_split=0.1,
+                   out=str(tmp_path), verbose=False, augment="none", image_size=16)
+    assert len(hist.history["loss"]) == 4 and "val_accuracy" in hist.history
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    with pytest.raises(imgcls.ModelError, match="at least 10 pixels"):
+        imgcls.Classifier("seed_keras_cnn").fit(x[:50], y[:50], epochs=1, out=str(tmp_path))
+    res = clf.evaluate(x[1500:], y[1500:])
+    assert res["accuracy"] > 0.8
+    probs = clf.predict(x[1500:1510])
+    assert probs.shape == (10, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_cli_train_eval_and_data_info(tmp_path, capsys):
+    rc = main(["train", "--data", "digits", "--epochs", "1", "--out", str(tmp_path),
+               "--name", "cli", "--precision", "fp32", "--channels-last", "no",
+               "--progress", "false"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and str(tmp_path / "cli") in out
+    assert main(["eval", str(tmp_path / "cli"), "--data", "digits", "--format", "json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["n"] == 359 and m["top1"] > 0.3
+    assert main(["data", "info", "digits", "--grid", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").stat().st_size > 1000
+    assert main(["train", "--data", "nope"]) == 2
+    assert "no such data set name or path" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing"), "--data", "digits"]) == 2
+    (tmp_path / "cfg.yaml").write_text("data: digits\nepoch: 2\n")
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml")]) == 2
+    assert "did you mean epochs" in capsys.readouterr().err
+
+
+def test_unwritable_run_folder_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(imgcls.RunError, match="cannot create or write the run folder"):
+        imgcls.train(data="digits", out=str(blocker / "runs"), **FAST)
