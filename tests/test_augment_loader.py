@@ -40,7 +40,8 @@ def test_erase_probability_and_value():
 
 def test_presets():
     assert not preset("standard", 28, flip_ok=False).flip
-    assert preset("light", 28).translate == 2
+    assert preset("light", 28) == Augment(flip=True)
+    assert preset("light", 28, flip_ok=False) == Augment(translate=2)
     with pytest.raises(ValueError):
         preset("extreme", 28)
 

@@ -30,7 +30,7 @@ def test_short_real_training_beats_chance_and_writes_the_run(tmp_path):
     assert rows[0] == "index,label,split" and sum(x.endswith(",val") for x in rows) == 500
     clf = imgcls.load(r.path)
     test = load_source("sample").test
-    acc = clf.evaluate(test.images, test.labels)["accuracy"]
+    acc = clf.evaluate(test.images, test.labels, tta=True)["accuracy"]  # train used flip TTA
     assert acc == pytest.approx(r.test["top1"], abs=1e-6)
 
 

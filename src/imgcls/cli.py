@@ -111,14 +111,20 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models, model_info
+    from .models import list_models
+    from .models.table import format_table, model_table
+    from .progress import progress_bar
 
     names = list_models(args.pattern, args.family)
-    if args.format == "json":
-        print(json.dumps([{"name": n, "family": model_info(n).family} for n in names]))
-    else:
-        for n in names:
-            print(f"{model_info(n).family:<12} {n}")
+    if not names:
+        print("no model matches", file=sys.stderr)
+        return 1
+    rows = []
+    for name in progress_bar(names, total=len(names), desc="measuring models"):
+        rows += model_table([name], input_size=args.input_size, in_chans=args.in_chans,
+                            latency=not args.no_latency, batch=args.batch,
+                            threads=args.threads)
+    print(format_table(rows, args.format))
     return 0
 
 
@@ -140,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default="sample", help="data set name or path")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--tta", action="store_true", help="average with the mirror image")
+    e.add_argument("--tta", action="store_true", help="average each image's logits with its "
+                   "mirror image's (as the final test of `imgcls train` does unless digits)")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
     e.add_argument("--format", default="table", choices=("table", "json"))
@@ -156,10 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--format", default="table", choices=("table", "json"))
     di.set_defaults(func=cmd_data_info)
 
-    m = sub.add_parser("models", help="list the registered models")
+    m = sub.add_parser("models", help="every registered model: family, parameters, FLOPs, "
+                       "CPU latency (batch 1) and throughput (batch 64)")
     m.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'resnet*'")
     m.add_argument("--family", default=None)
-    m.add_argument("--format", default="table", choices=("table", "json"))
+    m.add_argument("--input-size", type=int, default=32, help="square input side in pixels")
+    m.add_argument("--in-chans", type=int, default=3, choices=(1, 3))
+    m.add_argument("--no-latency", action="store_true", help="skip the timing (fast)")
+    m.add_argument("--batch", type=int, default=64, help="batch size of the throughput")
+    m.add_argument("--threads", type=int, default=None, help="torch threads while timing")
+    m.add_argument("--format", default="table", choices=("table", "csv", "json"))
     m.set_defaults(func=cmd_models)
     return p
 

@@ -45,13 +45,20 @@ class TrainConfig:
     # model
     model: str = _f("seed_torch_cnn", "model name (`imgcls models` lists them)")
     model_kwargs: dict = _f({}, "extra builder options, e.g. {width_mult: 0.5}")
-    pretrained: str | None = _f(None, "initial weights: an imgcls run folder or a weights file")
+    pretrained: str | None = _f(None, "initial weights: an imgcls run folder, a .safetensors or "
+                                "a .pth state dict; 'hub' for timm/ and tv/ models' own weights")
+    freeze: str = _f("none", "freeze the backbone and train only the classifier (linear probe)",
+                     ("none", "backbone"))
+    unfreeze_after: int = _f(0, "with --freeze backbone: train everything from this epoch on "
+                             "(0: stay frozen)")
+    backbone_lr_scale: float = _f(1.0, "learning-rate multiplier of the backbone (fine-tuning "
+                                  "with e.g. 0.1)")
     # optimisation
     epochs: int = _f(10, "training epochs")
     batch_size: int = _f(128, "images per optimisation step (global, over all processes)")
     optimizer: str = _f("sgd", "optimizer", ("sgd", "adam", "adamw"))
-    lr: float | None = _f(None, "peak learning rate (default: 0.1 x batch/256 for SGD, 1e-3 "
-                          "x batch/256 for Adam/AdamW)")
+    lr: float | None = _f(None, "peak learning rate (default: 0.1 x batch/128 for SGD, as the "
+                          "CIFAR ResNet recipe; 1e-3 for Adam/AdamW)")
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(True, "Nesterov momentum for SGD")
     weight_decay: float = _f(5e-4, "weight decay (not applied to norms and biases)")
@@ -66,14 +73,16 @@ class TrainConfig:
     ema: float = _f(0.0, "decay of an exponential moving average of the weights (0: off; "
                     "e.g. 0.999); evaluated and saved instead of the raw weights")
     # augmentation
-    augment: str = _f("auto", "augmentation preset (auto: standard, without flips for digits)",
-                      ("auto", "none", "light", "standard", "strong"))
+    augment: str = _f("auto", "augmentation preset (auto: light below 20 epochs, standard "
+                      "from 20; never flips digits)", ("auto", "none", "light", "standard",
+                                                       "strong"))
     flip: bool | None = _f(None, "override the preset's horizontal flips")
     translate: int | None = _f(None, "override the preset's translation, pixels")
     rotate: float | None = _f(None, "override the preset's rotation, degrees")
     erase: float | None = _f(None, "override the preset's random-erasing probability")
-    tta: bool = _f(False, "test-time augmentation: average the logits of the image and its "
-                   "mirror image (only when flips are allowed)")
+    tta: str = _f("auto", "test-time augmentation of the final test: 'flip' averages the "
+                  "logits of each image and its mirror image; auto: flip unless the data are "
+                  "digits", ("auto", "flip", "none"))
     # execution
     device: str = _f("auto", "cpu, cuda, cuda:N or auto")
     precision: str = _f("auto", "arithmetic: auto measures fp32 and bf16 and keeps the faster",

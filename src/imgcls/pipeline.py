@@ -35,7 +35,8 @@ from .engine.evaluate import basic_metrics, predict_logits
 from .engine.precision import ExecPlan, choose_plan, resolve_device
 from .engine.trainer import Callback, Trainer, TrainState
 from .errors import ConfigError, DataError, RunError
-from .models import create_model
+from .models import create_model, is_external
+from .models.transfer import load_pretrained
 from .preprocess import Preprocess, channel_stats
 from .run import RunDir, default_run_name
 from .utils import write_json, write_yaml
@@ -120,8 +121,15 @@ def prepare_data(cfg: TrainConfig, log: Log = print, source: Source | None = Non
                         skipped)
 
 
+AUTO_STANDARD_EPOCHS = 20
+
+
 def augmentation(cfg: TrainConfig, size: int, flip_ok: bool) -> Augment:
-    aug = preset("standard" if cfg.augment == "auto" else cfg.augment, size, flip_ok)
+    """The preset (``auto``: light below 20 epochs, standard from there) with overrides."""
+    name = cfg.augment
+    if name == "auto":
+        name = "light" if cfg.epochs < AUTO_STANDARD_EPOCHS else "standard"
+    aug = preset(name, size, flip_ok)
     return Augment(
         flip=aug.flip if cfg.flip is None else cfg.flip,
         translate=aug.translate if cfg.translate is None else cfg.translate,
@@ -147,19 +155,29 @@ def make_loader(ds: Dataset, pre: Preprocess, cfg: TrainConfig, plan: ExecPlan, 
                         cache=cache, workers=cfg.workers, **kw)
 
 
+def use_tta(cfg: TrainConfig, flip_ok: bool) -> bool:
+    """Flip TTA only where mirror images are the same class (not for digits)."""
+    return cfg.tta == "flip" or (cfg.tta == "auto" and flip_ok)
+
+
 def model_meta(cfg: TrainConfig, pre: Preprocess) -> dict:
     return {"model": cfg.model, "model_kwargs": cfg.model_kwargs,
             "num_classes": len(pre.class_names), "preprocess": pre.to_dict()}
 
 
 def build_model(cfg: TrainConfig, pre: Preprocess, log: Log = print) -> nn.Module:
+    """The model for ``cfg``, with ``cfg.pretrained`` weights loaded when given (``hub``: the
+    timm / torchvision model's own pretrained weights, where the network allows)."""
     torch.manual_seed(cfg.seed)
+    hub = cfg.pretrained == "hub"
+    if hub and not is_external(cfg.model):
+        raise ConfigError("--pretrained hub is for timm/<name> and tv/<name> models; give "
+                          "imgcls models a run folder or a weights file")
     model = create_model(cfg.model, num_classes=len(pre.class_names), in_chans=pre.in_chans,
-                         input_size=pre.input_size, **cfg.model_kwargs)
-    if cfg.pretrained:
-        from .models.transfer import load_pretrained
-
-        load_pretrained(model, cfg.pretrained, log=log)
+                         input_size=pre.input_size, **cfg.model_kwargs,
+                         **({"pretrained": True} if hub else {}))
+    if cfg.pretrained and not hub:
+        load_pretrained(model, cfg.pretrained, log=log, class_names=pre.class_names)
     return model
 
 
@@ -282,7 +300,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     if data.test is not None:
         eval_model, _, _ = load_run_model(run.path, device=plan.device)
         loader = make_loader(data.test, pre, cfg, ExecPlan(plan.device), train=False)
-        logits, labels = predict_logits(eval_model, loader, tta=cfg.tta and data.flip_ok)
+        logits, labels = predict_logits(eval_model, loader, tta=use_tta(cfg, data.flip_ok))
         test = basic_metrics(logits, labels)
         log(f"test: loss {test['loss']:.4f}  top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f} "
             f"({test['n']} images)")

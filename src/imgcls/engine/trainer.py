@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
+from ..models.transfer import freeze_backbone, set_frozen_bn_eval, split_backbone_head, unfreeze
 from ..progress import make_progress
 from .ema import ModelEMA
 from .evaluate import basic_metrics, predict_logits
@@ -51,17 +52,23 @@ class Callback:
 def default_lr(cfg: TrainConfig) -> float:
     if cfg.lr is not None:
         return cfg.lr
-    return 0.1 * cfg.batch_size / 256 if cfg.optimizer == "sgd" else 1e-3
+    return 0.1 * cfg.batch_size / 128 if cfg.optimizer == "sgd" else 1e-3
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD / Adam / AdamW; no weight decay on biases and normalisation weights (1-d)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    """SGD / Adam / AdamW; no weight decay on biases and normalisation weights (1-d); the
+    backbone's groups carry ``lr_scale`` = ``cfg.backbone_lr_scale``.
+
+    Frozen parameters are in the optimizer too: without gradients they are not updated, and
+    unfreezing later needs no new optimizer (so checkpoints and resume stay simple)."""
+    backbone, head = split_backbone_head(model)
+    groups = []
+    for params, scale in ((backbone, cfg.backbone_lr_scale), (head, 1.0)):
+        for decay in (True, False):
+            ps = [p for p in params if (p.ndim > 1) == decay]
+            if ps:
+                groups.append({"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0,
+                               "lr_scale": scale})
     lr = default_lr(cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
@@ -149,10 +156,19 @@ class Trainer:
             cb.on_train_end(self)
         return self.history
 
+    def frozen(self, epoch: int) -> bool:
+        c = self.cfg
+        return c.freeze == "backbone" and (c.unfreeze_after == 0 or epoch < c.unfreeze_after)
+
     def run_epoch(self, bar: object) -> None:
         s = self.state
         self.train_loader.set_epoch(s.epoch)
         self.model.train()
+        # Freezing is a function of the epoch, so a resumed run freezes exactly as before.
+        if self.frozen(s.epoch):
+            set_frozen_bn_eval(freeze_backbone(self.model))
+        elif self.cfg.freeze == "backbone":
+            unfreeze(self.model)
         task = bar.add_task(f"epoch {s.epoch + 1}/{self.cfg.epochs}",
                             total=self.steps_per_epoch, completed=s.batch, info="")
         t0, seen0 = time.perf_counter() - s.epoch_seconds, s.epoch_seen

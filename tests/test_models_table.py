@@ -1,0 +1,73 @@
+"""model_table: parameter and FLOP counts against hand counts, speed columns, error rows."""
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+
+from imgcls.errors import ConfigError
+from imgcls.models import create_model
+from imgcls.models.table import format_table, model_table
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """On a busy shared CPU, torch's threads spin-wait for each other (here 10x slower)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    before = torch.get_num_threads()
+    # one thread: on a shared CPU, several spin-wait for each other (100x slower at batch 1)
+    rows = model_table(["seed_torch_cnn", "resnet20", "not_a_model"], input_size=28,
+                       in_chans=1, repeats=2, batch=4, threads=1)
+    assert torch.get_num_threads() == before
+    return rows
+
+
+def test_counts_and_speed(rows):
+    by_name = {r["name"]: r for r in rows}
+    for name in ("seed_torch_cnn", "resnet20"):
+        r = by_name[name]
+        m = create_model(name, num_classes=10, in_chans=1, input_size=28)
+        assert r["params"] == sum(p.numel() for p in m.parameters())
+        assert r["flops"] > 0 and r["latency_ms"] > 0 and r["throughput"] > 0
+        assert r["threads"] == 1
+    assert by_name["seed_torch_cnn"]["family"] == "seed"
+    assert by_name["resnet20"]["family"] == "resnet"
+    # multiply-adds counted as 2 FLOPs: conv1, conv2, fc128, fc10
+    hand = (28 * 28 * 32 * 9 * 2 + 14 * 14 * 64 * 32 * 9 * 2
+            + 3136 * 128 * 2 + 128 * 10 * 2)
+    assert abs(by_name["seed_torch_cnn"]["flops"] - hand) <= 0.1 * hand
+
+
+def test_error_rows(rows):
+    bad = rows[-1]
+    assert bad["name"] == "not_a_model" and "unknown model" in bad["error"]
+    assert "params" not in bad
+    # too small to build: seed_keras_cnn needs 10 px
+    (row,) = model_table(["seed_keras_cnn"], input_size=8, latency=False)
+    assert "at least 10 pixels" in row["error"]
+    (row,) = model_table(["seed_torch_cnn"], input_size=28, in_chans=1, latency=False)
+    assert row["flops"] > 0 and "latency_ms" not in row
+
+
+def test_formats(rows):
+    text = format_table(rows, "table")
+    lines = text.splitlines()
+    assert lines[0].split()[:2] == ["family", "name"] and "GFLOPs" in lines[0]
+    assert "seed_torch_cnn" in lines[1] and "error: unknown model" in lines[3]
+    # numeric columns are right-aligned to the header's end
+    assert len(lines[1]) == len(lines[2]) == len(lines[0])
+    parsed = list(csv.DictReader(io.StringIO(format_table(rows, "csv"))))
+    assert [r["name"] for r in parsed] == ["seed_torch_cnn", "resnet20", "not_a_model"]
+    assert int(parsed[0]["params"]) == rows[0]["params"] and parsed[2]["error"]
+    assert json.loads(format_table(rows, "json")) == rows
+    with pytest.raises(ConfigError, match="csv"):
+        format_table(rows, "xml")
