@@ -121,3 +121,21 @@ def test_unwritable_run_folder_fails_before_training(tmp_path):
     blocker.write_text("x")
     with pytest.raises(imgcls.RunError, match="cannot create or write the run folder"):
         imgcls.train(data="digits", out=str(blocker / "runs"), **FAST)
+
+
+def test_streaming_folder_training_uses_the_decode_cache(color_folder, tmp_path):
+    """A folder 'too big for memory' streams through DataLoader workers; the second epoch
+    reads the decoded-image cache, and bad files are dropped and listed."""
+    import os
+    from pathlib import Path
+
+    r = imgcls.train(data=str(color_folder), model="seed_keras_cnn", epochs=3, lr=0.05,
+                     batch_size=8, image_size=16, val_split=0.25, in_memory="no", workers=2,
+                     out=str(tmp_path), **FAST)
+    assert r.run.read_metrics()[-1]["val_top1"] == 1.0
+    caches = list(Path(os.environ["IMGCLS_HOME"]).glob("stream/*/done.u8"))
+    assert len(caches) == 2  # train and val
+    done = np.load(caches[0])
+    assert set(np.unique(done).tolist()) <= {1, 2}  # every image decoded once, bad ones marked
+    skipped = (r.path / "skipped.txt").read_text().splitlines()
+    assert len(skipped) == 3 and any("noise.jpg" in s for s in skipped)

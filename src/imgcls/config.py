@@ -54,7 +54,10 @@ class TrainConfig:
     backbone_lr_scale: float = _f(1.0, "learning-rate multiplier of the backbone (fine-tuning "
                                   "with e.g. 0.1)")
     # optimisation
-    epochs: int = _f(10, "training epochs")
+    epochs: int | None = _f(None, "training epochs (default: 10, or as many as fit in --budget; "
+                            "on --resume: the run's own)")
+    budget: str | None = _f(None, "time budget for training, e.g. 90s, 5m, 1.5h: the number of "
+                            "epochs is chosen from the measured speed")
     batch_size: int = _f(128, "images per optimisation step (global, over all processes)")
     optimizer: str = _f("sgd", "optimizer", ("sgd", "adam", "adamw"))
     lr: float | None = _f(None, "peak learning rate (default: 0.1 x batch/128 for SGD, as the "
@@ -123,7 +126,7 @@ class TrainConfig:
                 raise ConfigError(f"{f.name}: must be one of {', '.join(choices)}, got {v!r}")
         positive = ("epochs", "batch_size", "memory_limit_gb")
         for name in positive:
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         if not 0 <= self.val_split < 1:
             raise ConfigError(f"val_split: must be in [0, 1), got {self.val_split}")
@@ -133,6 +136,8 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")
+        if self.budget is not None:
+            parse_duration(self.budget, "budget")
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"image_size: must be at least 8, got {self.image_size}")
 
@@ -157,6 +162,22 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+DEFAULT_EPOCHS = 10
+
+
+def parse_duration(text: str, field_name: str = "duration") -> float:
+    """Seconds in '90', '90s', '5m', '1.5h'; ConfigError naming the field otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = str(text).strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"{field_name}: expected a duration like 90s, 5m or 1.5h, got {text!r}")
+    return value
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration
 from .data.augment import Augment, preset
 from .data.dataset import ArrayDataset, Dataset, FileDataset
 from .data.images import convert_channels, resize_to
 from .data.loader import BatchLoader, StreamLoader
-from .data.materialize import infer_channels, infer_image_size, materialize
+from .data.materialize import cache_key, infer_channels, infer_image_size, materialize
 from .data.sources import Source, load_source
 from .data.splits import stratified_split, write_split_manifest
 from .engine.checkpoint import (
@@ -32,14 +32,14 @@ from .engine.checkpoint import (
     save_model_file,
 )
 from .engine.evaluate import basic_metrics, predict_logits
-from .engine.precision import ExecPlan, choose_plan, resolve_device
+from .engine.precision import ExecPlan, choose_plan, measure_step, plan_name, resolve_device
 from .engine.trainer import Callback, Trainer, TrainState
 from .errors import ConfigError, DataError, RunError
 from .models import create_model, is_external
 from .models.transfer import load_pretrained
 from .preprocess import Preprocess, channel_stats
 from .run import RunDir, default_run_name
-from .utils import write_json, write_yaml
+from .utils import atomic_write_text, cache_dir, write_json, write_yaml
 
 Log = Callable[[str], None]
 
@@ -148,9 +148,7 @@ def make_loader(ds: Dataset, pre: Preprocess, cfg: TrainConfig, plan: ExecPlan, 
     bs = batch_size or (cfg.batch_size // world_size if train else max(256, cfg.batch_size))
     if isinstance(ds, ArrayDataset):
         return BatchLoader(ds, bs, **kw)
-    from .utils import cache_dir
-
-    cache = cache_dir("stream") / f"{abs(hash((tuple(map(str, ds.paths)), pre.input_size)))}"
+    cache = cache_dir("stream") / cache_key(ds, pre.input_size, pre.in_chans, pre.resize)
     return StreamLoader(ds, bs, size=pre.input_size, channels=pre.in_chans, resize=pre.resize,
                         cache=cache, workers=cfg.workers, **kw)
 
@@ -242,7 +240,16 @@ def _resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunDir]:
     saved = TrainConfig.from_yaml(run.config)
     # Only the number of epochs may change on resume (to extend a finished run); anything
     # else would make the resumed run differ from an uninterrupted one.
-    return saved.replace(resume=cfg.resume, epochs=cfg.epochs, progress=cfg.progress), run
+    return saved.replace(resume=cfg.resume, epochs=cfg.epochs or saved.epochs,
+                         progress=cfg.progress), run
+
+
+def epochs_for_budget(budget_s: float, step_s: float, train_steps: int, val_images: int,
+                      batch_size: int) -> int:
+    """Whole epochs that fit in ``budget_s``: training steps at the measured speed plus a
+    validation pass (forward only, about a third of a step per batch), with 10% spare."""
+    epoch_s = train_steps * step_s + val_images / batch_size * step_s / 3
+    return max(1, int(budget_s / (1.1 * epoch_s)))
 
 
 def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | None = None,
@@ -265,12 +272,20 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     data = prepare_data(cfg, log, source)
     pre = data.preprocess
     model = build_model(cfg, pre, log)
-    aug = augmentation(cfg, pre.input_size, data.flip_ok)
     device = resolve_device(cfg.device)
-    probe = make_loader(data.train, pre, cfg, ExecPlan(device), train=True, augment=aug)
+    probe = make_loader(data.train, pre, cfg, ExecPlan(device), train=True)
     example = next(iter(probe))
     plan, timings = choose_plan(model, example, device=device, precision=cfg.precision,
                                 channels_last=cfg.channels_last, key=cfg.model)
+    if cfg.epochs is None:
+        epochs = DEFAULT_EPOCHS
+        if cfg.budget:
+            step_s = timings.get(plan_name(plan)) or measure_step(model, plan, example)
+            epochs = epochs_for_budget(parse_duration(cfg.budget), step_s, len(probe),
+                                       len(data.val) if data.val else 0, probe.batch_size)
+            log(f"budget {cfg.budget}: {epochs} epoch(s) at {1000 * step_s:.0f} ms/step")
+        cfg = cfg.replace(epochs=epochs)
+    aug = augmentation(cfg, pre.input_size, data.flip_ok)
     if timings:
         log("execution plan: " + ", ".join(f"{k} {1000 * v:.0f} ms/step"
                                            for k, v in timings.items())
@@ -292,10 +307,13 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         log(f"run {run.path}: {cfg.model} ({n / 1e6:.2f}M params) on {data.source}, "
             f"{len(data.train)} train / {len(data.val) if data.val else 0} val images, "
             f"{pre.in_chans}x{pre.input_size}x{pre.input_size}")
-    if data.skipped:
-        run.skipped.write_text("".join(s + "\n" for s in data.skipped))
-        log(f"skipped {len(data.skipped)} unreadable image(s), listed in {run.skipped}")
     history = trainer.fit()
+    # decoded up front, or found bad while streaming
+    skipped = data.skipped + sorted(set().union(*(getattr(ld, "skipped", set())
+                                                  for ld in (train_loader, val_loader))))
+    if skipped:
+        atomic_write_text(run.skipped, "".join(s + "\n" for s in skipped))
+        log(f"skipped {len(skipped)} unreadable image(s), listed in {run.skipped}")
     test = None
     if data.test is not None:
         eval_model, _, _ = load_run_model(run.path, device=plan.device)
@@ -308,7 +326,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     write_json(run.summary, {"test": test, "best_val_top1": trainer.state.best_top1,
                              "best_epoch": trainer.state.best_epoch, "seconds": seconds,
                              "plan": plan.describe(), "timings_s_per_step": timings,
-                             "skipped_images": len(data.skipped)})
+                             "skipped_images": len(skipped)})
     return TrainResult(run, test, history, plan, seconds)
 
 

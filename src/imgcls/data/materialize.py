@@ -48,7 +48,8 @@ def infer_image_size(ds: FileDataset, limit: int = 200) -> int:
     return int(np.clip(np.median(sides), 16, 224))
 
 
-def _cache_key(ds: FileDataset, size: int, channels: int, resize: str) -> str:
+def cache_key(ds: FileDataset, size: int, channels: int, resize: str) -> str:
+    """A stable key of the files (paths, sizes, modification times) and the decoding."""
     h = hashlib.sha256(f"v1|{size}|{channels}|{resize}".encode())
     for p in ds.paths:
         try:
@@ -75,7 +76,7 @@ def materialize(
     their reasons. With ``cache`` the decoded array is kept under the imgcls cache folder,
     keyed by the files' paths, sizes and modification times, so a second run decodes nothing.
     """
-    key = _cache_key(ds, size, channels, resize)
+    key = cache_key(ds, size, channels, resize)
     cache_file = cache_dir("decoded") / f"{key}.npz" if cache else None
     if cache_file is not None and cache_file.exists():
         try:

@@ -56,7 +56,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def cpu_name() -> str:
+def cpuplan_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -65,6 +65,12 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def measure_step(model: nn.Module, plan: ExecPlan,
+                 example: tuple[torch.Tensor, torch.Tensor], steps: int = 3) -> float:
+    """Median seconds of one training step of ``model`` under ``plan`` on ``example``."""
+    return _time_steps(model, plan, example[0], example[1], steps)
 
 
 def _time_steps(model: nn.Module, plan: ExecPlan, x: torch.Tensor, y: torch.Tensor,
@@ -122,7 +128,7 @@ def choose_plan(
     if len(candidates) == 1:
         return candidates[0], {}
     x, y = example
-    cache_key = "|".join([cpu_name(), torch.__version__, str(torch.get_num_threads()), key,
+    cache_key = "|".join([cpuplan_name(), torch.__version__, str(torch.get_num_threads()), key,
                           str(tuple(x.shape)), "train"])
     cache_file = cache_dir() / "autotune.json"
     try:
@@ -130,15 +136,16 @@ def choose_plan(
     except (OSError, ValueError):
         cache = {}
     timings = cache.get(cache_key)
-    if not timings or any(_name(c) not in timings for c in candidates):
-        timings = {_name(c): _time_steps(model, c, x, y, steps) for c in candidates}
+    if not timings or any(plan_name(c) not in timings for c in candidates):
+        timings = {plan_name(c): _time_steps(model, c, x, y, steps) for c in candidates}
         cache[cache_key] = timings
         atomic_write_text(cache_file, json.dumps(cache, indent=1))
-    best = min(candidates, key=lambda c: timings[_name(c)])
-    return best, {_name(c): timings[_name(c)] for c in candidates}
+    best = min(candidates, key=lambda c: timings[plan_name(c)])
+    return best, {plan_name(c): timings[plan_name(c)] for c in candidates}
 
 
-def _name(plan: ExecPlan) -> str:
+def plan_name(plan: ExecPlan) -> str:
+    """Short name of a plan, as in the timings: fp32, fp32+cl, bf16+cl."""
     return f"{plan.precision}{'+cl' if plan.channels_last else ''}"
 
 
