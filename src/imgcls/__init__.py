@@ -3,8 +3,10 @@
 from .api import Classifier, History, load
 from .config import TrainConfig
 from .errors import ConfigError, DataError, ImgclsError, ModelError, RunError
+from .evaluation import evaluate
 from .models import create_model, list_models
-from .pipeline import TrainResult, evaluate_run, train
+from .pipeline import TrainResult, train
+from .predict import predict
 
 __version__ = "0.1.0"
 
@@ -19,8 +21,9 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "create_model",
-    "evaluate_run",
+    "evaluate",
     "list_models",
     "load",
+    "predict",
     "train",
 ]

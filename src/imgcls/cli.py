@@ -67,17 +67,81 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .pipeline import evaluate_run
+    from rich.console import Console
+    from rich.table import Table
 
-    m = evaluate_run(args.run, args.data, args.split, data_dir=args.data_dir, tta=args.tta,
-                     batch_size=args.batch_size, device=args.device)
+    from .evaluation import evaluate
+
+    r = evaluate(args.run, args.data, args.split, data_dir=args.data_dir, tta=args.tta,
+                 calibrate=not args.no_calibrate, reject_below=args.reject_below,
+                 ood_score=args.ood_score, report=not args.no_report,
+                 batch_size=args.batch_size, device=args.device,
+                 log=lambda m: print(m, file=sys.stderr))
     if args.format == "json":
-        print(json.dumps(m))
-    else:
-        print(f"{args.split}: loss {m['loss']:.4f}  top-1 {m['top1']:.4f}  "
-              f"top-5 {m['top5']:.4f}  ({m['n']} images"
-              + (f", {m['skipped']} unreadable skipped)" if m["skipped"] else ")"))
+        print(json.dumps({k: v for k, v in r.items() if k != "calibration"}
+                         | {"calibration": {k: v for k, v in r["calibration"].items()
+                                            if not k.startswith("bins")}}))
+        return 0
+    con = Console()
+    skipped = f", {len(r['skipped'])} unreadable skipped" if r["skipped"] else ""
+    con.print(f"[bold]{r['split']}[/]: {r['n']} images{skipped}  loss {r['loss']:.4f}  "
+              f"top-1 [bold]{r['top1']:.4f}[/]  top-5 {r['top5']:.4f}  "
+              f"macro F1 {r['macro']['f1']:.4f}")
+    t = Table("class", "precision", "recall", "F1", "support")
+    for p in r["per_class"]:
+        t.add_row(p["class"], f"{p['precision']:.4f}", f"{p['recall']:.4f}", f"{p['f1']:.4f}",
+                  str(p["support"]))
+    for name in ("macro", "weighted"):
+        a = r[name]
+        t.add_row(f"[bold]{name} avg", f"{a['precision']:.4f}", f"{a['recall']:.4f}",
+                  f"{a['f1']:.4f}", str(r["n"]))
+    con.print(t)
+    if r["most_confused"]:
+        t = Table("true", "predicted as", "count", "share")
+        for m in r["most_confused"][:5]:
+            t.add_row(m["true"], m["predicted"], str(m["count"]), f"{m['rate']:.3f}")
+        con.print("most confused:", t)
+    c = r["calibration"]
+    con.print(f"calibration: T = {c['temperature']:.3f}; ECE {c['ece_before']:.4f} -> "
+              f"{c['ece_after']:.4f}; NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}")
+    if "open_set" in r:
+        o = r["open_set"]
+        con.print(f"open set ({o['score']} >= {o['threshold']}): coverage {o['coverage']:.4f}, "
+                  f"accuracy on answered {o['accuracy_answered']:.4f}")
+    if "files" in r:
+        con.print(f"report: {r['files']['report']}")
     return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict, to_csv, to_json
+
+    records = predict(args.run, args.paths, top_k=args.top_k, batch_size=args.batch_size,
+                      reject_below=args.reject_below, score=args.ood_score,
+                      device=args.device)
+    errors = [r for r in records if "error" in r]
+    for r in errors:
+        print(f"imgcls: cannot read {r['error']}", file=sys.stderr)
+    if args.format in ("csv", "json"):
+        text = to_csv(records) if args.format == "csv" else to_json(records)
+        if args.output:
+            from .utils import atomic_write_text
+
+            atomic_write_text(args.output, text)
+            print(f"wrote {len(records)} predictions to {args.output}", file=sys.stderr)
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table("file", "label", *[f"top {i + 1}" for i in range(args.top_k)])
+        for r in records:
+            if "error" not in r:
+                t.add_row(r["file"], r["label"], *[f"{lb} {p:.3f}" for lb, p in r["top"]])
+        Console().print(t)
+    print(f"{len(records) - len(errors)} predicted, {len(errors)} unreadable", file=sys.stderr)
+    return 0 if len(errors) < len(records) else 1
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
@@ -141,10 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="score a run on a data split (loss, top-1, top-5)")
-    e.add_argument("run", help="run folder (or its model.safetensors)")
-    e.add_argument("--data", default="sample", help="data set name or path")
+    e = sub.add_parser("eval", help="metrics, calibration, plots and report.html of a run")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--data", default=None, help="data set name or path (default: the run's)")
     e.add_argument("--data-dir", default=None)
+    e.add_argument("--reject-below", type=float, default=None,
+                   help="answer 'unknown' below this score; reports accuracy and coverage")
+    e.add_argument("--ood-score", default="maxprob", choices=("maxprob", "energy"))
+    e.add_argument("--no-calibrate", action="store_true",
+                   help="keep the stored temperature instead of fitting one on val")
+    e.add_argument("--no-report", action="store_true", help="no PNGs, no report.html")
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
     e.add_argument("--tta", action="store_true", help="average each image's logits with its "
                    "mirror image's (as the final test of `imgcls train` does unless digits)")
@@ -152,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--format", default="table", choices=("table", "json"))
     e.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="top-k labels and calibrated probabilities of images")
+    pr.add_argument("run", help="run folder (or its model.safetensors)")
+    pr.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    pr.add_argument("--output", "-o", default=None, help="file for csv/json (default: stdout)")
+    pr.add_argument("--reject-below", type=float, default=None,
+                    help="label 'unknown' when the score is below this")
+    pr.add_argument("--ood-score", default="maxprob", choices=("maxprob", "energy"))
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--device", default="auto")
+    pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("data", help="inspect a data set")
     dsub = d.add_subparsers(dest="data_command", required=True)

@@ -5,7 +5,6 @@ Also the reverse: loading a run's model with its preprocessing, and scoring it o
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -366,45 +365,3 @@ def load_run_model(path: str | os.PathLike, device: str = "cpu"
     except RuntimeError as e:
         raise RunError(f"{file}: weights do not fit {meta['model']} ({e})") from e
     return model.to(device).eval(), pre, meta
-
-
-def evaluate_run(path: str | os.PathLike, data: str, split: str = "test",
-                 data_dir: str | None = None, tta: bool = False, batch_size: int = 256,
-                 device: str = "auto", log: Log = print) -> dict:
-    """Score a run's model on a split of a data set with the run's own preprocessing."""
-    device = resolve_device(device)
-    model, pre, meta = load_run_model(path, device)
-    source = load_source(data, data_dir)
-    if split == "test":
-        ds = source.test
-    elif split == "val":
-        ds = source.val
-        if ds is None:  # the held-out part of the training set, as in the run
-            cfg_path = Path(path) / "config.yaml"
-            cfg = TrainConfig.from_yaml(cfg_path) if cfg_path.exists() else TrainConfig()
-            if cfg.val_split <= 0:
-                raise DataError(f"{data}: no val split (the run used none)")
-            _, val_idx = stratified_split(source.train.labels, cfg.val_split, cfg.seed)
-            ds = source.train.subset(val_idx)
-    elif split == "train":
-        ds = source.train
-    else:
-        raise ConfigError(f"split must be train, val or test, got {split!r}")
-    if ds is None:
-        raise DataError(f"{data}: has no {split} split")
-    if list(ds.classes) != list(pre.class_names):
-        raise DataError(f"{data}: classes {ds.classes} differ from the model's "
-                        f"{pre.class_names}")
-    skipped: list[str] = []
-    cfg = TrainConfig(resize=pre.resize)
-    ds = to_model_input(ds, pre.in_chans, pre.input_size, cfg, skipped, f"decoding {split}")
-    loader = make_loader(ds, pre, cfg, ExecPlan(device), train=False, batch_size=batch_size)
-    logits, labels = predict_logits(model, loader, tta=tta)
-    m = basic_metrics(logits, labels)
-    m["skipped"] = len(skipped)
-    return m
-
-
-def summary_of(path: str | os.PathLike) -> dict:
-    run = RunDir(path)
-    return json.loads(run.summary.read_text()) if run.summary.exists() else {}

@@ -38,12 +38,14 @@ class Preprocess:
         """uint8 (or float in 0..255) batch -> normalised float32, one fused multiply-add."""
         return normalize(x, self.mean, self.std)
 
+    def load_image(self, source: str | Path | bytes) -> torch.Tensor:
+        """Decode and resize one file or encoded bytes to uint8 (C, S, S); raises
+        ImageDecodeError naming the file."""
+        return resize_to(decode_image(source, self.in_chans), self.input_size, self.resize)
+
     def load_images(self, sources: list[str | Path | bytes]) -> torch.Tensor:
         """Decode and resize files or encoded bytes into a uint8 batch (N, C, S, S)."""
-        return torch.stack([
-            resize_to(decode_image(s, self.in_chans), self.input_size, self.resize)
-            for s in sources
-        ])
+        return torch.stack([self.load_image(s) for s in sources])
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """A uint8 batch of any size with the right channels -> normalised model input."""

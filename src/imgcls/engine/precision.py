@@ -56,7 +56,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def cpuplan_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -128,7 +128,7 @@ def choose_plan(
     if len(candidates) == 1:
         return candidates[0], {}
     x, y = example
-    cache_key = "|".join([cpuplan_name(), torch.__version__, str(torch.get_num_threads()), key,
+    cache_key = "|".join([cpu_name(), torch.__version__, str(torch.get_num_threads()), key,
                           str(tuple(x.shape)), "train"])
     cache_file = cache_dir() / "autotune.json"
     try:

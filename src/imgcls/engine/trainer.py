@@ -29,7 +29,7 @@ class TrainState:
     batch: int = 0  # next batch index inside that epoch
     step: int = 0  # optimisation steps done
     best_top1: float = -1.0
-    best_epoch: int = -1
+    best_epoch: int = 0  # 1-based epoch of the best val accuracy (0: none yet)
     bad_epochs: int = 0
     stop: bool = False
     ema_updates: int = 0

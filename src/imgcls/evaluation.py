@@ -1,0 +1,161 @@
+"""``imgcls eval``: metrics, calibration, open-set rejection, plots and the HTML report.
+
+The temperature fitted here (on the validation split) is written into the run's
+``model.safetensors`` preprocessing, so predict, export and serve give calibrated
+probabilities without anyone passing it on.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .config import TrainConfig
+from .data.dataset import Dataset
+from .data.sources import Source, load_source
+from .data.splits import stratified_split
+from .engine.checkpoint import read_safetensors, save_model_file
+from .engine.evaluate import predict_logits
+from .engine.precision import ExecPlan, resolve_device
+from .errors import ConfigError, DataError
+from .metrics import (
+    classification_report,
+    expected_calibration_error,
+    fit_temperature,
+    most_confused,
+    negative_log_likelihood,
+    rejection_report,
+    reliability_bins,
+)
+from .pipeline import Log, load_run_model, make_loader, to_model_input
+from .preprocess import Preprocess
+from .run import RunDir
+from .utils import write_json
+
+SPLITS = ("train", "val", "test")
+
+
+def run_config(path: str | os.PathLike) -> TrainConfig | None:
+    p = RunDir(path).config
+    return TrainConfig.from_yaml(p) if p.exists() else None
+
+
+def split_dataset(source: Source, split: str, cfg: TrainConfig | None) -> Dataset:
+    """The ``split`` of ``source`` as the run saw it: ``val`` and ``train`` are the run's own
+    held-out and training parts (same seed and fraction) when it split the training set."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "test":
+        ds = source.test
+    elif cfg is not None and cfg.val_split > 0:
+        train_idx, val_idx = stratified_split(source.train.labels, cfg.val_split, cfg.seed)
+        ds = source.train.subset(val_idx if split == "val" else train_idx)
+    else:
+        ds = source.val if split == "val" else source.train
+    if ds is None:
+        raise DataError(f"{source.name}: has no {split} split")
+    return ds
+
+
+def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, tta: bool,
+            batch_size: int, desc: str) -> tuple[torch.Tensor, torch.Tensor, Dataset, list]:
+    skipped: list[str] = []
+    cfg = TrainConfig(resize=pre.resize)
+    ds = to_model_input(ds, pre.in_chans, pre.input_size, cfg, skipped, desc)
+    loader = make_loader(ds, pre, cfg, ExecPlan(device), train=False, batch_size=batch_size)
+    logits, labels = predict_logits(model, loader, tta=tta)
+    return logits, labels, ds, skipped + sorted(getattr(loader, "skipped", ()))
+
+
+def set_temperature(path: str | os.PathLike, temperature: float) -> None:
+    """Store ``temperature`` in the run's model file (rewritten atomically)."""
+    file = RunDir.open(path).model_file
+    tensors, meta = read_safetensors(file)
+    meta["preprocess"]["temperature"] = temperature
+    save_model_file(file, tensors, meta)
+
+
+def evaluate(
+    run: str | os.PathLike,
+    data: str | None = None,
+    split: str = "test",
+    *,
+    data_dir: str | None = None,
+    tta: bool = False,
+    calibrate: bool = True,
+    reject_below: float | None = None,
+    ood_score: str = "maxprob",
+    report: bool = True,
+    batch_size: int = 256,
+    device: str = "auto",
+    log: Log = print,
+) -> dict:
+    """Evaluate a run on ``split`` of ``data`` (default: the run's own data set).
+
+    Returns the classification report (loss, top-1/5, per-class precision/recall/F1 with
+    macro and weighted averages, confusion matrix, most-confused pairs), the calibration
+    (ECE and NLL before and after temperature scaling; the temperature is fitted on the
+    validation split and stored in the run) and, with ``reject_below``, accuracy and coverage
+    of the open-set answer. Writes ``eval-<split>/`` (metrics.json and PNGs),
+    ``report.html`` and ``model_card.md`` in the run folder unless ``report`` is False.
+    """
+    device = resolve_device(device)
+    rd = RunDir.open(run)
+    model, pre, meta = load_run_model(rd.path, device)
+    cfg = run_config(rd.path)
+    data = data or (cfg.data if cfg else None)
+    if not data:
+        raise ConfigError(f"{run}: no data set recorded in the run; pass --data")
+    data_dir = data_dir or (cfg.data_dir if cfg and data == cfg.data else None)
+    source = load_source(data, data_dir)
+    if list(source.classes) != list(pre.class_names):
+        raise DataError(f"{data}: classes {source.classes} differ from the model's "
+                        f"{pre.class_names}")
+    ds = split_dataset(source, split, cfg)
+    logits, labels, arr, skipped = _logits(model, pre, ds, device, tta, batch_size,
+                                           f"decoding {split}")
+    result = classification_report(logits, labels, pre.class_names)
+    result.update(run=str(rd.path), data=data, split=split, tta=tta, skipped=skipped,
+                  model=meta["model"])
+    result["most_confused"] = most_confused(result["confusion"], pre.class_names)
+
+    temperature = pre.temperature
+    if calibrate:
+        try:
+            val = split_dataset(source, "val", cfg)
+        except DataError:
+            val = None
+        if val is not None:
+            v_logits, v_labels, _, _ = _logits(model, pre, val, device, tta, batch_size,
+                                               "decoding val")
+            temperature = fit_temperature(v_logits, v_labels)
+            set_temperature(rd.path, temperature)
+            log(f"temperature {temperature:.3f} fitted on {len(v_labels)} val images, "
+                f"stored in {rd.model_file}")
+        else:
+            log("no validation split to fit a temperature on; keeping "
+                f"T = {temperature:.3f}")
+    p1 = logits.softmax(1)
+    pt = (logits / temperature).softmax(1)
+    result["calibration"] = {
+        "temperature": temperature,
+        "fitted_on": "val" if calibrate else "stored",
+        "ece_before": expected_calibration_error(p1, labels),
+        "ece_after": expected_calibration_error(pt, labels),
+        "nll_before": negative_log_likelihood(logits, labels),
+        "nll_after": negative_log_likelihood(logits, labels, temperature),
+        "bins_before": reliability_bins(p1, labels),
+        "bins_after": reliability_bins(pt, labels),
+    }
+    if reject_below is not None:
+        result["open_set"] = rejection_report(logits, labels, reject_below, ood_score,
+                                              temperature)
+    if report:
+        from .report.html import write_report
+
+        out = rd.path / f"eval-{split}"
+        result["files"] = write_report(rd, result, arr, pt, out)
+    write_json(rd.path / f"eval-{split}" / "metrics.json",
+               {k: v for k, v in result.items() if k != "files"})
+    return result

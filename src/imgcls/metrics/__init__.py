@@ -1,0 +1,22 @@
+"""Classification metrics (per class, confusion, top-k), calibration and open-set scores."""
+
+from .calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability_bins,
+)
+from .classification import classification_report, confusion_matrix, most_confused
+from .openset import rejection_report, unknown_scores
+
+__all__ = [
+    "classification_report",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "fit_temperature",
+    "most_confused",
+    "negative_log_likelihood",
+    "rejection_report",
+    "reliability_bins",
+    "unknown_scores",
+]

@@ -1,0 +1,1 @@
+"""Plots (PNG, matplotlib without a display) and the self-contained HTML report."""

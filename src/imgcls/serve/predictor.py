@@ -1,0 +1,109 @@
+"""What the server runs: uint8 images (N, C, H, W) in, probabilities (N, classes) out, with
+ONNX Runtime on an exported ``model.onnx`` or with torch on the run's weights."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, ImgclsError, RunError
+from ..preprocess import Preprocess
+
+BACKENDS = ("auto", "onnx", "torch")
+
+
+class Predictor:
+    """A loaded model with its preprocessing; ``name`` is the default served model name."""
+
+    backend = "none"
+
+    def __init__(self, pre: Preprocess, name: str) -> None:
+        self.pre, self.name = pre, name
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.pre.in_chans, self.pre.input_size, self.pre.input_size
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class OnnxPredictor(Predictor):
+    backend = "onnx"
+
+    def __init__(self, path: Path, pre: Preprocess, name: str) -> None:
+        import onnxruntime as ort
+
+        super().__init__(pre, name)
+        self.path = path
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name  # probabilities come first
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: images})[0]
+
+
+class TorchPredictor(Predictor):
+    backend = "torch"
+
+    def __init__(self, model: torch.nn.Module, pre: Preprocess, name: str) -> None:
+        super().__init__(pre, name)
+        self.model = model
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        x = self.pre.normalize(torch.from_numpy(images).to(self.device))
+        logits = self.model(x).float()
+        return torch.softmax(logits / self.pre.temperature, 1).cpu().numpy()
+
+
+def model_name(path: Path) -> str:
+    """The run folder's name, reduced to characters that are safe in a URL path."""
+    folder = path.parent if path.is_file() else path
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-") or "model"
+
+
+def load_predictor(target: str | os.PathLike, backend: str = "auto",
+                   device: str = "auto") -> Predictor:
+    """A run folder (ONNX Runtime when it holds an up-to-date ``model.onnx`` and ``backend``
+    is ``auto``; else torch), a ``model.safetensors`` file (torch) or a ``.onnx`` file with its
+    ``.json`` sidecar. Only local paths: a model is never fetched from a URL."""
+    from ..engine.precision import resolve_device
+    from ..export import read_sidecar
+    from ..pipeline import load_run_model
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if "://" in str(target):
+        raise ConfigError(f"{target}: models are served from local paths only, not URLs")
+    path = Path(target)
+    if not path.exists():
+        raise RunError(f"{target}: no such run folder or model file")
+    name = model_name(path)
+    onnx_path = path if path.suffix == ".onnx" else (path / "model.onnx" if path.is_dir() else None)
+    if path.suffix == ".onnx" and backend == "torch":
+        raise ConfigError(f"{target}: an ONNX file is served with the onnx backend; give the "
+                          "run folder for --backend torch")
+    use_onnx = onnx_path is not None and onnx_path.exists() and backend != "torch"
+    if use_onnx and backend == "auto" and path.is_dir():
+        weights = path / "model.safetensors"
+        if weights.exists() and weights.stat().st_mtime > onnx_path.stat().st_mtime:
+            # the run was trained further after the export: the ONNX file is stale
+            print(f"warning: {onnx_path} is older than {weights}; serving the torch backend "
+                  "(re-run `imgcls export` to use ONNX Runtime)")
+            use_onnx = False
+    if backend == "onnx" and not use_onnx:
+        raise RunError(f"{target}: no model.onnx; run `imgcls export {target}` first")
+    if use_onnx:
+        side = read_sidecar(onnx_path)
+        if side.get("format") != "onnx":
+            raise ImgclsError(f"{onnx_path}.json: not the sidecar of an ONNX export")
+        return OnnxPredictor(onnx_path, Preprocess.from_dict(side), name)
+    model, pre, _ = load_run_model(path, resolve_device(device))
+    return TorchPredictor(model, pre, name)

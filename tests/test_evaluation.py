@@ -1,0 +1,120 @@
+"""Evaluation, calibration, report and predict on a real (short) Fashion-MNIST run."""
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import imgcls
+from imgcls.cli import main
+from imgcls.data.sources import load_source
+from imgcls.engine.checkpoint import read_safetensors
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    r = imgcls.train(data="sample", epochs=2, out=str(out), name="r", precision="fp32",
+                     channels_last="no", progress=False, log=lambda _: None)
+    return r.path
+
+
+@pytest.fixture(scope="module")
+def evaluated(run):
+    return imgcls.evaluate(run, reject_below=0.5, log=lambda _: None)
+
+
+def test_eval_metrics_calibration_and_files(run, evaluated):
+    r = evaluated
+    assert r["n"] == 1000 and 0.6 < r["top1"] <= 1 and len(r["per_class"]) == 10
+    assert sum(sum(row) for row in r["confusion"]) == 1000
+    assert sum(p["support"] for p in r["per_class"]) == 1000
+    cal = r["calibration"]
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-6
+    _, meta = read_safetensors(run / "model.safetensors")
+    assert meta["preprocess"]["temperature"] == pytest.approx(cal["temperature"])
+    assert 0 < r["open_set"]["coverage"] <= 1
+    for name in ("curves", "confusion", "reliability", "per_class", "errors"):
+        assert (run / "eval-test" / f"{name}.png").stat().st_size > 5000, name
+    assert json.loads((run / "eval-test" / "metrics.json").read_text())["n"] == 1000
+    card = (run / "model_card.md").read_text()
+    assert "Intended use" in card and "Limits" in card and f"{r['top1']:.4f}" in card
+    html = (run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5 and "Most confused pairs" in html
+
+
+def test_predictions_use_the_stored_temperature(run, evaluated):
+    clf = imgcls.load(run)
+    t = evaluated["calibration"]["temperature"]
+    assert clf.preprocess.temperature == pytest.approx(t)
+    test = load_source("sample").test
+    x = test.images[:8]
+    probs = clf.predict(x)
+    with torch.no_grad():
+        logits = clf.model(clf.preprocess.normalize(x))
+    assert np.allclose(probs, (logits / t).softmax(1).numpy(), atol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium not installed")
+def test_report_renders_in_headless_chromium(run, evaluated, tmp_path):
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,4200",
+         f"--screenshot={shot}", (run / "report.html").as_uri()],
+        check=True, timeout=120, capture_output=True)
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert img.shape[:2] == (4200, 1280)
+    # matplotlib's default blue and orange only appear if the embedded plots were drawn
+    blue = (np.abs(img - [31, 119, 180]).sum(2) < 30).sum()
+    orange = (np.abs(img - [255, 127, 14]).sum(2) < 30).sum()
+    assert blue > 2000 and orange > 2000, (blue, orange)
+    assert (img.sum(2) < 200).sum() > 10000  # text and figures, not a blank page
+
+
+def mixed_folder(tmp_path):
+    """Real Fashion-MNIST test images saved as PNG, JPEG, grayscale, RGBA and a big photo-like
+    upscale, plus a corrupt file."""
+    test = load_source("sample").test
+    d = tmp_path / "imgs"
+    d.mkdir()
+    arr = [test.images[i, 0].numpy() for i in range(4)]
+    Image.fromarray(arr[0], "L").save(d / "a_gray.png")
+    Image.fromarray(arr[1], "L").convert("RGB").save(d / "b_rgb.jpg", quality=95)
+    Image.fromarray(arr[2], "L").convert("RGBA").save(d / "c_rgba.png")
+    Image.fromarray(arr[3], "L").resize((280, 200)).convert("RGB").save(d / "d_big.jpg")
+    (d / "e_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    return d, test.labels[:4].tolist()
+
+
+def test_predict_folder_with_a_corrupt_file(run, evaluated, tmp_path, capsys):
+    d, labels = mixed_folder(tmp_path)
+    recs = imgcls.predict(run, [str(d)], top_k=3)
+    assert len(recs) == 5 and "error" in recs[4] and "e_corrupt.png" in recs[4]["error"]
+    names = imgcls.load(run).classes
+    good = [r for r in recs if "error" not in r]
+    assert all(len(r["top"]) == 3 and r["top"][0][1] >= r["top"][1][1] for r in good)
+    assert sum(r["label"] == names[y] for r, y in zip(good, labels)) >= 2
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run), str(d), "--format", "csv", "-o", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 5 and rows[4]["error"] and rows[0]["label"] in names
+    assert main(["predict", str(run), str(d / "*.png"), "--format", "json"]) == 0
+    printed = capsys.readouterr()
+    data = json.loads(printed.out)
+    assert [r["file"].split("/")[-1] for r in data] == ["a_gray.png", "c_rgba.png", "e_corrupt.png"]
+    assert "cannot read" in printed.err and "2 predicted, 1 unreadable" in printed.err
+    assert main(["predict", str(run), str(d / "table_of_nothing")]) == 2
+
+
+def test_cli_eval(run, capsys):
+    assert main(["eval", str(run), "--format", "json", "--no-report", "--split", "val"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["split"] == "val" and r["n"] == 500
