@@ -139,3 +139,14 @@ def test_streaming_folder_training_uses_the_decode_cache(color_folder, tmp_path)
     assert set(np.unique(done).tolist()) <= {1, 2}  # every image decoded once, bad ones marked
     skipped = (r.path / "skipped.txt").read_text().splitlines()
     assert len(skipped) == 3 and any("noise.jpg" in s for s in skipped)
+
+
+def test_tensorboard_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    r = imgcls.train(data="digits", epochs=2, out=str(tmp_path), tensorboard=True, **FAST)
+    acc = EventAccumulator(str(r.path / "tensorboard"))
+    acc.Reload()
+    assert {"train/loss", "train/top1", "val/top1", "misc/lr"} <= set(acc.Tags()["scalars"])
+    vals = [e.value for e in acc.Scalars("val/top1")]
+    assert vals == pytest.approx([m["val_top1"] for m in r.run.read_metrics()])

@@ -102,6 +102,8 @@ class TrainConfig:
     early_stop: int = _f(0, "stop after this many epochs without a better val accuracy (0: off)")
     checkpoint_every: int = _f(0, "also checkpoint every N steps inside an epoch (0: per epoch)")
     progress: bool = _f(True, "show progress bars on a terminal")
+    tensorboard: bool = _f(False, "also write TensorBoard event files to <run>/tensorboard "
+                           "(needs the tensorboard package: pip install imgcls[tensorboard])")
 
     def __post_init__(self) -> None:
         self.validate()

@@ -219,6 +219,30 @@ class RunCallback(Callback):
                  f"{record['train_images_per_s']:,.0f} img/s  {record['epoch_time_s']:.1f}s")
 
 
+class TensorBoardCallback(Callback):
+    """Every number of an epoch record as a TensorBoard scalar (``train/loss``, ``val/top1``,
+    ...), next to ``metrics.jsonl``."""
+
+    def __init__(self, run: RunDir) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ConfigError("--tensorboard needs the tensorboard package: "
+                              "pip install 'imgcls[tensorboard]'") from e
+        self.writer = SummaryWriter(str(run.path / "tensorboard"))
+
+    def on_epoch_end(self, t: Trainer, record: dict) -> None:
+        for key, value in record.items():
+            if key not in ("epoch", "step"):
+                split, _, name = key.partition("_")
+                tag = f"{split}/{name}" if split in ("train", "val") else f"misc/{key}"
+                self.writer.add_scalar(tag, value, record["epoch"])
+        self.writer.flush()
+
+    def on_train_end(self, t: Trainer) -> None:
+        self.writer.close()
+
+
 @dataclass
 class TrainResult:
     run: RunDir
@@ -296,6 +320,8 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     meta = model_meta(cfg, pre)
     trainer = Trainer(model, train_loader, val_loader, cfg, plan, log=log)
     trainer.callbacks += [RunCallback(run, cfg, meta, plan, log), *(callbacks or [])]
+    if cfg.tensorboard:
+        trainer.callbacks.append(TensorBoardCallback(run))
     if cfg.resume:
         _restore(trainer, run, log)
     else:
