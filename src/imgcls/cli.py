@@ -192,6 +192,37 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    export_model(args.run, args.format, args.out, opset=args.opset)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(args.model, args.host, args.port, backend=args.backend, name=args.name,
+          max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, timeout_s=args.timeout_s,
+          max_body_mb=args.max_body_mb, queue_size=args.queue)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    r = bench(args.model, input_size=args.input_size, in_chans=args.in_chans,
+              batch=args.batch, steps=args.steps, compile=args.compile, onnx=not args.no_onnx,
+              log=(lambda _: None) if args.format == "json" else print)
+    if args.format == "json":
+        print(json.dumps(r))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imgcls", description=__doc__.splitlines()[0])
     from . import __version__
@@ -236,6 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.set_defaults(func=cmd_predict)
 
+    b = sub.add_parser("bench", help="training and inference speed against this machine's "
+                       "measured GEMM peak")
+    b.add_argument("--model", default="fastnet_s")
+    b.add_argument("--input-size", type=int, default=28)
+    b.add_argument("--in-chans", type=int, default=1, choices=(1, 3))
+    b.add_argument("--batch", type=int, default=256, help="training batch size")
+    b.add_argument("--steps", type=int, default=20, help="timed training steps")
+    b.add_argument("--compile", default="auto", choices=("auto", "yes", "no"),
+                   help="consider torch.compile for inference")
+    b.add_argument("--no-onnx", action="store_true")
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--format", default="table", choices=("table", "json"))
+    b.set_defaults(func=cmd_bench)
+
     d = sub.add_parser("data", help="inspect a data set")
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("info", help="classes, counts, imbalance, mean/std, a sample grid")
@@ -257,6 +302,34 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=None, help="torch threads while timing")
     m.add_argument("--format", default="table", choices=("table", "csv", "json"))
     m.set_defaults(func=cmd_models)
+    x = sub.add_parser("export", help="export a run's model (preprocessing inside) to ONNX or "
+                       "TorchScript, checked for parity with the PyTorch model")
+    x.add_argument("run", help="run folder (or its model.safetensors)")
+    x.add_argument("--format", default="onnx", choices=("onnx", "torchscript"))
+    x.add_argument("--out", default=None, help="output file (default: <run>/model.onnx or "
+                   "<run>/model.torchscript.pt)")
+    x.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 17)")
+    x.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", help="serve a run over HTTP: Open Inference Protocol v2 "
+                        "(KServe/Triton REST) and multipart /predict",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sv.add_argument("model", metavar="RUN_OR_ONNX", help="run folder, model.safetensors or an "
+                    "exported model.onnx (local paths only)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless "
+                    "you say otherwise)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"),
+                    help="auto: ONNX Runtime when the run has an up-to-date model.onnx")
+    sv.add_argument("--name", default=None, help="model name in the URLs (default: the run "
+                    "folder's name)")
+    sv.add_argument("--max-batch", type=int, default=32, help="images per model run")
+    sv.add_argument("--max-delay-ms", type=float, default=5.0,
+                    help="how long a batch waits for more requests")
+    sv.add_argument("--timeout-s", type=float, default=10.0, help="per request (504 after)")
+    sv.add_argument("--max-body-mb", type=float, default=16.0, help="request size (413 over)")
+    sv.add_argument("--queue", type=int, default=256, help="waiting requests (503 over)")
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

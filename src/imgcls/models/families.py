@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401
     densenet,
+    fastnet,
     inception,
     mobilenet,
     resnet,

@@ -40,7 +40,11 @@ class OnnxPredictor(Predictor):
 
         super().__init__(pre, name)
         self.path = path
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        # idle intra-op threads spin by default, taking the CPU from the event loop that
+        # parses the next requests; a serving process wants them asleep
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name  # probabilities come first
 
@@ -58,7 +62,9 @@ class TorchPredictor(Predictor):
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        x = self.pre.normalize(torch.from_numpy(images).to(self.device))
+        # binary request data arrive as read-only buffers, which torch will not wrap
+        x = self.pre.normalize(torch.from_numpy(np.require(images, requirements="W"))
+                               .to(self.device))
         logits = self.model(x).float()
         return torch.softmax(logits / self.pre.temperature, 1).cpu().numpy()
 

@@ -169,6 +169,13 @@ def _pixel_tensor(t: dict, raw: bytes | None, shape: list[int], datatype: str,
     return np.ascontiguousarray(arr)
 
 
+def input_datatype(req: dict) -> object:
+    """The first input's datatype when the request is well formed enough to say."""
+    inputs = req.get("inputs")
+    ok = isinstance(inputs, list) and inputs and isinstance(inputs[0], dict)
+    return inputs[0].get("datatype") if ok else None
+
+
 def parse_inputs(req: dict, binary: bytes, pre: Preprocess, max_pixels: int) -> np.ndarray:
     """The request's one input as uint8 images (N, C, S, S)."""
     inputs = req.get("inputs")

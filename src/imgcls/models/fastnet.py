@@ -1,0 +1,76 @@
+"""FastNet: small residual CNNs built for accuracy per CPU second on small images.
+
+What moved the needle in airbench (Jordan 2024) and Page's DAWNBench ResNet-9 (2018), kept
+here: BatchNorm after every conv without conv biases, max-pool down-sampling, a residual
+block per stage, GELU, a global max pool before the head, and a scaled-down output
+(``logit_scale``) that makes label-smoothed cross-entropy easier. Three stages of widths
+``widths``; every stage halves the resolution, so 28 and 32 px end at 3x3 / 4x4.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._registry import register_model
+from .base import ClassifierHead, ImgclsModel
+from .layers import ConvBNAct
+
+
+class _Residual(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(ConvBNAct(ch, ch, act=nn.GELU), ConvBNAct(ch, ch, act=nn.GELU))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class FastNet(ImgclsModel):
+    first_conv = "stem.0"
+
+    def __init__(self, widths: tuple[int, int, int], *, num_classes: int, in_chans: int,
+                 logit_scale: float = 0.125) -> None:
+        super().__init__(num_classes, in_chans)
+        self.stem = ConvBNAct(in_chans, widths[0] // 2, act=nn.GELU)
+        stages, c_in = [], widths[0] // 2
+        for c in widths:
+            stages.append(nn.Sequential(ConvBNAct(c_in, c, act=nn.GELU), nn.MaxPool2d(2),
+                                        _Residual(c)))
+            c_in = c
+        self.stages = nn.Sequential(*stages)
+        self.num_features = widths[-1]
+        # max pool: the strongest response anywhere, as airbench's head does
+        self.head = ClassifierHead(widths[-1], num_classes, pool="max")
+        self.logit_scale = logit_scale
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        out = self.head(x, pre_logits=pre_logits)
+        return out if pre_logits else out * self.logit_scale
+
+
+def _build(widths: tuple[int, int, int], num_classes: int, in_chans: int, input_size: int,
+           **kw: object) -> FastNet:
+    if input_size < 8:
+        raise ValueError(f"fastnet needs inputs of at least 8 pixels, got {input_size}")
+    return FastNet(widths, num_classes=num_classes, in_chans=in_chans, **kw)
+
+
+@register_model("fastnet", default_input_size=32, paper="after airbench / ResNet-9")
+def fastnet_s(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+              **kw: object) -> FastNet:
+    """Widths 32-64-128 (0.5M parameters)."""
+    return _build((32, 64, 128), num_classes, in_chans, input_size, **kw)
+
+
+@register_model("fastnet", default_input_size=32, paper="after airbench / ResNet-9")
+def fastnet_m(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+              **kw: object) -> FastNet:
+    """Widths 64-128-256 (2.0M parameters)."""
+    return _build((64, 128, 256), num_classes, in_chans, input_size, **kw)

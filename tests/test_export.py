@@ -1,0 +1,111 @@
+import json
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import yaml
+
+import imgcls
+from imgcls.cli import main
+from imgcls.errors import ImgclsError
+from imgcls.export import ProbabilityModel, check_parity, export_model, parity_images
+from imgcls.pipeline import load_run_model
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One short digits run (8x8, 1 channel, a few seconds) shared by the module."""
+    out = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMGCLS_HOME", str(tmp_path_factory.mktemp("home")))
+        r = imgcls.train(data="digits", epochs=1, out=str(out), name="digits", precision="fp32",
+                         channels_last="no", progress=False, log=lambda _: None)
+    return r.path
+
+
+@pytest.fixture(scope="module")
+def onnx_path(run):
+    return export_model(run, log=lambda _: None)
+
+
+def test_onnx_export_passes_parity_and_writes_the_sidecar(run, onnx_path):
+    assert onnx_path == run / "model.onnx"
+    side = json.loads((run / "model.onnx.json").read_text())
+    _, pre, _ = load_run_model(run)
+    assert side["class_names"] == pre.class_names == [str(i) for i in range(10)]
+    assert (side["input_size"], side["in_chans"]) == (8, 1)
+    assert side["mean"] == pre.mean and side["temperature"] == pre.temperature
+    assert side["inputs"][0] == {"name": "images", "datatype": "UINT8", "shape": [-1, 1, 8, 8]}
+    assert [o["name"] for o in side["outputs"]] == ["probabilities", "logits"]
+    assert side["opset"] >= 17 and side["imgcls_version"] == imgcls.__version__
+    p = side["parity"]
+    assert p["images"] == 256 and "test images of digits" in p["data"]
+    assert p["top1_agreement"] == 1.0 and p["max_abs_prob_diff"] <= 1e-3
+    # uint8 in, probabilities out, any batch size
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).integers(0, 256, (3, 1, 8, 8), dtype=np.uint8)
+    probs, logits = sess.run(None, {"images": x})
+    assert probs.shape == logits.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(probs, imgcls.load(run).predict(x), atol=1e-5)
+
+
+def test_a_wrong_export_fails_loudly_and_writes_nothing(run, tmp_path, monkeypatch):
+    def forward(self, images):  # normalisation forgotten: the classic deployment bug
+        logits = self.model(images.float() / 255).float()
+        return torch.softmax(logits / self.temperature, 1), logits
+
+    monkeypatch.setattr(ProbabilityModel, "forward", forward)
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(ImgclsError, match="parity check failed"):
+        export_model(run, out=out, log=lambda _: None)
+    assert not out.exists() and not (tmp_path / "bad.onnx.json").exists()
+
+
+def test_a_tampered_onnx_file_fails_the_parity_check(run, onnx_path, tmp_path):
+    m = onnx.load(onnx_path)
+    init = max(m.graph.initializer, key=lambda t: np.prod(t.dims))  # the largest weight
+    w = onnx.numpy_helper.to_array(init)
+    init.CopyFrom(onnx.numpy_helper.from_array(w * 3 + 0.1, init.name))
+    bad = tmp_path / "tampered.onnx"
+    onnx.save(m, bad)
+    model, pre, _ = load_run_model(run)
+    images, _ = parity_images(run, pre, n=64)
+    assert check_parity(onnx_path, "onnx", model, pre, images)["top1_agreement"] == 1.0
+    with pytest.raises(ImgclsError, match="parity check failed"):
+        check_parity(bad, "onnx", model, pre, images)
+
+
+def test_torchscript_export(run):
+    path = export_model(run, "torchscript", log=lambda _: None)
+    assert path == run / "model.torchscript.pt"
+    side = json.loads(path.with_name(path.name + ".json").read_text())
+    assert side["format"] == "torchscript" and side["parity"]["top1_agreement"] == 1.0
+    with warnings.catch_warnings():  # torch.jit is deprecated in favour of torch.export
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path))
+    x = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    with torch.no_grad():
+        probs, _ = module(x)
+    np.testing.assert_allclose(probs.numpy(), imgcls.load(run).predict(x.numpy()), atol=1e-5)
+
+
+def test_cli_export_with_opset_17_and_a_bad_opset(run, tmp_path, capsys):
+    out = tmp_path / "m17.onnx"
+    assert main(["export", str(run), "--out", str(out), "--opset", "17"]) == 0
+    assert "top-1 agreement 100.00%" in capsys.readouterr().out
+    assert onnx.load(out).opset_import[0].version == 17
+    assert main(["export", str(run), "--opset", "16"]) == 2
+    assert "at least 17" in capsys.readouterr().err
+
+
+def test_parity_falls_back_to_random_images_without_the_data(run, tmp_path):
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(dict(cfg, data="arrays")))
+    _, pre, _ = load_run_model(run)
+    images, where = parity_images(tmp_path, pre, log=lambda _: None)
+    assert where == "64 random images" and images.shape == (64, 1, 8, 8)
+    assert images.dtype == torch.uint8
