@@ -299,7 +299,10 @@ class SlowPredictor(Predictor):
         super().__init__(Preprocess(8, 1, [0.5], [0.25], ["a", "b"]), "slow")
         self.delay = delay
 
+        self.batches = []
+
     def __call__(self, x):
+        self.batches.append(len(x))
         time.sleep(self.delay)
         return np.full((len(x), 2), 0.5, np.float32)
 
@@ -308,6 +311,21 @@ def slow_request(url, results):
     body = {"inputs": [tensor(np.zeros((1, 1, 8, 8), np.uint8))]}
     r = httpx.post(f"http://{url}/v2/models/slow/infer", json=body, timeout=10)
     results.append(r.status_code)
+
+
+def test_requests_arriving_while_the_model_runs_share_a_batch():
+    predictor = SlowPredictor(0.3)
+    with running(create_app(predictor, max_batch=8)) as (url, _, _):
+        results = []
+        threads = [threading.Thread(target=slow_request, args=(url, results)) for _ in range(5)]
+        for t in threads:
+            t.start()
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+    assert results == [200] * 5
+    assert predictor.batches[0] == 1 and max(predictor.batches) > 1  # warm-up, then batches
+    assert sum(predictor.batches[1:]) == 5
 
 
 def test_body_limit_is_413(images):
