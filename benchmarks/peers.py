@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import imgcls
 from seed_loop import seed_loop
+
+import imgcls
 
 HERE = Path(__file__).parent
 
