@@ -18,6 +18,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("IMGCLS_HOME", str(tmp_path_factory.mktemp("imgcls_home")))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: for tiny models it is as fast, and on a busy shared CPU torch's
+    threads spin-wait for each other (measured 10x slower)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def make_image(path: Path, color, size=(20, 16), mode="RGB", fmt=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.new("RGB", size, color)

@@ -9,6 +9,9 @@ from imgcls.errors import ModelError
 from imgcls.models import ImgclsModel, create_model, list_families, list_models, model_info
 
 MODELS = list_models()
+# timm and torchvision models, built by their own factories, follow the same contract
+EXTERNAL = ["timm/resnet18", "timm/mobilenetv3_small_050", "tv/resnet18", "tv/mobilenet_v3_small"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_has_every_family():
@@ -18,13 +21,14 @@ def test_registry_has_every_family():
         model_info("resnet81")
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MODELS + EXTERNAL)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_forward_backward_contract(name, in_chans):
     torch.manual_seed(0)
     size = 28 if in_chans == 1 else 32
     m = create_model(name, num_classes=7, in_chans=in_chans, input_size=size)
     assert isinstance(m, ImgclsModel) and m.num_classes == 7 and m.in_chans == in_chans
+    assert m.classifier == "head.fc"
     x = torch.randn(2, in_chans, size, size)
     feats = m.forward_features(x)
     assert feats.dim() == 4 and feats.shape[0] == 2
@@ -39,7 +43,7 @@ def test_forward_backward_contract(name, in_chans):
     assert isinstance(stem, torch.nn.Conv2d) and stem.in_channels == in_chans
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MODELS + EXTERNAL)
 def test_reset_classifier_and_reload(name, tmp_path):
     m = create_model(name, num_classes=5, in_chans=3, input_size=32).eval()
     x = torch.randn(2, 3, 32, 32)

@@ -11,14 +11,7 @@ from imgcls.errors import ConfigError
 from imgcls.models import create_model
 from imgcls.models.table import format_table, model_table
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a busy shared CPU, torch's threads spin-wait for each other (here 10x slower)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ def quiet(_):
     pass
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a busy shared CPU, torch's threads spin-wait for each other (here 10x slower)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def seed(num_classes=10, in_chans=3):

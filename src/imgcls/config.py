@@ -26,6 +26,8 @@ def _f(default: Any, help: str, choices: tuple | None = None) -> Any:  # noqa: A
 
 @dataclass
 class TrainConfig:
+    recipe: str | None = _f(None, "a named preset of the keys below (fast: the most accuracy "
+                            "per CPU second on small images); keys given explicitly win")
     # data
     data: str = _f("sample", "data set name (sample, fashion-mnist, mnist, cifar10, cifar100, "
                    "digits) or a folder / CSV manifest path")
@@ -156,6 +158,11 @@ class TrainConfig:
             hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, names, 1))
                      else k for k in unknown]
             raise ConfigError(f"{where}: unknown key(s) {', '.join(hints)}")
+        recipe = d.get("recipe")
+        if recipe is not None:
+            if recipe not in RECIPES:
+                raise ConfigError(f"recipe: must be one of {', '.join(RECIPES)}, got {recipe!r}")
+            d = {**RECIPES[recipe], **d}  # the recipe's values, then what was given
         return cls(**d)
 
     @classmethod
@@ -167,6 +174,12 @@ class TrainConfig:
 
 
 DEFAULT_EPOCHS = 10
+
+# Named presets. "fast": see benchmarks/README.md for the measurements behind each value.
+RECIPES: dict[str, dict] = {
+    "fast": {"model": "fastnet_s", "batch_size": 256, "epochs": 10, "label_smoothing": 0.2,
+             "augment": "light", "tta": "flip"},
+}
 
 
 def parse_duration(text: str, field_name: str = "duration") -> float:

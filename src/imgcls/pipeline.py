@@ -280,7 +280,10 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     """Train a model as ``cfg`` (plus keyword overrides) says; returns the finished run.
     ``source`` replaces ``cfg.data`` with data already in memory (used by ``Classifier.fit``)."""
     t_start = time.perf_counter()
-    cfg = (cfg or TrainConfig()).replace(**overrides) if overrides else (cfg or TrainConfig())
+    if cfg is None:
+        cfg = TrainConfig.from_dict(overrides)  # a recipe fills in what overrides leave out
+    elif overrides:
+        cfg = cfg.replace(**overrides)
     if not cfg.progress:
         os.environ["IMGCLS_NO_PROGRESS"] = "1"
     if cfg.threads:

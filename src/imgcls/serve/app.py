@@ -26,7 +26,7 @@ from prometheus_client import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.images import MAX_PIXELS
-from ..errors import ConfigError
+from ..errors import ConfigError, ImgclsError
 from . import protocol
 from .predictor import Predictor
 from .protocol import HTTPError
@@ -258,7 +258,10 @@ def create_app(predictor: Predictor, name: str | None = None, *, max_batch: int 
         batcher.start()
         state["batcher"] = batcher
         # the first run pays for allocation and kernel selection: not a client's request
-        await batcher.submit(np.zeros((1, c, s, s), np.uint8))
+        out = await batcher.submit(np.zeros((1, c, s, s), np.uint8))
+        if out.shape != (1, len(labels)):
+            raise ImgclsError(f"the model returns {out.shape[1:]} scores for "
+                              f"{len(labels)} class names")
         state["ready"] = True
         metrics.ready.set(1)
         log.info("model %s ready (%s backend)", name, predictor.backend)
