@@ -81,3 +81,12 @@ def test_damaged_checkpoint_falls_back_to_previous(tmp_path):
         load_checkpoint(path)
     ck, used = load_latest(path)
     assert used == previous_path(path) and ck.meta["state"]["epoch"] == 1
+
+
+def test_epochs_for_budget():
+    from imgcls.pipeline import epochs_for_budget
+
+    # 100 steps of 0.1 s = 10 s per epoch (+ no val): 60 s fits 5 whole epochs with 10% spare
+    assert epochs_for_budget(60, 0.1, 100, 0, 128) == (5, 1.0)
+    epochs, fraction = epochs_for_budget(5, 0.1, 100, 0, 128)  # half an epoch, less spare
+    assert epochs == 1 and 0.4 < fraction < 0.5

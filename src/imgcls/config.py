@@ -58,6 +58,8 @@ class TrainConfig:
     # optimisation
     epochs: int | None = _f(None, "training epochs (default: 10, or as many as fit in --budget; "
                             "on --resume: the run's own)")
+    train_fraction: float = _f(1.0, "share of the training set one epoch sees (a new random "
+                               "part each epoch); --budget lowers it when not even one epoch fits")
     budget: str | None = _f(None, "time budget for training, e.g. 90s, 5m, 1.5h: the number of "
                             "epochs is chosen from the measured speed")
     batch_size: int = _f(128, "images per optimisation step (global, over all processes)")
@@ -132,6 +134,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if not 0 < self.train_fraction <= 1:
+            raise ConfigError(f"train_fraction: must be in (0, 1], got {self.train_fraction}")
         if not 0 <= self.val_split < 1:
             raise ConfigError(f"val_split: must be in [0, 1), got {self.val_split}")
         if self.channels not in (None, 1, 3):

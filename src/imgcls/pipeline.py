@@ -140,11 +140,14 @@ def augmentation(cfg: TrainConfig, size: int, flip_ok: bool) -> Augment:
 def make_loader(ds: Dataset, pre: Preprocess, cfg: TrainConfig, plan: ExecPlan, *,
                 train: bool, augment: Augment | None = None, batch_size: int | None = None,
                 rank: int = 0, world_size: int = 1) -> BatchLoader | StreamLoader:
+    bs = batch_size or (cfg.batch_size // world_size if train else max(256, cfg.batch_size))
+    max_batches = None
+    if train and cfg.train_fraction < 1:
+        max_batches = max(1, int(len(ds) // bs * cfg.train_fraction))
     kw = dict(mean=pre.mean, std=pre.std, augment=augment if train else None, shuffle=train,
               drop_last=train and len(ds) >= 2 * (batch_size or cfg.batch_size),
               seed=cfg.seed, device=plan.device, channels_last=plan.channels_last,
-              rank=rank, world_size=world_size)
-    bs = batch_size or (cfg.batch_size // world_size if train else max(256, cfg.batch_size))
+              rank=rank, world_size=world_size, max_batches=max_batches)
     if isinstance(ds, ArrayDataset):
         return BatchLoader(ds, bs, **kw)
     cache = cache_dir("stream") / cache_key(ds, pre.input_size, pre.in_chans, pre.resize)
@@ -268,11 +271,16 @@ def _resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunDir]:
 
 
 def epochs_for_budget(budget_s: float, step_s: float, train_steps: int, val_images: int,
-                      batch_size: int) -> int:
-    """Whole epochs that fit in ``budget_s``: training steps at the measured speed plus a
-    validation pass (forward only, about a third of a step per batch), with 10% spare."""
-    epoch_s = train_steps * step_s + val_images / batch_size * step_s / 3
-    return max(1, int(budget_s / (1.1 * epoch_s)))
+                      batch_size: int) -> tuple[int, float]:
+    """(epochs, train_fraction) that fit in ``budget_s``: training steps at the measured speed
+    plus a validation pass (forward only, about a third of a step per batch), with 10% spare.
+    When not even one epoch fits, one epoch over a fraction of the training set."""
+    val_s = val_images / batch_size * step_s / 3
+    epochs = budget_s / (1.1 * (train_steps * step_s + val_s))
+    if epochs >= 1:
+        return int(epochs), 1.0
+    fraction = (budget_s / 1.1 - val_s) / (train_steps * step_s)
+    return 1, min(1.0, max(fraction, 1 / train_steps))
 
 
 def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | None = None,
@@ -307,9 +315,13 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         epochs = DEFAULT_EPOCHS
         if cfg.budget:
             step_s = timings.get(plan_name(plan)) or measure_step(model, plan, example)
-            epochs = epochs_for_budget(parse_duration(cfg.budget), step_s, len(probe),
-                                       len(data.val) if data.val else 0, probe.batch_size)
-            log(f"budget {cfg.budget}: {epochs} epoch(s) at {1000 * step_s:.0f} ms/step")
+            epochs, fraction = epochs_for_budget(
+                parse_duration(cfg.budget), step_s, len(probe), len(data.val) if data.val else 0,
+                probe.batch_size)
+            cfg = cfg.replace(train_fraction=fraction)
+            log(f"budget {cfg.budget}: {epochs} epoch(s)"
+                f"{f' of {fraction:.0%} of the training set' if fraction < 1 else ''} at "
+                f"{1000 * step_s:.0f} ms/step")
         cfg = cfg.replace(epochs=epochs)
     aug = augmentation(cfg, pre.input_size, data.flip_ok)
     if timings:

@@ -46,6 +46,7 @@ class _Loader:
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        max_batches: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -56,6 +57,8 @@ class _Loader:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.rank, self.world_size = rank, world_size
+        # an epoch of at most this many batches: a new random part of the data each epoch
+        self.max_batches = max_batches
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,7 +81,8 @@ class _Loader:
 
     def __len__(self) -> int:
         n = len(self.indices()) if self.world_size > 1 else self.n
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return min(full, self.max_batches) if self.max_batches else full
 
     def _finish(self, images: torch.Tensor, batch: int) -> torch.Tensor:
         """uint8 batch -> (augmented) normalised float batch on the device."""
@@ -100,7 +104,7 @@ class _Loader:
         out = list(idx.split(self.batch_size))
         if self.drop_last and out and len(out[-1]) < self.batch_size:
             out.pop()
-        return out
+        return out[: self.max_batches] if self.max_batches else out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.iter_from(0)
