@@ -204,7 +204,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.model, args.host, args.port, backend=args.backend, name=args.name,
           max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, timeout_s=args.timeout_s,
-          max_body_mb=args.max_body_mb, queue_size=args.queue)
+          max_body_mb=args.max_body_mb, queue_size=args.queue, precision=args.precision,
+          compile=args.compile)
     return 0
 
 
@@ -324,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--name", default=None, help="model name in the URLs (default: the run "
                     "folder's name)")
     sv.add_argument("--max-batch", type=int, default=32, help="images per model run")
+    sv.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"),
+                    help="torch backend arithmetic; auto measures fp32 and bf16 (bf16 "
+                    "probabilities differ from predict's by about 1e-2)")
+    sv.add_argument("--compile", default="no", choices=("auto", "yes", "no"),
+                    help="torch backend: torch.compile the model (auto: if measured faster)")
     sv.add_argument("--max-delay-ms", type=float, default=5.0,
                     help="how long a batch waits for more requests")
     sv.add_argument("--timeout-s", type=float, default=10.0, help="per request (504 after)")

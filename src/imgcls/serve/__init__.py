@@ -15,7 +15,8 @@ __all__ = ["BACKENDS", "Predictor", "create_app", "load_predictor", "serve"]
 def serve(target: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, *,
           backend: str = "auto", name: str | None = None, max_batch: int = 32,
           max_delay_ms: float = 5.0, timeout_s: float = 10.0, max_body_mb: float = 16.0,
-          queue_size: int = 256, log_level: str = "info") -> None:
+          queue_size: int = 256, precision: str = "fp32", compile: str = "no",  # noqa: A002
+          log_level: str = "info") -> None:
     """Load ``target`` (run folder, model.safetensors or model.onnx) and serve it until
     interrupted. Ctrl-C / SIGTERM stop accepting connections and finish in-flight requests
     (uvicorn's graceful shutdown, bounded by the request timeout)."""
@@ -24,7 +25,8 @@ def serve(target: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    predictor = load_predictor(target, backend)
+    predictor = load_predictor(target, backend, precision=precision, compile=compile,
+                               batch=max_batch)
     app = create_app(predictor, name, max_batch=max_batch, max_delay_ms=max_delay_ms,
                      timeout_s=timeout_s, max_body_mb=max_body_mb, queue_size=queue_size)
     try:
@@ -34,7 +36,9 @@ def serve(target: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
     if not loopback:
         print(f"warning: listening on {host}: the server has no authentication; put it "
               "behind a proxy that has")
-    print(f"serving {name or predictor.name} ({predictor.backend} backend) on "
+    plan = getattr(predictor, "plan", None)
+    print(f"serving {name or predictor.name} ({predictor.backend} backend"
+          f"{f', {plan.describe()}' if plan else ''}) on "
           f"http://{host}:{port}  (OpenAPI at /docs, metrics at /metrics)")
     uvicorn.run(app, host=host, port=port, log_level=log_level,
                 timeout_graceful_shutdown=int(timeout_s) + 1)

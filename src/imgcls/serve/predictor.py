@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.precision import ExecPlan
 from ..errors import ConfigError, ImgclsError, RunError
 from ..preprocess import Preprocess
 
@@ -55,17 +56,19 @@ class OnnxPredictor(Predictor):
 class TorchPredictor(Predictor):
     backend = "torch"
 
-    def __init__(self, model: torch.nn.Module, pre: Preprocess, name: str) -> None:
+    def __init__(self, model: torch.nn.Module, pre: Preprocess, name: str,
+                 plan: ExecPlan | None = None) -> None:
         super().__init__(pre, name)
-        self.model = model
-        self.device = next(model.parameters()).device
+        self.plan = plan or ExecPlan(str(next(model.parameters()).device))
+        self.model = self.plan.prepare_inference(model)
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> np.ndarray:
         # binary request data arrive as read-only buffers, which torch will not wrap
         x = self.pre.normalize(torch.from_numpy(np.require(images, requirements="W"))
-                               .to(self.device))
-        logits = self.model(x).float()
+                               .to(self.plan.device))
+        with self.plan.autocast():
+            logits = self.model(self.plan.prepare_input(x)).float()
         return torch.softmax(logits / self.pre.temperature, 1).cpu().numpy()
 
 
@@ -75,12 +78,17 @@ def model_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-") or "model"
 
 
-def load_predictor(target: str | os.PathLike, backend: str = "auto",
-                   device: str = "auto") -> Predictor:
+def load_predictor(target: str | os.PathLike, backend: str = "auto", device: str = "auto",
+                   precision: str = "fp32", compile: str = "no",  # noqa: A002
+                   batch: int = 32) -> Predictor:
     """A run folder (ONNX Runtime when it holds an up-to-date ``model.onnx`` and ``backend``
     is ``auto``; else torch), a ``model.safetensors`` file (torch) or a ``.onnx`` file with its
-    ``.json`` sidecar. Only local paths: a model is never fetched from a URL."""
-    from ..engine.precision import resolve_device
+    ``.json`` sidecar. Only local paths: a model is never fetched from a URL.
+
+    The torch backend runs in fp32 eager mode unless ``precision`` / ``compile`` ask for more
+    ('auto' measures the candidates on batches of ``batch`` and keeps the fastest, cached);
+    fp32 keeps its probabilities identical to ``imgcls predict``."""
+    from ..engine.precision import choose_inference_plan, resolve_device
     from ..export import read_sidecar
     from ..pipeline import load_run_model
 
@@ -111,5 +119,9 @@ def load_predictor(target: str | os.PathLike, backend: str = "auto",
         if side.get("format") != "onnx":
             raise ImgclsError(f"{onnx_path}.json: not the sidecar of an ONNX export")
         return OnnxPredictor(onnx_path, Preprocess.from_dict(side), name)
-    model, pre, _ = load_run_model(path, resolve_device(device))
-    return TorchPredictor(model, pre, name)
+    model, pre, meta = load_run_model(path, resolve_device(device))
+    example = torch.zeros(batch, pre.in_chans, pre.input_size, pre.input_size)
+    plan, _ = choose_inference_plan(model, example, device=device, precision=precision,
+                                    compile=compile, channels_last="no" if precision == "fp32"
+                                    and compile == "no" else "auto", key=meta["model"])
+    return TorchPredictor(model, pre, name, plan)
