@@ -77,6 +77,9 @@ class TrainConfig:
     gamma: float = _f(0.1, "StepLR: decay factor")
     label_smoothing: float = _f(0.1, "label smoothing of the cross-entropy loss")
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
+    nonfinite_patience: int = _f(5, "non-finite losses in a row (each step skipped) before the "
+                                 "learning rate is halved")
+    nonfinite_limit: int = _f(25, "non-finite losses in a row after which the run stops")
     ema: float = _f(0.0, "decay of an exponential moving average of the weights (0: off; "
                     "e.g. 0.999); evaluated and saved instead of the raw weights")
     # augmentation

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
+from ..errors import ImgclsError
 from ..models.transfer import freeze_backbone, set_frozen_bn_eval, split_backbone_head, unfreeze
 from ..progress import make_progress
 from .ema import ModelEMA
@@ -33,11 +34,18 @@ class TrainState:
     bad_epochs: int = 0
     stop: bool = False
     ema_updates: int = 0
+    bad_steps: int = 0  # consecutive steps with a non-finite loss
+    skipped_steps: int = 0  # all of them, for the record
+    lr_factor: float = 1.0  # lowered after every nonfinite_patience bad steps in a row
     # running sums of the epoch in progress, so a resumed epoch reports the whole epoch
     epoch_loss_sum: float = 0.0
     epoch_correct: int = 0
     epoch_seen: int = 0
     epoch_seconds: float = 0.0
+
+
+class TrainingDiverged(ImgclsError):
+    """The loss stayed non-finite for too many steps in a row."""
 
 
 class Callback:
@@ -98,6 +106,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None
         self.ema = ModelEMA(self.model, cfg.ema) if cfg.ema > 0 else None
         self.state = TrainState()
+        # BatchNorm statistics are updated by the forward pass itself: a step whose loss is
+        # not finite restores them from this copy, so a skipped step leaves no trace.
+        self._buffers = list(self.model.buffers())
+        self._buffer_copy = [b.clone() for b in self._buffers]
         self.steps_per_epoch = len(train_loader)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.history: list[dict] = []
@@ -113,13 +125,22 @@ class Trainer:
                      warmup_steps=int(c.warmup_epochs * self.steps_per_epoch),
                      steps_per_epoch=self.steps_per_epoch, step_size=c.step_size, gamma=c.gamma)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lr = self.lr(self.state.step)
+    def train_step(self, x: torch.Tensor, y: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One optimisation step; None when the loss was not finite and the step skipped."""
+        s = self.state
+        lr = self.lr(s.step) * s.lr_factor
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
+        if self._buffers:
+            torch._foreach_copy_(self._buffer_copy, self._buffers)
         with self.plan.autocast():
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            self.skip_step(float(loss.detach()))
+            return None
+        s.bad_steps = 0
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -135,8 +156,27 @@ class Trainer:
             self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        self.state.step += 1
+        s.step += 1
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    def skip_step(self, loss: float) -> None:
+        """Leave weights, optimizer and BatchNorm statistics as they were; halve the learning
+        rate after ``nonfinite_patience`` bad steps in a row, stop after ``nonfinite_limit``."""
+        s, c = self.state, self.cfg
+        if self._buffers:
+            torch._foreach_copy_(self._buffers, self._buffer_copy)
+        s.bad_steps += 1
+        s.skipped_steps += 1
+        s.step += 1  # the schedule moves on, as it would have
+        if s.bad_steps >= c.nonfinite_limit:
+            raise TrainingDiverged(
+                f"the loss was {loss} for {s.bad_steps} steps in a row (epoch {s.epoch + 1}, "
+                f"step {s.step}); stopped. The last checkpoint holds the weights from before; "
+                "lower --lr, set --grad-clip or check the data")
+        if s.bad_steps % c.nonfinite_patience == 0:
+            s.lr_factor *= 0.5
+            self.log(f"warning: loss {loss} for {s.bad_steps} steps in a row; learning rate "
+                     f"lowered to {s.lr_factor:g}x")
 
     def validate(self) -> dict[str, float]:
         if self.val_loader is None:
@@ -173,11 +213,13 @@ class Trainer:
                             total=self.steps_per_epoch, completed=s.batch, info="")
         t0, seen0 = time.perf_counter() - s.epoch_seconds, s.epoch_seen
         for x, y in self.train_loader.iter_from(s.batch):
-            loss, hits = self.train_step(x, y)
-            # .item() syncs; on a CPU that costs nothing, on a GPU it is once per step
-            s.epoch_loss_sum += loss.item() * len(y)
-            s.epoch_correct += int(hits)
-            s.epoch_seen += len(y)
+            out = self.train_step(x, y)
+            if out is not None:
+                loss, hits = out
+                # .item() syncs; on a CPU that costs nothing, on a GPU it is once per step
+                s.epoch_loss_sum += loss.item() * len(y)
+                s.epoch_correct += int(hits)
+                s.epoch_seen += len(y)
             s.epoch_seconds = time.perf_counter() - t0
             s.batch += 1
             for cb in self.callbacks:
