@@ -144,17 +144,17 @@ def resize_to(images: torch.Tensor, size: int, mode: str = "shorter_crop") -> to
     h, w = x.shape[-2:]
     if (h, w) == (size, size):
         return images
-    if mode == "squash":
-        th, tw = size, size
-    elif mode == "shorter_crop":
-        scale = size / min(h, w)
-        th, tw = max(size, round(h * scale)), max(size, round(w * scale))
-    else:
+    if mode == "shorter_crop":
+        # crop the centre square first: the same pixels end up in the output, and a
+        # 20000 x 1 strip is not first blown up to 560000 x 28
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[..., top:top + side, left:left + side]
+    elif mode != "squash":
         raise ValueError(f"resize mode must be 'shorter_crop' or 'squash', got {mode!r}")
-    y = F.interpolate(x.float(), size=(th, tw), mode="bilinear", antialias=True,
+    y = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
                       align_corners=False)
-    top, left = (th - size) // 2, (tw - size) // 2
-    y = y[..., top:top + size, left:left + size].round().clamp(0, 255).to(torch.uint8)
+    y = y.round().clamp(0, 255).to(torch.uint8)
     return y[0] if single else y
 
 
