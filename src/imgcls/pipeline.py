@@ -25,6 +25,7 @@ from .data.splits import stratified_split, write_split_manifest
 from .engine.checkpoint import (
     Checkpoint,
     load_latest,
+    previous_path,
     read_safetensors,
     restore_rng,
     save_checkpoint,
@@ -302,6 +303,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         cfg, run = _resume_config(cfg)
     else:
         run = RunDir.create(cfg.out, cfg.name, default_run_name(cfg.model, cfg.data))
+        write_yaml(run.config, cfg.to_dict())  # at once, so a run killed early can resume
     source = source or load_source(cfg.data, cfg.data_dir)
     data = prepare_data(cfg, log, source)
     pre = data.preprocess
@@ -337,9 +339,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     trainer.callbacks += [RunCallback(run, cfg, meta, plan, log), *(callbacks or [])]
     if cfg.tensorboard:
         trainer.callbacks.append(TensorBoardCallback(run))
-    if cfg.resume:
-        _restore(trainer, run, log)
-    else:
+    if not (cfg.resume and _restore(trainer, run, log)):
         write_yaml(run.config, cfg.to_dict())
         if data.train_idx is not None:
             write_split_manifest(run.split, source.train, data.train_idx, data.val_idx)
@@ -370,7 +370,15 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     return TrainResult(run, test, history, plan, seconds)
 
 
-def _restore(trainer: Trainer, run: RunDir, log: Log) -> None:
+def _restore(trainer: Trainer, run: RunDir, log: Log) -> bool:
+    """Load the run's last checkpoint into ``trainer``; False when there is none yet (killed
+    before its first checkpoint: the run starts from the beginning)."""
+    for stale in run.last_checkpoint.parent.glob(".*.tmp"):  # writes cut short by a kill
+        stale.unlink(missing_ok=True)
+    if not (run.last_checkpoint.exists() or previous_path(run.last_checkpoint).exists()):
+        log(f"{run.path}: no checkpoint yet; starting from the beginning")
+        run.truncate_metrics(0)
+        return False
     ckpt, used = load_latest(run.last_checkpoint)
     if used != run.last_checkpoint:
         log(f"warning: {run.last_checkpoint} is damaged; resuming from {used}")
@@ -387,6 +395,7 @@ def _restore(trainer: Trainer, run: RunDir, log: Log) -> None:
     trainer.state.stop = False
     run.truncate_metrics(trainer.state.epoch)
     log(f"resumed {run.path} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
+    return True
 
 
 def load_run_model(path: str | os.PathLike, device: str = "cpu"

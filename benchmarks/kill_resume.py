@@ -1,0 +1,92 @@
+"""Kill a training run with SIGKILL at random moments, resume it each time, and compare the
+final weights with an uninterrupted run: they must be bitwise equal (deterministic mode).
+
+    python benchmarks/kill_resume.py --repeats 50
+"""
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from imgcls.engine.checkpoint import read_safetensors
+
+COMMON = ["--data", "sample", "--epochs", "2", "--batch-size", "64", "--checkpoint-every", "5",
+          "--ema", "0.99", "--deterministic", "true", "--precision", "fp32",
+          "--channels-last", "no", "--progress", "false", "--threads", "1"]
+
+
+def train(args: list[str], kill_after: float | None = None) -> bool:
+    """Run ``imgcls train``; SIGKILL it after ``kill_after`` seconds. True if it finished."""
+    env = dict(os.environ, IMGCLS_NO_PROGRESS="1")
+    p = subprocess.Popen([sys.executable, "-m", "imgcls", "train", *args], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        p.wait(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        return False
+    if p.returncode != 0:
+        raise RuntimeError(f"imgcls train {' '.join(args)} exited {p.returncode}")
+    return True
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = read_safetensors(run / "checkpoints" / "last.safetensors")
+    return {k: v for k, v in tensors.items() if k.startswith(("model.", "ema.", "optim."))}
+
+
+def interrupted_run(out: Path, name: str, rng: random.Random, kills: int,
+                    window: tuple[float, float]) -> tuple[Path, int]:
+    """Train ``name`` under ``out``, killing it up to ``kills`` times; returns the run folder
+    and how many kills landed before it finished."""
+    run, landed, first = out / name, 0, True
+    while True:
+        args = COMMON + (["--out", str(out), "--name", name] if first else ["--resume", str(run)])
+        # a run killed before it made its folder starts again from scratch
+        first = first and not (run / "config.yaml").exists()
+        if landed < kills:
+            if train(args, rng.uniform(*window)):
+                return run, landed
+            landed += 1
+        else:
+            train(args)
+            return run, landed
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--kills", type=int, default=3)
+    p.add_argument("--out", default=str(Path(__file__).parent / "_work" / "kill_resume"))
+    args = p.parse_args()
+    out = Path(args.out)
+    t = time.perf_counter()
+    train(COMMON + ["--out", str(out), "--name", "reference"])
+    reference = weights(out / "reference")
+    window = (2.0, max(3.0, time.perf_counter() - t))
+    equal, total_kills = 0, 0
+    for i in range(args.repeats):
+        run, landed = interrupted_run(out, f"cut-{i}", random.Random(i), args.kills, window)
+        ok = same(weights(run), reference)
+        equal += ok
+        total_kills += landed
+        print(f"repeat {i + 1}: {landed} kills, final weights "
+              f"{'identical' if ok else 'DIFFERENT'}", flush=True)
+    print(f"{equal}/{args.repeats} runs bitwise identical to the uninterrupted one after "
+          f"{total_kills} SIGKILLs in all")
+
+
+if __name__ == "__main__":
+    main()
