@@ -80,6 +80,10 @@ class TrainConfig:
     nonfinite_patience: int = _f(5, "non-finite losses in a row (each step skipped) before the "
                                  "learning rate is halved")
     nonfinite_limit: int = _f(25, "non-finite losses in a row after which the run stops")
+    class_weights: str = _f("none", "weigh the loss by class: auto = inverse class frequency "
+                            "(N / (classes x count))", ("none", "auto"))
+    sampler: str = _f("random", "training order: balanced draws every class equally often "
+                      "(with replacement)", ("random", "balanced"))
     ema: float = _f(0.0, "decay of an exponential moving average of the weights (0: off; "
                     "e.g. 0.999); evaluated and saved instead of the raw weights")
     # augmentation

@@ -145,10 +145,15 @@ def make_loader(ds: Dataset, pre: Preprocess, cfg: TrainConfig, plan: ExecPlan, 
     max_batches = None
     if train and cfg.train_fraction < 1:
         max_batches = max(1, int(len(ds) // bs * cfg.train_fraction))
+    weights = None
+    if train and cfg.sampler == "balanced":
+        counts = torch.bincount(ds.labels, minlength=len(ds.classes)).clamp_min(1).double()
+        weights = (1.0 / counts)[ds.labels]
     kw = dict(mean=pre.mean, std=pre.std, augment=augment if train else None, shuffle=train,
               drop_last=train and len(ds) >= 2 * (batch_size or cfg.batch_size),
               seed=cfg.seed, device=plan.device, channels_last=plan.channels_last,
-              rank=rank, world_size=world_size, max_batches=max_batches)
+              rank=rank, world_size=world_size, max_batches=max_batches,
+              sample_weights=weights)
     if isinstance(ds, ArrayDataset):
         return BatchLoader(ds, bs, **kw)
     cache = cache_dir("stream") / cache_key(ds, pre.input_size, pre.in_chans, pre.resize)
@@ -159,6 +164,12 @@ def make_loader(ds: Dataset, pre: Preprocess, cfg: TrainConfig, plan: ExecPlan, 
 def use_tta(cfg: TrainConfig, flip_ok: bool) -> bool:
     """Flip TTA only where mirror images are the same class (not for digits)."""
     return cfg.tta == "flip" or (cfg.tta == "auto" and flip_ok)
+
+
+def class_weights(ds: Dataset) -> torch.Tensor:
+    """Inverse-frequency loss weights N / (classes x count): 1 for every class when balanced."""
+    counts = torch.bincount(ds.labels, minlength=len(ds.classes)).clamp_min(1).float()
+    return len(ds) / (len(ds.classes) * counts)
 
 
 def model_meta(cfg: TrainConfig, pre: Preprocess) -> dict:
@@ -335,7 +346,9 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     train_loader = make_loader(data.train, pre, cfg, plan, train=True, augment=aug)
     val_loader = make_loader(data.val, pre, cfg, plan, train=False) if data.val else None
     meta = model_meta(cfg, pre)
-    trainer = Trainer(model, train_loader, val_loader, cfg, plan, log=log)
+    trainer = Trainer(model, train_loader, val_loader, cfg, plan, log=log,
+                      loss_weight=class_weights(data.train) if cfg.class_weights == "auto"
+                      else None)
     trainer.callbacks += [RunCallback(run, cfg, meta, plan, log), *(callbacks or [])]
     if cfg.tensorboard:
         trainer.callbacks.append(TensorBoardCallback(run))

@@ -47,6 +47,7 @@ class _Loader:
         rank: int = 0,
         world_size: int = 1,
         max_batches: int | None = None,
+        sample_weights: torch.Tensor | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -59,6 +60,8 @@ class _Loader:
         self.rank, self.world_size = rank, world_size
         # an epoch of at most this many batches: a new random part of the data each epoch
         self.max_batches = max_batches
+        # a balanced sampler: each epoch draws n samples with these probabilities
+        self.sample_weights = sample_weights
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -66,8 +69,11 @@ class _Loader:
 
     def indices(self) -> torch.Tensor:
         """This rank's sample order for the current epoch."""
-        if self.shuffle:
-            idx = torch.randperm(self.n, generator=batch_generator(self.seed, self.epoch, -1))
+        gen = batch_generator(self.seed, self.epoch, -1)
+        if self.shuffle and self.sample_weights is not None:
+            idx = torch.multinomial(self.sample_weights, self.n, replacement=True, generator=gen)
+        elif self.shuffle:
+            idx = torch.randperm(self.n, generator=gen)
         else:
             idx = torch.arange(self.n)
         if self.world_size > 1:

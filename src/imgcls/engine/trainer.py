@@ -97,11 +97,13 @@ class Trainer:
         plan: ExecPlan,
         callbacks: list[Callback] | None = None,
         log: Callable[[str], None] = print,
+        loss_weight: torch.Tensor | None = None,
     ) -> None:
         self.model = plan.prepare(model)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.cfg, self.plan, self.log = cfg, plan, log
         self.callbacks = callbacks or []
+        self.loss_weight = loss_weight.to(plan.device) if loss_weight is not None else None
         self.optimizer = make_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None
         self.ema = ModelEMA(self.model, cfg.ema) if cfg.ema > 0 else None
@@ -136,7 +138,8 @@ class Trainer:
             torch._foreach_copy_(self._buffer_copy, self._buffers)
         with self.plan.autocast():
             logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        loss = F.cross_entropy(logits.float(), y, weight=self.loss_weight,
+                               label_smoothing=self.cfg.label_smoothing)
         if not torch.isfinite(loss):
             self.skip_step(float(loss.detach()))
             return None
