@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from typing import get_args, get_type_hints
@@ -60,6 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train
 
     result = train(_config_from_args(args))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     if result.test:
         print(f"test accuracy {result.test['top1']:.4f} ({result.test['n']} images)")
     print(f"run saved to {result.path} ({result.seconds:.0f} s)")

@@ -104,6 +104,8 @@ class TrainConfig:
     channels_last: str = _f("auto", "memory format (auto: measured with the precision)",
                             ("auto", "yes", "no"))
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
+    sync_bn: bool = _f(False, "under torchrun: synchronise BatchNorm statistics across "
+                       "processes (GPUs only)")
     seed: int = _f(0, "seed of the split, initialisation, data order and augmentation")
     deterministic: bool = _f(False, "bitwise-reproducible kernels (slower)")
     # run folder and lifecycle

@@ -22,6 +22,7 @@ from .data.loader import BatchLoader, StreamLoader
 from .data.materialize import cache_key, infer_channels, infer_image_size, materialize
 from .data.sources import Source, load_source
 from .data.splits import stratified_split, write_split_manifest
+from .distributed import broadcast, finish, gather, init_distributed, weights_checksum
 from .engine.checkpoint import (
     Checkpoint,
     load_latest,
@@ -197,16 +198,21 @@ class RunCallback(Callback):
     """Writes the run: metrics, best model file, last checkpoint; tracks early stopping."""
 
     def __init__(self, run: RunDir, cfg: TrainConfig, meta: dict, plan: ExecPlan,
-                 log: Log) -> None:
+                 log: Log, write: bool = True) -> None:
         self.run, self.cfg, self.meta, self.plan, self.log = run, cfg, meta, plan, log
+        self.write = write  # False on ranks other than 0: they track, rank 0 writes
 
     def checkpoint(self, t: Trainer) -> None:
+        if not self.write:
+            return
         save_checkpoint(self.run.last_checkpoint, Checkpoint(
             model=t.model.state_dict(), meta={"state": t.state_dict(), "model_meta": self.meta},
             ema=t.ema.state_dict() if t.ema else None, optimizer=t.optimizer.state_dict(),
             scaler=t.scaler.state_dict() if t.scaler else None))
 
     def save_model(self, t: Trainer) -> None:
+        if not self.write:
+            return
         save_model_file(self.run.model_file, t.eval_model.state_dict(), self.meta)
 
     def on_step_end(self, t: Trainer) -> None:
@@ -225,7 +231,8 @@ class RunCallback(Callback):
             if self.cfg.early_stop and s.bad_epochs >= self.cfg.early_stop:
                 s.stop = True
                 self.log(f"early stop: no better val accuracy for {s.bad_epochs} epochs")
-        self.run.append_metrics(record)
+        if self.write:
+            self.run.append_metrics(record)
         self.checkpoint(t)
         val = (f" val loss {record['val_loss']:.4f} acc {record['val_top1']:.4f}"
                if "val_top1" in record else "")
@@ -298,7 +305,8 @@ def epochs_for_budget(budget_s: float, step_s: float, train_steps: int, val_imag
 def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | None = None,
           callbacks: list[Callback] | None = None, **overrides: object) -> TrainResult:
     """Train a model as ``cfg`` (plus keyword overrides) says; returns the finished run.
-    ``source`` replaces ``cfg.data`` with data already in memory (used by ``Classifier.fit``)."""
+    ``source`` replaces ``cfg.data`` with data already in memory (used by ``Classifier.fit``).
+    Under ``torchrun`` every process calls this; rank 0 writes the run."""
     t_start = time.perf_counter()
     if cfg is None:
         cfg = TrainConfig.from_dict(overrides)  # a recipe fills in what overrides leave out
@@ -310,57 +318,67 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    ddp = init_distributed(cfg.device)
+    if not ddp.is_main:
+        log = _quiet  # one voice: rank 0 speaks for the run
+    run = None
     if cfg.resume:
         cfg, run = _resume_config(cfg)
-    else:
+    elif ddp.is_main:
         run = RunDir.create(cfg.out, cfg.name, default_run_name(cfg.model, cfg.data))
         write_yaml(run.config, cfg.to_dict())  # at once, so a run killed early can resume
+    run = RunDir(broadcast(str(run.path) if run else "", ddp))
     source = source or load_source(cfg.data, cfg.data_dir)
     data = prepare_data(cfg, log, source)
     pre = data.preprocess
     model = build_model(cfg, pre, log)
     device = resolve_device(cfg.device)
+    if device == "cuda" and ddp.active:
+        device = f"cuda:{ddp.local_rank}"
     probe = make_loader(data.train, pre, cfg, ExecPlan(device), train=True)
     example = next(iter(probe))
-    plan, timings = choose_plan(model, example, device=device, precision=cfg.precision,
-                                channels_last=cfg.channels_last, key=cfg.model)
-    if cfg.epochs is None:
-        epochs = DEFAULT_EPOCHS
-        if cfg.budget:
-            step_s = timings.get(plan_name(plan)) or measure_step(model, plan, example)
-            epochs, fraction = epochs_for_budget(
-                parse_duration(cfg.budget), step_s, len(probe), len(data.val) if data.val else 0,
-                probe.batch_size)
-            cfg = cfg.replace(train_fraction=fraction)
-            log(f"budget {cfg.budget}: {epochs} epoch(s)"
-                f"{f' of {fraction:.0%} of the training set' if fraction < 1 else ''} at "
-                f"{1000 * step_s:.0f} ms/step")
-        cfg = cfg.replace(epochs=epochs)
-    aug = augmentation(cfg, pre.input_size, data.flip_ok)
+    plan, timings = broadcast(
+        choose_plan(model, example, device=device, precision=cfg.precision,
+                    channels_last=cfg.channels_last, key=cfg.model) if ddp.is_main else None,
+        ddp)
+    plan = ExecPlan(device, plan.precision, plan.channels_last)
+    cfg = _resolve_epochs(cfg, plan, timings, model, example, len(probe), data, log)
     if timings:
         log("execution plan: " + ", ".join(f"{k} {1000 * v:.0f} ms/step"
                                            for k, v in timings.items())
             + f" -> {plan.describe()}")
     else:
         log(f"execution plan: {plan.describe()}")
-    train_loader = make_loader(data.train, pre, cfg, plan, train=True, augment=aug)
+    aug = augmentation(cfg, pre.input_size, data.flip_ok)
+    train_loader = make_loader(data.train, pre, cfg, plan, train=True, augment=aug,
+                               rank=ddp.rank, world_size=ddp.world_size)
     val_loader = make_loader(data.val, pre, cfg, plan, train=False) if data.val else None
-    meta = model_meta(cfg, pre)
+    if cfg.sync_bn and ddp.active:
+        if not device.startswith("cuda"):
+            raise ConfigError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     trainer = Trainer(model, train_loader, val_loader, cfg, plan, log=log,
                       loss_weight=class_weights(data.train) if cfg.class_weights == "auto"
-                      else None)
-    trainer.callbacks += [RunCallback(run, cfg, meta, plan, log), *(callbacks or [])]
-    if cfg.tensorboard:
+                      else None, distributed=ddp.active)
+    meta = model_meta(cfg, pre)
+    trainer.callbacks += [RunCallback(run, cfg, meta, plan, log, write=ddp.is_main),
+                          *(callbacks or [])]
+    if cfg.tensorboard and ddp.is_main:
         trainer.callbacks.append(TensorBoardCallback(run))
-    if not (cfg.resume and _restore(trainer, run, log)):
+    if not (cfg.resume and _restore(trainer, run, log, write=ddp.is_main)) and ddp.is_main:
         write_yaml(run.config, cfg.to_dict())
         if data.train_idx is not None:
             write_split_manifest(run.split, source.train, data.train_idx, data.val_idx)
         n = sum(p.numel() for p in model.parameters())
         log(f"run {run.path}: {cfg.model} ({n / 1e6:.2f}M params) on {data.source}, "
             f"{len(data.train)} train / {len(data.val) if data.val else 0} val images, "
-            f"{pre.in_chans}x{pre.input_size}x{pre.input_size}")
+            f"{pre.in_chans}x{pre.input_size}x{pre.input_size}"
+            + (f", {ddp.world_size} processes" if ddp.active else ""))
     history = trainer.fit()
+    checksums = gather(weights_checksum(trainer.model), ddp)
+    finish(ddp)
+    if not ddp.is_main:
+        return TrainResult(run, None, history, plan, time.perf_counter() - t_start)
     # decoded up front, or found bad while streaming
     skipped = data.skipped + sorted(set().union(*(getattr(ld, "skipped", set())
                                                   for ld in (train_loader, val_loader))))
@@ -379,18 +397,45 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     write_json(run.summary, {"test": test, "best_val_top1": trainer.state.best_top1,
                              "best_epoch": trainer.state.best_epoch, "seconds": seconds,
                              "plan": plan.describe(), "timings_s_per_step": timings,
-                             "skipped_images": len(skipped)})
+                             "skipped_images": len(skipped), "world_size": ddp.world_size,
+                             "ranks_identical": len(set(checksums)) == 1})
     return TrainResult(run, test, history, plan, seconds)
 
 
-def _restore(trainer: Trainer, run: RunDir, log: Log) -> bool:
+def _quiet(_: str) -> None:
+    pass
+
+
+def _resolve_epochs(cfg: TrainConfig, plan: ExecPlan, timings: dict, model: nn.Module,
+                    example: tuple, train_steps: int, data: PreparedData, log: Log
+                    ) -> TrainConfig:
+    """``cfg`` with ``epochs`` set: given, the default, or what fits in ``--budget``."""
+    if cfg.epochs is not None:
+        return cfg
+    epochs = DEFAULT_EPOCHS
+    if cfg.budget:
+        step_s = timings.get(plan_name(plan)) or measure_step(model, plan, example)
+        epochs, fraction = epochs_for_budget(
+            parse_duration(cfg.budget), step_s, train_steps, len(data.val) if data.val else 0,
+            example[0].shape[0])
+        cfg = cfg.replace(train_fraction=fraction)
+        log(f"budget {cfg.budget}: {epochs} epoch(s)"
+            f"{f' of {fraction:.0%} of the training set' if fraction < 1 else ''} at "
+            f"{1000 * step_s:.0f} ms/step")
+    return cfg.replace(epochs=epochs)
+
+
+def _restore(trainer: Trainer, run: RunDir, log: Log, write: bool = True) -> bool:
     """Load the run's last checkpoint into ``trainer``; False when there is none yet (killed
-    before its first checkpoint: the run starts from the beginning)."""
-    for stale in run.last_checkpoint.parent.glob(".*.tmp"):  # writes cut short by a kill
-        stale.unlink(missing_ok=True)
+    before its first checkpoint: the run starts from the beginning). Only ``write`` touches
+    files (rank 0)."""
+    if write:
+        for stale in run.last_checkpoint.parent.glob(".*.tmp"):  # writes cut short by a kill
+            stale.unlink(missing_ok=True)
     if not (run.last_checkpoint.exists() or previous_path(run.last_checkpoint).exists()):
         log(f"{run.path}: no checkpoint yet; starting from the beginning")
-        run.truncate_metrics(0)
+        if write:
+            run.truncate_metrics(0)
         return False
     ckpt, used = load_latest(run.last_checkpoint)
     if used != run.last_checkpoint:
@@ -406,7 +451,8 @@ def _restore(trainer: Trainer, run: RunDir, log: Log) -> bool:
         trainer.scaler.load_state_dict(ckpt.scaler)
     restore_rng(ckpt.rng["tensors"], ckpt.rng["info"])
     trainer.state.stop = False
-    run.truncate_metrics(trainer.state.epoch)
+    if write:
+        run.truncate_metrics(trainer.state.epoch)
     log(f"resumed {run.path} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
     return True
 

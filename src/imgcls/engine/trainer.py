@@ -98,8 +98,13 @@ class Trainer:
         callbacks: list[Callback] | None = None,
         log: Callable[[str], None] = print,
         loss_weight: torch.Tensor | None = None,
+        distributed: bool = False,
     ) -> None:
         self.model = plan.prepare(model)
+        # DDP averages gradients across processes; state dicts, EMA and validation use the
+        # plain module it wraps (the same parameters)
+        self.forward_model = (nn.parallel.DistributedDataParallel(self.model)
+                              if distributed else self.model)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.cfg, self.plan, self.log = cfg, plan, log
         self.callbacks = callbacks or []
@@ -137,7 +142,7 @@ class Trainer:
         if self._buffers:
             torch._foreach_copy_(self._buffer_copy, self._buffers)
         with self.plan.autocast():
-            logits = self.model(x)
+            logits = self.forward_model(x)
         loss = F.cross_entropy(logits.float(), y, weight=self.loss_weight,
                                label_smoothing=self.cfg.label_smoothing)
         if not torch.isfinite(loss):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
+import threading
 
 from .app import create_app
 from .predictor import BACKENDS, Predictor, load_predictor
@@ -40,5 +42,18 @@ def serve(target: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
     print(f"serving {name or predictor.name} ({predictor.backend} backend"
           f"{f', {plan.describe()}' if plan else ''}) on "
           f"http://{host}:{port}  (OpenAPI at /docs, metrics at /metrics)")
-    uvicorn.run(app, host=host, port=port, log_level=log_level,
-                timeout_graceful_shutdown=int(timeout_s) + 1)
+    # uvicorn answers SIGTERM with a graceful shutdown and then raises the signal again, which
+    # by default kills the process (status -15) although every request was answered. Turned
+    # into the KeyboardInterrupt that uvicorn.run catches, a drained stop exits 0, like Ctrl-C.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level,
+                    timeout_graceful_shutdown=int(timeout_s) + 1)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
