@@ -227,6 +227,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, leaderboard_markdown
+
+    base = _config_from_args(args)
+    if not base.budget and not base.epochs:
+        base = base.replace(budget="10m")
+    rows = compare([m.strip() for m in args.models.split(",") if m.strip()], base,
+                   args.leaderboard)
+    print(leaderboard_markdown(rows), end="")
+    print(f"leaderboard written to {args.leaderboard}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imgcls", description=__doc__.splitlines()[0])
     from . import __version__
@@ -270,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--device", default="auto")
     pr.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("compare", help="train several models under the same time budget; "
+                       "leaderboard with accuracy, size, FLOPs, latency and the Pareto front",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("--models", required=True, help="comma-separated model names")
+    c.add_argument("--leaderboard", default="leaderboard", help="output folder")
+    c.add_argument("--config", help="YAML file of config keys; flags override it")
+    _add_config_flags(c)
+    c.set_defaults(func=cmd_compare)
 
     b = sub.add_parser("bench", help="training and inference speed against this machine's "
                        "measured GEMM peak")
