@@ -89,8 +89,9 @@ def test_no_generated_request_is_a_server_error(live):
                 send(case)
                 if "model_name" in (case.path_parameters or {}):
                     case.path_parameters["model_name"] = MODEL
-                    if "version" in case.path_parameters:
-                        case.path_parameters["version"] = "1"
+                    for where in (case.path_parameters, case.query or {}):
+                        if "version" in where:
+                            where["version"] = "1"
                     send(case)
 
             check()

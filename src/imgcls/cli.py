@@ -240,6 +240,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .config import parse_duration
+    from .tune import tune
+
+    base = _config_from_args(args)
+    # --budget is the whole search's time here; each trial runs --epochs (default 10)
+    budget = parse_duration(base.budget, "budget") if base.budget else None
+    r = tune(base.replace(budget=None), args.study_dir, trials=args.trials, budget_s=budget,
+             study_name=args.study, seed=base.seed)
+    print(f"best val top-1 {r['value']:.4f} after {r['trials']} trials: {r['params']}")
+    print(f"best config: {r['config']}  (imgcls train --config {r['config']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imgcls", description=__doc__.splitlines()[0])
     from . import __version__
@@ -292,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="YAML file of config keys; flags override it")
     _add_config_flags(c)
     c.set_defaults(func=cmd_compare)
+
+    tu = sub.add_parser("tune", help="hyper-parameter search (Optuna TPE + pruning, SQLite, "
+                        "resumable); writes best.yaml", formatter_class=argparse.
+                        ArgumentDefaultsHelpFormatter)
+    tu.add_argument("--trials", type=int, default=20, help="finished trials to reach")
+    tu.add_argument("--study", default="imgcls", help="study name inside the SQLite file")
+    tu.add_argument("--study-dir", default="tune", help="folder of study.db, trials, best.yaml")
+    tu.add_argument("--config", help="YAML file of config keys; flags override it")
+    _add_config_flags(tu)
+    tu.set_defaults(func=cmd_tune)
 
     b = sub.add_parser("bench", help="training and inference speed against this machine's "
                        "measured GEMM peak")
