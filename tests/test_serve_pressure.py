@@ -266,6 +266,8 @@ def test_sigterm_answers_requests_in_flight_and_exits_0(run, images, tmp_path):
         pending, refused, answers = asyncio.run(fire_and_terminate())
         rc = proc.wait(20)
         log = log_path.read_text()
+    print(f"\nSIGTERM with {pending} of {n} requests unanswered: statuses "
+          f"{[status for status, _ in answers]}, exit status {rc}")
     assert pending >= n - 2, pending  # most were still waiting when the signal came
     assert [status for status, _ in answers] == [200] * n
     assert [int(np.argmax(a["outputs"][0]["data"])) for _, a in answers] == list(expected)

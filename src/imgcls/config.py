@@ -44,6 +44,16 @@ class TrainConfig:
                         "--memory-limit-gb)", ("auto", "yes", "no"))
     memory_limit_gb: float = _f(4.0, "largest decoded data set held in memory, GiB")
     workers: int | None = _f(None, "decoding workers for streamed folders (default: cores)")
+    labels_per_class: int | None = _f(None, "keep only this many labelled training images per "
+                                      "class (stratified by --seed), e.g. for semi-supervised "
+                                      "experiments")
+    unlabeled: str | None = _f(None, "unlabelled images for semi-supervised training: a data "
+                               "set name or path (labels ignored), or 'rest' for the training "
+                               "images --labels-per-class left out")
+    ssl: str = _f("fixmatch", "semi-supervised method", ("fixmatch", "pseudo"))
+    ssl_threshold: float = _f(0.95, "confidence above which a prediction is a pseudo-label")
+    ssl_weight: float = _f(1.0, "weight of the unlabelled loss")
+    ssl_ratio: int = _f(3, "unlabelled images per labelled image in a step (FixMatch's mu)")
     # model
     model: str = _f("seed_torch_cnn", "model name (`imgcls models` lists them)")
     model_kwargs: dict = _f({}, "extra builder options, e.g. {width_mult: 0.5}")

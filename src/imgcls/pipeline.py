@@ -18,7 +18,7 @@ from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration
 from .data.augment import Augment, preset
 from .data.dataset import ArrayDataset, Dataset, FileDataset
 from .data.images import convert_channels, resize_to
-from .data.loader import BatchLoader, StreamLoader
+from .data.loader import BatchLoader, StreamLoader, UnlabeledLoader
 from .data.materialize import cache_key, infer_channels, infer_image_size, materialize
 from .data.sources import Source, load_source
 from .data.splits import stratified_split, write_split_manifest
@@ -56,6 +56,7 @@ class PreparedData:
     train_idx: object = None
     val_idx: object = None
     skipped: list[str] = field(default_factory=list)
+    unlabeled: ArrayDataset | None = None
 
 
 def conform(ds: ArrayDataset, channels: int, size: int, resize: str) -> ArrayDataset:
@@ -97,6 +98,15 @@ def prepare_data(cfg: TrainConfig, log: Log = print, source: Source | None = Non
     else:
         train_idx, val_idx = None, None
         train, val = full, source.val
+    rest = None
+    if cfg.labels_per_class:
+        keep = per_class_subset(train.labels, cfg.labels_per_class, cfg.seed)
+        mask = torch.ones(len(train), dtype=torch.bool)
+        mask[keep] = False
+        rest = train.subset(torch.nonzero(mask).flatten())
+        train = train.subset(keep)
+        if train_idx is not None:
+            train_idx = train_idx[keep.numpy()]
     if isinstance(full, ArrayDataset):
         channels = cfg.channels or full.channels
         size = cfg.image_size or max(full.image_size)
@@ -118,8 +128,32 @@ def prepare_data(cfg: TrainConfig, log: Log = print, source: Source | None = Non
     if empty:
         raise DataError(f"{source.name}: no usable training images for class(es) {empty}")
     pre = Preprocess(size, channels, mean, std, list(full.classes), resize=cfg.resize)
+    unlabeled = None
+    if cfg.unlabeled:
+        if cfg.unlabeled == "rest":
+            if rest is None or len(rest) == 0:
+                raise ConfigError("--unlabeled rest needs --labels-per-class to leave images out")
+            pool = rest
+        else:
+            pool = load_source(cfg.unlabeled).train
+        unlabeled = to_model_input(pool, channels, size, cfg, skipped, "decoding unlabelled")
+        if not isinstance(unlabeled, ArrayDataset):
+            raise ConfigError(f"{cfg.unlabeled}: unlabelled images must fit in memory "
+                              f"(--memory-limit-gb {cfg.memory_limit_gb})")
+        log(f"semi-supervised ({cfg.ssl}): {len(train)} labelled, {len(unlabeled)} unlabelled "
+            "images")
     return PreparedData(train, val, test, pre, source.flip_ok, source.name, train_idx, val_idx,
-                        skipped)
+                        skipped, unlabeled)
+
+
+def per_class_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Indices of ``per_class`` images of every class (all of a smaller class), by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in labels.unique():
+        idx = torch.nonzero(labels == c).flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(keep).sort().values
 
 
 AUTO_STANDARD_EPOCHS = 20
@@ -357,9 +391,15 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         if not device.startswith("cuda"):
             raise ConfigError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    unlabeled = None
+    if data.unlabeled is not None:
+        unlabeled = UnlabeledLoader(
+            data.unlabeled.images, train_loader.batch_size * cfg.ssl_ratio, mean=pre.mean,
+            std=pre.std, weak=aug, seed=cfg.seed, device=plan.device,
+            channels_last=plan.channels_last, rank=ddp.rank, world_size=ddp.world_size)
     trainer = Trainer(model, train_loader, val_loader, cfg, plan, log=log,
                       loss_weight=class_weights(data.train) if cfg.class_weights == "auto"
-                      else None, distributed=ddp.active)
+                      else None, distributed=ddp.active, unlabeled=unlabeled)
     meta = model_meta(cfg, pre)
     trainer.callbacks += [RunCallback(run, cfg, meta, plan, log, write=ddp.is_main),
                           *(callbacks or [])]

@@ -42,6 +42,7 @@ class TrainState:
     epoch_correct: int = 0
     epoch_seen: int = 0
     epoch_seconds: float = 0.0
+    epoch_mask_sum: float = 0.0  # semi-supervised: share of confident pseudo-labels, summed
 
 
 class TrainingDiverged(ImgclsError):
@@ -99,6 +100,7 @@ class Trainer:
         log: Callable[[str], None] = print,
         loss_weight: torch.Tensor | None = None,
         distributed: bool = False,
+        unlabeled: object | None = None,
     ) -> None:
         self.model = plan.prepare(model)
         # DDP averages gradients across processes; state dicts, EMA and validation use the
@@ -108,6 +110,7 @@ class Trainer:
         self.train_loader, self.val_loader = train_loader, val_loader
         self.cfg, self.plan, self.log = cfg, plan, log
         self.callbacks = callbacks or []
+        self.unlabeled = unlabeled  # an UnlabeledLoader for semi-supervised training
         self.loss_weight = loss_weight.to(plan.device) if loss_weight is not None else None
         self.optimizer = make_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None
@@ -141,10 +144,13 @@ class Trainer:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         if self._buffers:
             torch._foreach_copy_(self._buffer_copy, self._buffers)
-        with self.plan.autocast():
-            logits = self.forward_model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=self.loss_weight,
-                               label_smoothing=self.cfg.label_smoothing)
+        if self.unlabeled is not None:
+            logits, loss = self.semi_supervised_loss(x, y)
+        else:
+            with self.plan.autocast():
+                logits = self.forward_model(x)
+            loss = F.cross_entropy(logits.float(), y, weight=self.loss_weight,
+                                   label_smoothing=self.cfg.label_smoothing)
         if not torch.isfinite(loss):
             self.skip_step(float(loss.detach()))
             return None
@@ -166,6 +172,28 @@ class Trainer:
             self.ema.update(self.model)
         s.step += 1
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    def semi_supervised_loss(self, x: torch.Tensor, y: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """FixMatch (Sohn et al. 2020): the weak view's confident predictions (max probability
+        >= ``ssl_threshold``) are hard labels for the strong view. ``pseudo`` (Lee 2013): they
+        are labels for the weak view itself. One forward pass over all views, so BatchNorm
+        sees labelled and unlabelled images together."""
+        c = self.cfg
+        weak, strong = self.unlabeled.batch(self.state.step)
+        views = [x, weak, strong] if c.ssl == "fixmatch" else [x, weak]
+        with self.plan.autocast():
+            out = self.forward_model(torch.cat(views)).float()
+        n, m = len(x), len(weak)
+        logits, out_weak = out[:n], out[n:n + m]
+        loss = F.cross_entropy(logits, y, weight=self.loss_weight,
+                               label_smoothing=c.label_smoothing)
+        conf, pseudo = out_weak.detach().softmax(1).max(1)
+        mask = (conf >= c.ssl_threshold).float()
+        target = out[n + m:] if c.ssl == "fixmatch" else out_weak
+        unsup = (F.cross_entropy(target, pseudo, reduction="none") * mask).mean()
+        self.state.epoch_mask_sum += float(mask.mean())
+        return logits, loss + c.ssl_weight * unsup
 
     def skip_step(self, loss: float) -> None:
         """Leave weights, optimizer and BatchNorm statistics as they were; halve the learning
@@ -242,12 +270,15 @@ class Trainer:
                   "train_loss": s.epoch_loss_sum / seen, "train_top1": s.epoch_correct / seen,
                   "train_images_per_s": s.epoch_seen / max(s.epoch_seconds, 1e-9),
                   "epoch_time_s": s.epoch_seconds}
+        if self.unlabeled is not None:
+            record["train_pseudo_label_rate"] = s.epoch_mask_sum / max(s.batch, 1)
         if not math.isfinite(record["train_loss"]):
             self.log(f"warning: epoch {s.epoch + 1} train loss is {record['train_loss']}")
         record.update(self.validate())
         bar.remove_task(task)
         s.epoch, s.batch = s.epoch + 1, 0
         s.epoch_loss_sum, s.epoch_correct, s.epoch_seen, s.epoch_seconds = 0.0, 0, 0, 0.0
+        s.epoch_mask_sum = 0.0
         self.history.append(record)
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)

@@ -20,8 +20,9 @@ def serve(target: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
           queue_size: int = 256, precision: str = "fp32", compile: str = "no",  # noqa: A002
           log_level: str = "info") -> None:
     """Load ``target`` (run folder, model.safetensors or model.onnx) and serve it until
-    interrupted. Ctrl-C / SIGTERM stop accepting connections and finish in-flight requests
-    (uvicorn's graceful shutdown, bounded by the request timeout)."""
+    interrupted. Ctrl-C / SIGTERM stop accepting connections, finish in-flight requests
+    (uvicorn's graceful shutdown, bounded by the request timeout) and return normally (the
+    command exits 0)."""
     import logging
 
     import uvicorn
@@ -51,8 +52,8 @@ def serve(target: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
         uvicorn.run(app, host=host, port=port, log_level=log_level,
                     timeout_graceful_shutdown=int(timeout_s) + 1)
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+        if main:  # None: the previous handler was not installed from Python
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _interrupt(signum: int, frame: object) -> None:

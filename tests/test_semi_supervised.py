@@ -1,0 +1,35 @@
+"""Semi-supervised training mechanics: 5 labels per class of digits plus the rest as
+unlabelled images. Whether it pays is a benchmark (benchmarks/semi_supervised.py: Fashion-
+MNIST with 1,000 labels); on 8x8 digits with 30 short epochs the gain is within noise."""
+
+import torch
+
+import imgcls
+from imgcls.data.augment import Augment
+from imgcls.data.loader import UnlabeledLoader
+
+KW = dict(data="digits", labels_per_class=5, epochs=20, batch_size=16, lr=0.05,
+          precision="fp32", channels_last="no", progress=False, log=lambda _: None, seed=1)
+
+
+def test_fixmatch_and_pseudo_labels_train(tmp_path):
+    fix = imgcls.train(out=str(tmp_path), name="fix", unlabeled="rest", ssl_threshold=0.8,
+                       **KW)
+    pseudo = imgcls.train(out=str(tmp_path), name="pseudo", unlabeled="rest", ssl="pseudo",
+                          **KW)
+    rates = [r["train_pseudo_label_rate"] for r in fix.run.read_metrics()]
+    assert rates[-1] > rates[0] and 0.3 < rates[-1] <= 1  # confidence grows with training
+    rows = (fix.path / "split.csv").read_text().splitlines()
+    assert sum(r.endswith(",train") for r in rows) == 50  # 5 labels x 10 classes
+    assert fix.test["top1"] > 0.6 and pseudo.test["top1"] > 0.5  # chance is 0.1
+
+
+def test_unlabeled_views_are_deterministic_and_different():
+    images = torch.randint(0, 256, (100, 1, 12, 12), dtype=torch.uint8)
+    kw = dict(mean=[0.5], std=[0.25], weak=Augment(flip=True, translate=1), seed=3)
+    a, b = UnlabeledLoader(images, 16, **kw), UnlabeledLoader(images, 16, **kw)
+    wa, sa = a.batch(11)
+    wb, sb = b.batch(11)
+    assert torch.equal(wa, wb) and torch.equal(sa, sb)
+    assert wa.shape == sa.shape == (16, 1, 12, 12) and not torch.equal(wa, sa)
+    assert not torch.equal(a.batch(12)[0], wa)
