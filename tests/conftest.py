@@ -30,6 +30,23 @@ def one_thread():
     torch.set_num_threads(saved)
 
 
+def train_digits(tmp_path_factory, name="digits", export=False):
+    """One short digits run (8x8, 1 channel, a few seconds) for a module's fixture, with its
+    own cache folder; optionally exported to ONNX."""
+    import imgcls
+
+    out = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMGCLS_HOME", str(tmp_path_factory.mktemp("home")))
+        r = imgcls.train(data="digits", epochs=1, out=str(out), name=name, precision="fp32",
+                         channels_last="no", progress=False, log=lambda _: None)
+    if export:
+        from imgcls.export import export_model
+
+        export_model(r.path, log=lambda _: None)
+    return r.path
+
+
 def make_image(path: Path, color, size=(20, 16), mode="RGB", fmt=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.new("RGB", size, color)
@@ -116,4 +133,4 @@ def write_idx_set(folder: Path, n_train=40, n_test=10):
     return folder
 
 
-__all__ = ["make_image", "write_cifar_archive", "write_idx_set", "gzip"]
+__all__ = ["make_image", "train_digits", "write_cifar_archive", "write_idx_set", "gzip"]

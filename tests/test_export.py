@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import yaml
+from conftest import train_digits
 
 import imgcls
 from imgcls.cli import main
@@ -17,13 +18,7 @@ from imgcls.pipeline import load_run_model
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """One short digits run (8x8, 1 channel, a few seconds) shared by the module."""
-    out = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IMGCLS_HOME", str(tmp_path_factory.mktemp("home")))
-        r = imgcls.train(data="digits", epochs=1, out=str(out), name="digits", precision="fp32",
-                         channels_last="no", progress=False, log=lambda _: None)
-    return r.path
+    return train_digits(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

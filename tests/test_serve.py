@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 import uvicorn
+from conftest import train_digits
 from PIL import Image
 from test_images import png_header_only
 from tritonclient.utils import InferenceServerException
 
 import imgcls
 from imgcls.data.sources import load_source
-from imgcls.export import export_model
 from imgcls.preprocess import Preprocess
 from imgcls.serve import Predictor, create_app, load_predictor
 
@@ -44,13 +44,7 @@ def running(app, graceful_s=5):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IMGCLS_HOME", str(tmp_path_factory.mktemp("home")))
-        r = imgcls.train(data="digits", epochs=1, out=str(out), name="digits", precision="fp32",
-                         channels_last="no", progress=False, log=lambda _: None)
-    export_model(r.path, log=lambda _: None)
-    return r.path
+    return train_digits(tmp_path_factory, export=True)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import schemathesis
+from conftest import train_digits
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -26,7 +27,6 @@ from test_serve import running
 
 import imgcls
 from imgcls.data.sources import load_source
-from imgcls.export import export_model
 from imgcls.serve import create_app, load_predictor
 
 MODEL = "digits"
@@ -34,13 +34,7 @@ MODEL = "digits"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IMGCLS_HOME", str(tmp_path_factory.mktemp("home")))
-        r = imgcls.train(data="digits", epochs=1, out=str(out), name=MODEL, precision="fp32",
-                         channels_last="no", progress=False, log=lambda _: None)
-    export_model(r.path, log=lambda _: None)  # served with ONNX Runtime, as deployed
-    return r.path
+    return train_digits(tmp_path_factory, name=MODEL, export=True)  # ONNX, as deployed
 
 
 @pytest.fixture(scope="module")
