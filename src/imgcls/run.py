@@ -39,7 +39,7 @@ class RunDir:
         out = Path(out)
         base = re.sub(r"[^A-Za-z0-9._-]+", "-", name or default_name).strip("-") or "run"
         path, i = out / base, 2
-        while path.exists() and any(path.iterdir()):
+        while _taken(path):
             path, i = out / f"{base}-{i}", i + 1
         try:
             (path / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -80,6 +80,14 @@ class RunDir:
 
         keep = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs_done]
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _taken(path: Path) -> bool:
+    """A folder holds something other than the empty ``checkpoints/`` that a run killed while
+    being created leaves behind (that one is reused rather than skipped)."""
+    if not path.exists():
+        return False
+    return any(p.name != "checkpoints" or any(p.iterdir()) for p in path.iterdir())
 
 
 def default_run_name(model: str, data: str) -> str:
