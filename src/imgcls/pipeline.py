@@ -180,10 +180,8 @@ def make_loader(ds: Dataset, pre: Preprocess, cfg: TrainConfig, plan: ExecPlan, 
     max_batches = None
     if train and cfg.train_fraction < 1:
         max_batches = max(1, int(len(ds) // bs * cfg.train_fraction))
-    weights = None
-    if train and cfg.sampler == "balanced":
-        counts = torch.bincount(ds.labels, minlength=len(ds.classes)).clamp_min(1).double()
-        weights = (1.0 / counts)[ds.labels]
+    # balanced sampler: each image drawn in proportion to its class's inverse frequency
+    weights = class_weights(ds)[ds.labels] if train and cfg.sampler == "balanced" else None
     kw = dict(mean=pre.mean, std=pre.std, augment=augment if train else None, shuffle=train,
               drop_last=train and len(ds) >= 2 * (batch_size or cfg.batch_size),
               seed=cfg.seed, device=plan.device, channels_last=plan.channels_last,

@@ -68,7 +68,9 @@ def tune(base: TrainConfig, out: str | os.PathLike, *, trials: int = 20,
         f"{max(0, trials - len(done))} to go")
 
     def objective(trial: optuna.Trial) -> float:
-        cfg = base.replace(**suggest(trial), out=str(out / "trials"),
+        params = suggest(trial)
+        trial.set_user_attr("config", params)  # config keys, not Optuna's parameter names
+        cfg = base.replace(**params, out=str(out / "trials"),
                            name=f"trial-{trial.number:03d}", resume=None)
         r = train(cfg, log=lambda _: None, callbacks=[_Report(trial)])
         best = max(h.get("val_top1", 0.0) for h in r.history)
@@ -81,8 +83,7 @@ def tune(base: TrainConfig, out: str | os.PathLike, *, trials: int = 20,
         study.optimize(objective, n_trials=remaining, timeout=budget_s,
                        catch=(ValueError,), gc_after_trial=True)
     best = study.best_trial
-    best_cfg = base.replace(**{k.split("_sgd")[0].split("_adamw")[0]: v
-                               for k, v in best.params.items()}, resume=None, name=None)
+    best_cfg = base.replace(**best.user_attrs["config"], resume=None, name=None)
     write_yaml(out / "best.yaml", best_cfg.to_dict())
     plot_search(study, out / "search.png")
     return {"value": best.value, "params": best.params, "config": str(out / "best.yaml"),
