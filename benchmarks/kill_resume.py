@@ -22,17 +22,22 @@ COMMON = ["--data", "sample", "--epochs", "2", "--batch-size", "64", "--checkpoi
           "--channels-last", "no", "--progress", "false", "--threads", "1"]
 
 
-def train(args: list[str], kill_after: float | None = None) -> bool:
-    """Run ``imgcls train``; SIGKILL it after ``kill_after`` seconds. True if it finished."""
+def train(args: list[str], kill_after: float | None = None, log: Path | None = None) -> bool:
+    """Run ``imgcls train``; SIGKILL it after ``kill_after`` seconds. True if it finished.
+    Its output is appended to ``log``."""
     env = dict(os.environ, IMGCLS_NO_PROGRESS="1")
-    p = subprocess.Popen([sys.executable, "-m", "imgcls", "train", *args], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        p.wait(timeout=kill_after)
-    except subprocess.TimeoutExpired:
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        return False
+    with open(log or os.devnull, "a") as out:
+        out.write(f"--- imgcls train {' '.join(args)} (kill after {kill_after} s)\n")
+        out.flush()
+        p = subprocess.Popen([sys.executable, "-m", "imgcls", "train", *args], env=env,
+                             stdout=out, stderr=subprocess.STDOUT)
+        try:
+            p.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            out.write("--- SIGKILL\n")
+            return False
     if p.returncode != 0:
         raise RuntimeError(f"imgcls train {' '.join(args)} exited {p.returncode}")
     return True
@@ -48,21 +53,33 @@ def interrupted_run(out: Path, name: str, rng: random.Random, kills: int,
     """Train ``name`` under ``out``, killing it up to ``kills`` times; returns the run folder
     and how many kills landed before it finished."""
     run, landed, first = out / name, 0, True
+    log = out / f"{name}.log"
     while True:
         args = COMMON + (["--out", str(out), "--name", name] if first else ["--resume", str(run)])
         # a run killed before it made its folder starts again from scratch
         first = first and not (run / "config.yaml").exists()
         if landed < kills:
-            if train(args, rng.uniform(*window)):
+            if train(args, rng.uniform(*window), log):
                 return run, landed
             landed += 1
         else:
-            train(args)
+            train(args, log=log)
             return run, landed
 
 
 def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def explain(a: dict, b: dict, log: Path) -> str:
+    """Which tensors differ, and how each segment of the interrupted run started and ended."""
+    diff = sorted(k for k in a.keys() & b.keys() if not torch.equal(a[k], b[k]))
+    lines = [f"  differing tensors ({len(diff)}): {', '.join(diff[:8])}"]
+    lines += [f"  only in one: {sorted(a.keys() ^ b.keys())}"] if a.keys() ^ b.keys() else []
+    keep = ("---", "resumed", "no checkpoint", "damaged", "run ")
+    lines += ["  " + line for line in log.read_text().splitlines() if line.startswith(keep)
+              or "warning" in line]
+    return "\n".join(lines)
 
 
 def main():
@@ -84,6 +101,8 @@ def main():
         total_kills += landed
         print(f"repeat {i + 1}: {landed} kills, final weights "
               f"{'identical' if ok else 'DIFFERENT'}", flush=True)
+        if not ok:
+            print(explain(weights(run), reference, out / f"cut-{i}.log"), flush=True)
     print(f"{equal}/{args.repeats} runs bitwise identical to the uninterrupted one after "
           f"{total_kills} SIGKILLs in all")
 

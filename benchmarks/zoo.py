@@ -29,7 +29,12 @@ DEFAULT = ("seed_torch_cnn,resnet20,mobilenet_v2,squeezenet1_1,densenet_bc_100,r
 
 
 def write_table():
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line]
+    latest = {}  # the last measurement of each model, in the order models first appeared
+    for line in RESULTS.read_text().splitlines():
+        if line:
+            r = json.loads(line)
+            latest[r["model"]] = r
+    rows = list(latest.values())
     lines = [
         "# Model zoo on Fashion-MNIST",
         "",

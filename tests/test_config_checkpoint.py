@@ -90,3 +90,15 @@ def test_epochs_for_budget():
     assert epochs_for_budget(60, 0.1, 100, 0, 128) == (5, 1.0)
     epochs, fraction = epochs_for_budget(5, 0.1, 100, 0, 128)  # half an epoch, less spare
     assert epochs == 1 and 0.4 < fraction < 0.5
+
+
+def test_half_made_run_folder_is_reused_and_a_used_one_is_not(tmp_path):
+    from imgcls.run import PROBE, RunDir
+
+    # killed while being created: an empty checkpoints/, the write probe, a cut-short write
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r" / PROBE).write_bytes(b"ok")
+    (tmp_path / "r" / ".config.yaml.abc123.tmp").write_bytes(b"epo")
+    assert RunDir.create(tmp_path, "r", "x").path == tmp_path / "r"
+    (tmp_path / "r" / "config.yaml").write_text("epochs: 1\n")
+    assert RunDir.create(tmp_path, "r", "x").path == tmp_path / "r-2"

@@ -55,3 +55,15 @@ def test_reset_classifier_and_reload(name, tmp_path):
     assert torch.allclose(m2(x), y, atol=1e-5)
     m.reset_classifier(3)
     assert m(x).shape == (2, 3) and m.num_classes == 3
+
+
+def test_networks_without_normalisation_get_a_tenth_of_the_sgd_rate():
+    from imgcls.config import TrainConfig
+    from imgcls.engine.trainer import default_lr
+
+    assert default_lr(TrainConfig(model="resnet20", batch_size=256)) == pytest.approx(0.2)
+    assert default_lr(TrainConfig(model="vgg16_bn")) == pytest.approx(0.1)
+    for name in ("vgg16", "squeezenet1_0", "squeezenet1_1"):
+        assert default_lr(TrainConfig(model=name)) == pytest.approx(0.01)
+    assert default_lr(TrainConfig(model="vgg16", lr=0.05)) == 0.05  # explicit wins
+    assert default_lr(TrainConfig(model="vgg16", optimizer="adam")) == 1e-3

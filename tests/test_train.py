@@ -1,8 +1,10 @@
 import json
+import time
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import imgcls
 from imgcls.cli import main
@@ -150,3 +152,20 @@ def test_tensorboard_event_files(tmp_path):
     assert {"train/loss", "train/top1", "val/top1", "misc/lr"} <= set(acc.Tags()["scalars"])
     vals = [e.value for e in acc.Scalars("val/top1")]
     assert vals == pytest.approx([m["val_top1"] for m in r.run.read_metrics()])
+
+
+class SlowSteps(Callback):
+    """Makes every step much slower than the bare steps the start-up estimate timed."""
+
+    def on_step_end(self, trainer):
+        time.sleep(0.05)
+
+
+def test_budget_is_replanned_from_the_first_epoch(tmp_path):
+    r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="b",
+                     callbacks=[SlowSteps()], **FAST)
+    epochs = yaml.safe_load((r.path / "config.yaml").read_text())["epochs"]
+    # 13 steps of >= 50 ms: an epoch takes over 0.65 s, so at most 9 fit in 6 s (5% spare),
+    # where the bare-step estimate said dozens
+    assert 2 <= epochs <= 9
+    assert len(r.run.read_metrics()) == epochs == len(r.history)

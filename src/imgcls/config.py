@@ -75,7 +75,9 @@ class TrainConfig:
     batch_size: int = _f(128, "images per optimisation step (global, over all processes)")
     optimizer: str = _f("sgd", "optimizer", ("sgd", "adam", "adamw"))
     lr: float | None = _f(None, "peak learning rate (default: 0.1 x batch/128 for SGD, as the "
-                          "CIFAR ResNet recipe; 1e-3 for Adam/AdamW)")
+                          "CIFAR ResNet recipe, a tenth of that for models without "
+                          "normalisation layers (VGG without BN, SqueezeNet); 1e-3 for "
+                          "Adam/AdamW)")
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(True, "Nesterov momentum for SGD")
     weight_decay: float = _f(5e-4, "weight decay (not applied to norms and biases)")
@@ -85,7 +87,9 @@ class TrainConfig:
                               "(one-cycle has its own ramp)")
     step_size: int = _f(5, "StepLR: epochs between decays")
     gamma: float = _f(0.1, "StepLR: decay factor")
-    label_smoothing: float = _f(0.1, "label smoothing of the cross-entropy loss")
+    label_smoothing: float | None = _f(None, "label smoothing of the cross-entropy loss "
+                                       "(default: 0.1; 0 with --unlabeled, where smoothing "
+                                       "would keep confidences below --ssl-threshold)")
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
     nonfinite_patience: int = _f(5, "non-finite losses in a row (each step skipped) before the "
                                  "learning rate is halved")
@@ -159,7 +163,7 @@ class TrainConfig:
             raise ConfigError(f"val_split: must be in [0, 1), got {self.val_split}")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels: must be 1 or 3, got {self.channels}")
-        if not 0 <= self.label_smoothing < 1:
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")

@@ -22,7 +22,9 @@ from .data.loader import BatchLoader, StreamLoader, UnlabeledLoader
 from .data.materialize import cache_key, infer_channels, infer_image_size, materialize
 from .data.sources import Source, load_source
 from .data.splits import stratified_split, write_split_manifest
-from .distributed import broadcast, finish, gather, init_distributed, weights_checksum
+from .distributed import (
+    DistInfo, broadcast, finish, gather, init_distributed, weights_checksum,
+)
 from .engine.checkpoint import (
     Checkpoint,
     load_latest,
@@ -230,9 +232,13 @@ class RunCallback(Callback):
     """Writes the run: metrics, best model file, last checkpoint; tracks early stopping."""
 
     def __init__(self, run: RunDir, cfg: TrainConfig, meta: dict, plan: ExecPlan,
-                 log: Log, write: bool = True) -> None:
+                 log: Log, write: bool = True, ddp: DistInfo | None = None,
+                 budget_start: float | None = None) -> None:
         self.run, self.cfg, self.meta, self.plan, self.log = run, cfg, meta, plan, log
         self.write = write  # False on ranks other than 0: they track, rank 0 writes
+        self.ddp = ddp
+        # --budget: perf_counter() when the budgeted time began (None: no re-planning)
+        self.budget_start = self.epoch_end = budget_start
 
     def checkpoint(self, t: Trainer) -> None:
         if not self.write:
@@ -252,8 +258,29 @@ class RunCallback(Callback):
         if n and t.state.step % n == 0 and t.state.batch < t.steps_per_epoch:
             self.checkpoint(t)
 
+    def replan_budget(self, t: Trainer) -> None:
+        """After each of the first two epochs of a ``--budget`` run, set the number of epochs
+        from the last epoch's wall time (data, augmentation, validation and writes included),
+        which the start-up estimate from a few bare steps cannot see; the second look drops
+        the first epoch's one-time costs. Decided before the epoch's checkpoint and saved in
+        config.yaml, so a resumed run keeps it."""
+        now = time.perf_counter()
+        last, self.epoch_end = now - self.epoch_end, now
+        left = parse_duration(self.cfg.budget) - (now - self.budget_start)
+        done = t.state.epoch
+        epochs = broadcast(max(done, done + int(left / (1.05 * last))), self.ddp or DistInfo())
+        if epochs != self.cfg.epochs:
+            self.log(f"budget {self.cfg.budget}: epoch {done} took {last:.1f}s; {epochs} "
+                     f"epochs instead of {self.cfg.epochs}")
+            t.set_epochs(epochs)
+            self.cfg = t.cfg
+            if self.write:
+                write_yaml(self.run.config, self.cfg.to_dict())
+
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
         s = t.state
+        if self.budget_start is not None and s.epoch <= 2 and self.cfg.epochs > 1:
+            self.replan_budget(t)
         score = record.get("val_top1")
         if score is None or score > s.best_top1:
             s.best_top1, s.best_epoch, s.bad_epochs = score or 0.0, s.epoch, 0
@@ -344,6 +371,9 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         cfg = TrainConfig.from_dict(overrides)  # a recipe fills in what overrides leave out
     elif overrides:
         cfg = cfg.replace(**overrides)
+    run = None
+    if cfg.resume:  # the run's own settings (threads, determinism, ...) apply from here on
+        cfg, run = _resume_config(cfg)
     if not cfg.progress:
         os.environ["IMGCLS_NO_PROGRESS"] = "1"
     if cfg.threads:
@@ -353,10 +383,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     ddp = init_distributed(cfg.device)
     if not ddp.is_main:
         log = _quiet  # one voice: rank 0 speaks for the run
-    run = None
-    if cfg.resume:
-        cfg, run = _resume_config(cfg)
-    elif ddp.is_main:
+    if ddp.is_main and not cfg.resume:
         run = RunDir.create(cfg.out, cfg.name, default_run_name(cfg.model, cfg.data))
         write_yaml(run.config, cfg.to_dict())  # at once, so a run killed early can resume
     run = RunDir(broadcast(str(run.path) if run else "", ddp))
@@ -399,7 +426,9 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
                       loss_weight=class_weights(data.train) if cfg.class_weights == "auto"
                       else None, distributed=ddp.active, unlabeled=unlabeled)
     meta = model_meta(cfg, pre)
-    trainer.callbacks += [RunCallback(run, cfg, meta, plan, log, write=ddp.is_main),
+    trainer.callbacks += [RunCallback(run, cfg, meta, plan, log, write=ddp.is_main, ddp=ddp,
+                                      budget_start=None if cfg.resume or not cfg.budget
+                                      else time.perf_counter()),
                           *(callbacks or [])]
     if cfg.tensorboard and ddp.is_main:
         trainer.callbacks.append(TensorBoardCallback(run))
@@ -453,6 +482,11 @@ def _resolve_epochs(cfg: TrainConfig, plan: ExecPlan, timings: dict, model: nn.M
     epochs = DEFAULT_EPOCHS
     if cfg.budget:
         step_s = timings.get(plan_name(plan)) or measure_step(model, plan, example)
+        if data.unlabeled is not None:
+            # a semi-supervised step also trains on ssl_ratio x the batch of unlabelled images
+            # (fixmatch adds a forward pass of their weak view, about a third of a step);
+            # the first epoch's measured time corrects the estimate
+            step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl == "fixmatch" else 1)
         epochs, fraction = epochs_for_budget(
             parse_duration(cfg.budget), step_s, train_steps, len(data.val) if data.val else 0,
             example[0].shape[0])

@@ -20,6 +20,9 @@ from pathlib import Path
 from .errors import RunError
 
 
+PROBE = ".write-test"  # written and removed to prove a new run folder is writable
+
+
 class RunDir:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -43,7 +46,7 @@ class RunDir:
             path, i = out / f"{base}-{i}", i + 1
         try:
             (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-            probe = path / ".write-test"
+            probe = path / PROBE
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as e:
@@ -83,11 +86,13 @@ class RunDir:
 
 
 def _taken(path: Path) -> bool:
-    """A folder holds something other than the empty ``checkpoints/`` that a run killed while
-    being created leaves behind (that one is reused rather than skipped)."""
+    """A folder holds something other than what a run killed while being created leaves
+    behind: an empty ``checkpoints/``, the write probe, a temp file of an atomic write cut
+    short (that one is reused rather than skipped)."""
     if not path.exists():
         return False
-    return any(p.name != "checkpoints" or any(p.iterdir()) for p in path.iterdir())
+    return any(not (p.name == PROBE or p.name.startswith(".") and p.name.endswith(".tmp"))
+               and (p.name != "checkpoints" or any(p.iterdir())) for p in path.iterdir())
 
 
 def default_run_name(model: str, data: str) -> str:

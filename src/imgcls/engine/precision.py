@@ -86,7 +86,9 @@ def measure_step(model: nn.Module, plan: ExecPlan,
 
 def _time_steps(model: nn.Module, plan: ExecPlan, x: torch.Tensor, y: torch.Tensor,
                 steps: int) -> float:
-    """Median seconds of a training step (forward, backward, SGD update) under ``plan``."""
+    """Median seconds of a training step (forward, backward, SGD update) under ``plan``.
+    The global RNG is left as it was (dropout draws from it): a run must not depend on
+    whether its timings were measured or came from the cache, or --seed would not repeat it."""
     model = plan.prepare(copy.deepcopy(model)).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = x.to(plan.device)
@@ -94,17 +96,19 @@ def _time_steps(model: nn.Module, plan: ExecPlan, x: torch.Tensor, y: torch.Tens
         x = x.contiguous(memory_format=torch.channels_last)
     y = y.to(plan.device)
     times = []
-    for i in range(steps + 2):
-        t = time.perf_counter()
-        with plan.autocast():
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if plan.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i >= 2:  # the first steps pay for allocation and kernel selection
-            times.append(time.perf_counter() - t)
+    cuda = plan.device.startswith("cuda")
+    with torch.random.fork_rng(devices=[plan.device] if cuda else []):
+        for i in range(steps + 2):
+            t = time.perf_counter()
+            with plan.autocast():
+                loss = F.cross_entropy(model(x).float(), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= 2:  # the first steps pay for allocation and kernel selection
+                times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
 

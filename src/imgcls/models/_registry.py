@@ -25,6 +25,9 @@ class ModelInfo:
     builder: Callable[..., nn.Module]
     default_input_size: int
     paper: str = ""
+    # multiplies the default SGD learning rate: networks without normalisation layers
+    # (VGG without BatchNorm, SqueezeNet) lose their ReLUs at the rate BatchNorm nets take
+    lr_scale: float = 1.0
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -33,7 +36,7 @@ _EXTERNAL_PREFIXES = ("timm/", "tv/")
 
 
 def register_model(
-    family: str, *, default_input_size: int = 224, paper: str = ""
+    family: str, *, default_input_size: int = 224, paper: str = "", lr_scale: float = 1.0
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that registers a builder under its function name; duplicates are an error."""
 
@@ -41,7 +44,7 @@ def register_model(
         name = fn.__name__
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, family, fn, default_input_size, paper)
+        _REGISTRY[name] = ModelInfo(name, family, fn, default_input_size, paper, lr_scale)
         return fn
 
     return wrap

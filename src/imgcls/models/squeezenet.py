@@ -139,7 +139,8 @@ def _squeezenet(
     )  # fmt: skip
 
 
-@register_model("squeezenet", default_input_size=224, paper="Iandola et al. 2016")
+@register_model("squeezenet", default_input_size=224, paper="Iandola et al. 2016",
+                lr_scale=0.1)
 def squeezenet1_0(
     *,
     num_classes: int = 1000,
@@ -155,7 +156,8 @@ def squeezenet1_0(
     )  # fmt: skip
 
 
-@register_model("squeezenet", default_input_size=224, paper="Iandola et al. 2016")
+@register_model("squeezenet", default_input_size=224, paper="Iandola et al. 2016",
+                lr_scale=0.1)
 def squeezenet1_1(
     *,
     num_classes: int = 1000,

@@ -99,7 +99,7 @@ def _vgg(cfg: str, batch_norm: bool, *, num_classes: int, in_chans: int, input_s
 
 
 # Builders: ``drop_rate=None`` means the paper's 0.5 in the ImageNet MLP and none when small.
-@register_model("vgg", paper=_PAPER)
+@register_model("vgg", paper=_PAPER, lr_scale=0.1)
 def vgg11(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
           variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-11 (configuration A)."""
@@ -115,7 +115,7 @@ def vgg11_bn(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 22
                 variant=variant, drop_rate=drop_rate)
 
 
-@register_model("vgg", paper=_PAPER)
+@register_model("vgg", paper=_PAPER, lr_scale=0.1)
 def vgg13(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
           variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-13 (configuration B)."""
@@ -131,7 +131,7 @@ def vgg13_bn(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 22
                 variant=variant, drop_rate=drop_rate)
 
 
-@register_model("vgg", paper=_PAPER)
+@register_model("vgg", paper=_PAPER, lr_scale=0.1)
 def vgg16(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
           variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-16 (configuration D)."""
@@ -147,7 +147,7 @@ def vgg16_bn(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 22
                 variant=variant, drop_rate=drop_rate)
 
 
-@register_model("vgg", paper=_PAPER)
+@register_model("vgg", paper=_PAPER, lr_scale=0.1)
 def vgg19(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
           variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-19 (configuration E)."""
