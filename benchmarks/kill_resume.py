@@ -52,16 +52,20 @@ def interrupted_run(out: Path, name: str, rng: random.Random, kills: int,
                     window: tuple[float, float]) -> tuple[Path, int]:
     """Train ``name`` under ``out``, killing it up to ``kills`` times; returns the run folder
     and how many kills landed before it finished."""
-    run, landed, first = out / name, 0, True
+    run, landed = out / name, 0
     log = out / f"{name}.log"
+    lo, hi = window
     while True:
-        args = COMMON + (["--out", str(out), "--name", name] if first else ["--resume", str(run)])
-        # a run killed before it made its folder starts again from scratch
-        first = first and not (run / "config.yaml").exists()
+        # a run killed before it wrote its config.yaml is started again from scratch
+        fresh = not (run / "config.yaml").exists()
+        args = COMMON + (["--out", str(out), "--name", name] if fresh else ["--resume", str(run)])
         if landed < kills:
-            if train(args, rng.uniform(*window), log):
+            kill = rng.uniform(lo, hi)
+            if train(args, kill, log):
                 return run, landed
             landed += 1
+            # the next process has only the rest of the run to do (lo: about its start-up)
+            hi = max(lo + 1.0, hi - (kill - lo))
         else:
             train(args, log=log)
             return run, landed
@@ -85,6 +89,9 @@ def explain(a: dict, b: dict, log: Path) -> str:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--start", type=int, default=0,
+                   help="index of the first repeat (its kill times' seed): two processes with "
+                        "--start 0 and --start 25 --repeats 25 share the 50 repeats")
     p.add_argument("--kills", type=int, default=3)
     p.add_argument("--out", default=str(Path(__file__).parent / "_work" / "kill_resume"))
     args = p.parse_args()
@@ -94,7 +101,7 @@ def main():
     reference = weights(out / "reference")
     window = (2.0, max(3.0, time.perf_counter() - t))
     equal, total_kills = 0, 0
-    for i in range(args.repeats):
+    for i in range(args.start, args.start + args.repeats):
         run, landed = interrupted_run(out, f"cut-{i}", random.Random(i), args.kills, window)
         ok = same(weights(run), reference)
         equal += ok

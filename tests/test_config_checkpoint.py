@@ -102,3 +102,12 @@ def test_half_made_run_folder_is_reused_and_a_used_one_is_not(tmp_path):
     assert RunDir.create(tmp_path, "r", "x").path == tmp_path / "r"
     (tmp_path / "r" / "config.yaml").write_text("epochs: 1\n")
     assert RunDir.create(tmp_path, "r", "x").path == tmp_path / "r-2"
+
+
+def test_recipe_fills_in_what_was_not_given():
+    cfg = TrainConfig.from_dict({"recipe": "fast", "epochs": 3})
+    got = (cfg.model, cfg.batch_size, cfg.label_smoothing, cfg.epochs)
+    assert got == ("fastnet_s", 256, 0.2, 3)
+    assert cfg.replace(lr=0.5).model == "fastnet_s"  # the recipe survives replace()
+    with pytest.raises(ConfigError, match="recipe: must be one of fast"):
+        TrainConfig.from_dict({"recipe": "quick"})

@@ -23,7 +23,12 @@ from .data.materialize import cache_key, infer_channels, infer_image_size, mater
 from .data.sources import Source, load_source
 from .data.splits import stratified_split, write_split_manifest
 from .distributed import (
-    DistInfo, broadcast, finish, gather, init_distributed, weights_checksum,
+    DistInfo,
+    broadcast,
+    finish,
+    gather,
+    init_distributed,
+    weights_checksum,
 )
 from .engine.checkpoint import (
     Checkpoint,

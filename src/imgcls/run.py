@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .errors import RunError
 
-
 PROBE = ".write-test"  # written and removed to prove a new run folder is writable
 
 
