@@ -31,7 +31,9 @@ def imgcls_run(model: str, epochs: int) -> dict:
 
 
 def subprocess_json(cmd: list[str]) -> dict:
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=HERE)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -14,6 +14,7 @@ import json
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 
 from PIL import Image
@@ -53,7 +54,11 @@ def main():
         return imgcls.create_model(args.model, num_classes=num_classes, in_chans=in_chans,
                                    input_size=28)
     builder.__name__ = args.model
-    builder.__module__ = "timm.models.imgcls_bench"
+    # timm's registry files each model under the module that defines it
+    module = types.ModuleType("timm.models.imgcls_bench")
+    module.__all__ = []
+    sys.modules[module.__name__] = module
+    builder.__module__ = module.__name__
     reg.register_model(builder)
 
     spec = importlib.util.spec_from_file_location("timm_train_script",
@@ -78,7 +83,7 @@ def main():
                 "--workers", str(args.workers), "--opt", "sgd", "--lr", "0.1",
                 "--sched", "cosine", "--warmup-epochs", "0", "--smoothing", "0.1",
                 "--log-interval", "1000", "--output", str(out), "--experiment", args.model,
-                "--checkpoint-hist", "1", "--no-prefetcher"]
+                "--checkpoint-hist", "1", "--no-prefetcher", "--device", "cpu"]
     train.main()
     summary = (out / args.model / "summary.csv").read_text().splitlines()
     last = dict(zip(summary[0].split(","), summary[-1].split(",")))

@@ -161,7 +161,7 @@ class SlowSteps(Callback):
         time.sleep(0.05)
 
 
-def test_budget_is_replanned_from_the_first_epoch(tmp_path):
+def test_budget_is_replanned_from_the_first_epochs(tmp_path):
     r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="b",
                      callbacks=[SlowSteps()], **FAST)
     epochs = yaml.safe_load((r.path / "config.yaml").read_text())["epochs"]
@@ -169,3 +169,18 @@ def test_budget_is_replanned_from_the_first_epoch(tmp_path):
     # where the bare-step estimate said dozens
     assert 2 <= epochs <= 9
     assert len(r.run.read_metrics()) == epochs == len(r.history)
+
+
+def test_budget_below_one_epoch_is_cut_to_what_the_first_steps_leave_room_for(tmp_path,
+                                                                            monkeypatch):
+    import imgcls.pipeline as pipeline
+
+    # the start-up estimate believes 20 ms per step: 43 of the sample's 70 batches fit in 1 s
+    monkeypatch.setattr(pipeline, "measure_step", lambda *a, **k: 0.02)
+    r = imgcls.train(data="sample", budget="1s", batch_size=64, out=str(tmp_path), name="f",
+                     callbacks=[SlowSteps()], **FAST)
+    steps = r.history[0]["step"]
+    assert len(r.history) == 1 and pipeline.BUDGET_PROBE_STEPS <= steps < 30
+    # config.yaml rebuilds exactly that epoch on resume
+    fraction = yaml.safe_load((r.path / "config.yaml").read_text())["train_fraction"]
+    assert int(4500 // 64 * fraction) == steps

@@ -164,6 +164,7 @@ def per_class_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.T
 
 
 AUTO_STANDARD_EPOCHS = 20
+BUDGET_PROBE_STEPS = 10  # steps timed before a less-than-one-epoch --budget is re-planned
 
 
 def augmentation(cfg: TrainConfig, size: int, flip_ok: bool) -> Augment:
@@ -259,9 +260,34 @@ class RunCallback(Callback):
         save_model_file(self.run.model_file, t.eval_model.state_dict(), self.meta)
 
     def on_step_end(self, t: Trainer) -> None:
+        if (self.budget_start is not None and self.cfg.train_fraction < 1
+                and t.state.step == BUDGET_PROBE_STEPS < t.steps_per_epoch):
+            self.replan_fraction(t)
         n = self.cfg.checkpoint_every
         if n and t.state.step % n == 0 and t.state.batch < t.steps_per_epoch:
             self.checkpoint(t)
+
+    def replan_fraction(self, t: Trainer) -> None:
+        """A ``--budget`` that buys less than one epoch: after the first steps, shorten the
+        epoch to what their measured time leaves room for (the start-up estimate from bare
+        steps, perhaps cached on a faster day, can be far off for heavy models). Only
+        shortens: the epoch's batches are already drawn. Saved in config.yaml before the
+        next checkpoint, so a resumed run keeps it."""
+        now = time.perf_counter()
+        per_step = (now - self.budget_start) / t.state.step
+        left = parse_duration(self.cfg.budget) - (now - self.budget_start)
+        val_s = (len(t.val_loader) if t.val_loader is not None else 0) * per_step / 3
+        fit = t.state.step + max(0, int((left - val_s) / (1.05 * per_step)))
+        steps = broadcast(min(t.steps_per_epoch, fit), self.ddp or DistInfo())
+        if steps < t.steps_per_epoch:
+            self.log(f"budget {self.cfg.budget}: {per_step:.2f}s per step; the epoch is cut "
+                     f"to {steps} of its {t.steps_per_epoch} planned steps")
+            full = t.train_loader.n // t.train_loader.batch_size
+            # + 0.5: make_loader's int(full x fraction) gives back exactly ``steps``
+            t.set_steps_per_epoch(steps)
+            self.cfg = t.cfg = t.cfg.replace(train_fraction=min(1.0, (steps + 0.5) / full))
+            if self.write:
+                write_yaml(self.run.config, self.cfg.to_dict())
 
     def replan_budget(self, t: Trainer) -> None:
         """After each of the first two epochs of a ``--budget`` run, set the number of epochs

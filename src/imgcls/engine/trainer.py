@@ -140,6 +140,11 @@ class Trainer:
         self.cfg = self.cfg.replace(epochs=epochs)
         self.total_steps = self.steps_per_epoch * epochs
 
+    def set_steps_per_epoch(self, steps: int) -> None:
+        """Shorten the epochs (from the current one on) to ``steps`` batches."""
+        self.train_loader.max_batches = self.steps_per_epoch = steps
+        self.total_steps = steps * self.cfg.epochs
+
     @property
     def eval_model(self) -> nn.Module:
         """The weights that are validated and saved: the EMA when there is one."""
@@ -284,6 +289,8 @@ class Trainer:
             s.batch += 1
             for cb in self.callbacks:
                 cb.on_step_end(self)
+            if s.batch >= self.steps_per_epoch:  # the epoch was shortened (--budget)
+                break
             if s.batch % 10 == 0 or s.batch == self.steps_per_epoch:
                 rate = (s.epoch_seen - seen0) / max(time.perf_counter() - t0, 1e-9)
                 info = (f"loss {s.epoch_loss_sum / s.epoch_seen:.3f} "
