@@ -432,6 +432,8 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
                     channels_last=cfg.channels_last, key=cfg.model) if ddp.is_main else None,
         ddp)
     plan = ExecPlan(device, plan.precision, plan.channels_last)
+    # the budget plans the run unless --epochs was given (or the run is resumed)
+    budget_plans = bool(cfg.budget) and cfg.epochs is None
     cfg = _resolve_epochs(cfg, plan, timings, model, example, len(probe), data, log)
     if timings:
         log("execution plan: " + ", ".join(f"{k} {1000 * v:.0f} ms/step"
@@ -458,8 +460,8 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
                       else None, distributed=ddp.active, unlabeled=unlabeled)
     meta = model_meta(cfg, pre)
     trainer.callbacks += [RunCallback(run, cfg, meta, plan, log, write=ddp.is_main, ddp=ddp,
-                                      budget_start=None if cfg.resume or not cfg.budget
-                                      else time.perf_counter()),
+                                      budget_start=time.perf_counter() if budget_plans
+                                      else None),
                           *(callbacks or [])]
     if cfg.tensorboard and ddp.is_main:
         trainer.callbacks.append(TensorBoardCallback(run))
