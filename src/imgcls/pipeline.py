@@ -242,7 +242,7 @@ class RunCallback(Callback):
                  budget_start: float | None = None) -> None:
         self.run, self.cfg, self.meta, self.plan, self.log = run, cfg, meta, plan, log
         self.write = write  # False on ranks other than 0: they track, rank 0 writes
-        self.ddp = ddp
+        self.ddp = ddp or DistInfo()
         # --budget: perf_counter() when the budgeted time began (None: no re-planning)
         self.budget_start = self.epoch_end = budget_start
 
@@ -278,16 +278,15 @@ class RunCallback(Callback):
         left = parse_duration(self.cfg.budget) - (now - self.budget_start)
         val_s = (len(t.val_loader) if t.val_loader is not None else 0) * per_step / 3
         fit = t.state.step + max(0, int((left - val_s) / (1.05 * per_step)))
-        steps = broadcast(min(t.steps_per_epoch, fit), self.ddp or DistInfo())
+        steps = broadcast(min(t.steps_per_epoch, fit), self.ddp)
         if steps < t.steps_per_epoch:
             self.log(f"budget {self.cfg.budget}: {per_step:.2f}s per step; the epoch is cut "
                      f"to {steps} of its {t.steps_per_epoch} planned steps")
             full = t.train_loader.n // t.train_loader.batch_size
-            # + 0.5: make_loader's int(full x fraction) gives back exactly ``steps``
             t.set_steps_per_epoch(steps)
-            self.cfg = t.cfg = t.cfg.replace(train_fraction=min(1.0, (steps + 0.5) / full))
-            if self.write:
-                write_yaml(self.run.config, self.cfg.to_dict())
+            # + 0.5: make_loader's int(full x fraction) gives back exactly ``steps``
+            t.cfg = t.cfg.replace(train_fraction=min(1.0, (steps + 0.5) / full))
+            self.save_plan(t)
 
     def replan_budget(self, t: Trainer) -> None:
         """After each of the first two epochs of a ``--budget`` run, set the number of epochs
@@ -299,14 +298,18 @@ class RunCallback(Callback):
         last, self.epoch_end = now - self.epoch_end, now
         left = parse_duration(self.cfg.budget) - (now - self.budget_start)
         done = t.state.epoch
-        epochs = broadcast(max(done, done + int(left / (1.05 * last))), self.ddp or DistInfo())
+        epochs = broadcast(max(done, done + int(left / (1.05 * last))), self.ddp)
         if epochs != self.cfg.epochs:
             self.log(f"budget {self.cfg.budget}: epoch {done} took {last:.1f}s; {epochs} "
                      f"epochs instead of {self.cfg.epochs}")
             t.set_epochs(epochs)
-            self.cfg = t.cfg
-            if self.write:
-                write_yaml(self.run.config, self.cfg.to_dict())
+            self.save_plan(t)
+
+    def save_plan(self, t: Trainer) -> None:
+        """Adopt the trainer's re-planned config and save it as the run's config.yaml."""
+        self.cfg = t.cfg
+        if self.write:
+            write_yaml(self.run.config, self.cfg.to_dict())
 
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
         s = t.state
@@ -518,7 +521,7 @@ def _resolve_epochs(cfg: TrainConfig, plan: ExecPlan, timings: dict, model: nn.M
         if data.unlabeled is not None:
             # a semi-supervised step also trains on ssl_ratio x the batch of unlabelled images
             # (fixmatch adds a forward pass of their weak view, about a third of a step);
-            # the first epoch's measured time corrects the estimate
+            # the first epochs' measured time corrects the estimate
             step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl == "fixmatch" else 1)
         epochs, fraction = epochs_for_budget(
             parse_duration(cfg.budget), step_s, train_steps, len(data.val) if data.val else 0,

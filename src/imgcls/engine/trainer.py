@@ -289,13 +289,13 @@ class Trainer:
             s.batch += 1
             for cb in self.callbacks:
                 cb.on_step_end(self)
-            if s.batch >= self.steps_per_epoch:  # the epoch was shortened (--budget)
-                break
             if s.batch % 10 == 0 or s.batch == self.steps_per_epoch:
                 rate = (s.epoch_seen - seen0) / max(time.perf_counter() - t0, 1e-9)
                 info = (f"loss {s.epoch_loss_sum / s.epoch_seen:.3f} "
                         f"acc {s.epoch_correct / s.epoch_seen:.3f} {rate:,.0f} img/s")
-                bar.update(task, completed=s.batch, info=info)
+                bar.update(task, total=self.steps_per_epoch, completed=s.batch, info=info)
+            if s.batch >= self.steps_per_epoch:  # the epoch was shortened (--budget)
+                break
         seen = max(s.epoch_seen, 1)
         record = {"epoch": s.epoch + 1, "step": s.step, "lr": self.lr(max(s.step - 1, 0)),
                   "train_loss": s.epoch_loss_sum / seen, "train_top1": s.epoch_correct / seen,
