@@ -23,7 +23,7 @@ from .data.dataset import ArrayDataset
 from .data.images import convert_channels, resize_to
 from .data.sources import Source
 from .engine.evaluate import basic_metrics, predict_logits
-from .engine.precision import ExecPlan, resolve_device
+from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
 from .pipeline import load_run_model, make_loader, train
 from .preprocess import Preprocess
@@ -149,9 +149,9 @@ class Classifier:
         ds = ArrayDataset(images, y if y is not None else torch.zeros(len(images),
                                                                        dtype=torch.long),
                           pre.class_names)
-        loader = make_loader(ds, pre, TrainConfig(), ExecPlan(str(device)), train=False,
-                             batch_size=batch_size)
-        return predict_logits(model, loader, tta=tta)
+        plan = eval_plan(str(device))
+        loader = make_loader(ds, pre, TrainConfig(), plan, train=False, batch_size=batch_size)
+        return predict_logits(model, loader, plan, tta=tta)
 
     def evaluate(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
                  batch_size: int = 256, tta: bool = False) -> dict[str, float]:

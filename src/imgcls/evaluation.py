@@ -17,7 +17,7 @@ from .data.sources import Source, load_source
 from .data.splits import stratified_split
 from .engine.checkpoint import read_safetensors, save_model_file
 from .engine.evaluate import predict_logits
-from .engine.precision import ExecPlan, resolve_device
+from .engine.precision import eval_plan, resolve_device
 from .errors import ConfigError, DataError
 from .metrics import (
     classification_report,
@@ -63,8 +63,9 @@ def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, t
     skipped: list[str] = []
     cfg = TrainConfig(resize=pre.resize)
     ds = to_model_input(ds, pre.in_chans, pre.input_size, cfg, skipped, desc)
-    loader = make_loader(ds, pre, cfg, ExecPlan(device), train=False, batch_size=batch_size)
-    logits, labels = predict_logits(model, loader, tta=tta)
+    plan = eval_plan(device)
+    loader = make_loader(ds, pre, cfg, plan, train=False, batch_size=batch_size)
+    logits, labels = predict_logits(model, loader, plan, tta=tta)
     return logits, labels, ds, skipped + sorted(getattr(loader, "skipped", ()))
 
 

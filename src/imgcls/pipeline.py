@@ -40,7 +40,14 @@ from .engine.checkpoint import (
     save_model_file,
 )
 from .engine.evaluate import basic_metrics, predict_logits
-from .engine.precision import ExecPlan, choose_plan, measure_step, plan_name, resolve_device
+from .engine.precision import (
+    ExecPlan,
+    choose_plan,
+    eval_plan,
+    measure_step,
+    plan_name,
+    resolve_device,
+)
 from .engine.trainer import Callback, Trainer, TrainState
 from .errors import ConfigError, DataError, RunError
 from .models import create_model, is_external
@@ -491,8 +498,10 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     test = None
     if data.test is not None:
         eval_model, _, _ = load_run_model(run.path, device=plan.device)
-        loader = make_loader(data.test, pre, cfg, ExecPlan(plan.device), train=False)
-        logits, labels = predict_logits(eval_model, loader, tta=use_tta(cfg, data.flip_ok))
+        test_plan = eval_plan(plan.device)
+        loader = make_loader(data.test, pre, cfg, test_plan, train=False)
+        logits, labels = predict_logits(eval_model, loader, test_plan,
+                                        tta=use_tta(cfg, data.flip_ok))
         test = basic_metrics(logits, labels)
         log(f"test: loss {test['loss']:.4f}  top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f} "
             f"({test['n']} images)")

@@ -17,7 +17,7 @@ import torch
 
 from .data.images import IMAGE_EXTENSIONS, ImageDecodeError
 from .engine.evaluate import predict_logits
-from .engine.precision import ExecPlan, resolve_device
+from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
 from .metrics import unknown_scores
 from .pipeline import load_run_model
@@ -65,7 +65,7 @@ def predict_files(
             continue
         x = pre.normalize(torch.stack(images)).to(device)
         logits, _ = predict_logits(model, [(x, torch.zeros(len(x), dtype=torch.long))],
-                                   ExecPlan(device))
+                                   eval_plan(device))
         probs = (logits / pre.temperature).softmax(1)
         top_p, top_i = probs.topk(k, 1)
         scores = unknown_scores(logits, score, pre.temperature)

@@ -22,9 +22,10 @@ def predict_logits(
     each image and its mirror image."""
     plan = plan or ExecPlan()
     was_training = model.training
-    model.eval()
+    model = plan.prepare(model).eval()
     logits, labels = [], []
     for x, y in batches:
+        x = plan.prepare_input(x)
         with plan.autocast():
             out = model(x).float()
             if tta:
