@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import imgcls
+from imgcls.config import TrainConfig
 from imgcls.engine.precision import cpu_name
 
 HERE = Path(__file__).parent
@@ -70,8 +71,9 @@ def main():
                          out=str(HERE / "_work"), progress=False, log=lambda _: None)
         info = imgcls.models.model_info(name)
         params = sum(p.numel() for p in imgcls.load(r.path, device="cpu").model.parameters())
+        fraction = TrainConfig.from_yaml(r.path / "config.yaml").train_fraction
         rec = {"family": info.family, "model": name, "params": params, "budget": args.budget,
-               "epochs": len(r.history), "wall_s": time.perf_counter() - t,
+               "epochs": round(len(r.history) * fraction, 2), "wall_s": time.perf_counter() - t,
                "images_per_s": sorted(h["train_images_per_s"] for h in r.history)[
                    len(r.history) // 2],
                "plan": r.plan.describe(), "test_top1": r.test["top1"],
