@@ -64,3 +64,26 @@ def test_formats(rows):
     assert json.loads(format_table(rows, "json")) == rows
     with pytest.raises(ConfigError, match="csv"):
         format_table(rows, "xml")
+
+
+def test_bench_reports_training_and_interleaved_inference(tmp_path, monkeypatch, capsys):
+    """`imgcls bench` end to end on a small net: GEMM peaks, training rate and GFLOP/s that
+    agree with the FLOP count, and the three inference runners with consistent ratios."""
+    from imgcls.bench import bench
+
+    monkeypatch.setenv("IMGCLS_HOME", str(tmp_path))  # a fresh plan cache
+    r = bench("seed_torch_cnn", batch=32, steps=2, compile="no", repeats=3, log=print)
+    hand = 28 * 28 * 32 * 9 * 2 + 14 * 14 * 64 * 32 * 9 * 2 + 3136 * 128 * 2 + 128 * 10 * 2
+    assert abs(r["flops_per_image"] - hand) <= 0.1 * hand
+    assert r["gemm_peak_gflops"]["fp32"] > 0 and r["gemm_peak_gflops"]["bf16"] > 0
+    assert r["train_gflops"] == pytest.approx(
+        3 * r["flops_per_image"] * r["train_images_per_s"] / 1e9)
+    inf = r["inference"]
+    assert set(inf) == {"eager fp32", next(k for k in inf if k.startswith("auto (")),
+                        "onnxruntime fp32"}
+    for v in inf.values():
+        assert v["latency_ms"] > 0 and v["throughput"] > 0
+    auto = next(v for k, v in inf.items() if k.startswith("auto ("))
+    assert r["auto_vs_eager_throughput"] == pytest.approx(
+        auto["throughput"] / inf["eager fp32"]["throughput"])
+    assert "img/s at batch 64" in capsys.readouterr().out

@@ -30,56 +30,74 @@ def _median(times: list[float]) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an n x n matmul in ``dtype`` (median of ``repeats``)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    times = []
-    for i in range(repeats + 1):
-        t = time.perf_counter()
-        a @ b
-        if i:
-            times.append(time.perf_counter() - t)
-    return 2 * n**3 / _median(times) / 1e9
+def _gemm_seconds(a: torch.Tensor, b: torch.Tensor) -> float:
+    t = time.perf_counter()
+    a @ b
+    return time.perf_counter() - t
 
 
 def _train_rate(model: torch.nn.Module, plan: ExecPlan, in_chans: int, size: int, batch: int,
-                steps: int, num_classes: int) -> float:
-    """Images/s of ``steps`` full training steps, data path and augmentation included."""
-    n = batch * (steps + 2)
+                steps: int, num_classes: int, n: int = 2048, block: int = 5
+                ) -> tuple[float, dict[str, float]]:
+    """Images/s of full training steps (data path and augmentation included) and the GEMM
+    peaks (GFLOP/s of an n x n matmul in fp32 and bf16), measured in turns, two matmuls of
+    each before every ``block`` steps, so the share of the peak is not skewed by a machine
+    whose speed drifts (on this shared CPU the bf16 peak moved 2.9x within minutes). The
+    first step after the matmuls (caches refilled) and the first block are not timed."""
     g = torch.Generator().manual_seed(0)
-    ds = ArrayDataset(torch.randint(0, 256, (n, in_chans, size, size), dtype=torch.uint8,
+    rounds = max(1, steps // block) + 1
+    total = batch * block * rounds
+    ds = ArrayDataset(torch.randint(0, 256, (total, in_chans, size, size), dtype=torch.uint8,
                                     generator=g),
-                      torch.randint(0, num_classes, (n,), generator=g), [""] * num_classes)
+                      torch.randint(0, num_classes, (total,), generator=g), [""] * num_classes)
     loader = BatchLoader(ds, batch, mean=[0.5] * in_chans, std=[0.25] * in_chans,
                          augment=preset("light", size), shuffle=True, drop_last=True,
                          channels_last=plan.channels_last, device=plan.device)
     model = plan.prepare(model).train()
     opt = make_optimizer(model, TrainConfig())
-    t0 = 0.0
-    for i, (x, y) in enumerate(loader):
-        if i == 2:  # after warm-up
-            t0 = time.perf_counter()
-        with plan.autocast():
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return batch * steps / (time.perf_counter() - t0)
+    mats = {k: (torch.randn(n, n).to(dt), torch.randn(n, n).to(dt))
+            for k, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    step_s: list[float] = []
+    gemm_s: dict[str, list] = {k: [] for k in mats}
+    batches = iter(loader)
+    for r in range(rounds):
+        for k, (a, b) in mats.items():
+            gemm_s[k] += [_gemm_seconds(a, b) for _ in range(2)]
+        for i in range(block):
+            t = time.perf_counter()
+            x, y = next(batches)
+            with plan.autocast():
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if r and i:
+                step_s.append(time.perf_counter() - t)
+    peaks = {k: 2 * n**3 / _median(v) / 1e9 for k, v in gemm_s.items()}
+    return batch / _median(step_s), peaks
 
 
-def _infer_times(fn: object, x1: torch.Tensor, x64: torch.Tensor, repeats: int) -> dict:
-    lat, thr = [], []
-    for i in range(repeats + 2):
-        t = time.perf_counter()
-        fn(x1)
-        if i >= 2:
-            lat.append(time.perf_counter() - t)
-    for i in range(max(3, repeats // 4) + 1):
-        t = time.perf_counter()
-        fn(x64)
-        if i:
-            thr.append(time.perf_counter() - t)
-    return {"latency_ms": 1000 * _median(lat), "throughput": len(x64) / _median(thr)}
+def _infer_times(runners: dict[str, Callable], x1: torch.Tensor, x64: torch.Tensor,
+                 repeats: int) -> dict[str, dict]:
+    """Latency at batch 1 and throughput at batch 64 of every runner. The runners take turns
+    in short blocks, so that a machine whose speed drifts (a shared CPU) slows them all alike
+    and their ratios hold (measured one after another, the same two ran 1.6x apart on one
+    day); each block's first call is not timed, since the previous runtime's threads may
+    still be spinning (OpenMP and ONNX Runtime both busy-wait a while after a call)."""
+    for fn in runners.values():  # warm-up: compilation, kernel selection
+        for x in (x1, x1, x64, x64):
+            fn(x)
+    times: dict[tuple[str, int], list] = {(k, len(x)): [] for k in runners for x in (x1, x64)}
+    for x, block in ((x1, 5), (x64, 3)):
+        for _ in range(max(2, repeats // block)):
+            for k, fn in runners.items():
+                fn(x)
+                for _ in range(block):
+                    t = time.perf_counter()
+                    fn(x)
+                    times[k, len(x)].append(time.perf_counter() - t)
+    return {k: {"latency_ms": 1000 * _median(times[k, len(x1)]),
+                "throughput": len(x64) / _median(times[k, len(x64)])} for k in runners}
 
 
 def _torch_runner(model: torch.nn.Module, plan: ExecPlan) -> object:
@@ -118,24 +136,24 @@ def bench(model_name: str = "fastnet_s", *, input_size: int = 28, in_chans: int 
     model = build()
     shape = (in_chans, input_size, input_size)
     flops = count_flops(model.eval(), torch.randn(1, *shape))
-    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
-    log(f"GEMM peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     example = (torch.randn(batch, *shape), torch.randint(0, num_classes, (batch,)))
     plan, timings = choose_plan(build(), example, key=model_name)
-    rate = _train_rate(build(), plan, in_chans, input_size, batch, steps, num_classes)
+    rate, peaks = _train_rate(build(), plan, in_chans, input_size, batch, steps, num_classes)
+    log(f"GEMM peak (in turns with the training steps): fp32 {peaks['fp32']:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16']:.0f} GFLOP/s")
     achieved = 3 * flops * rate / 1e9
     log(f"training ({plan_name(plan)}, batch {batch}): {rate:,.0f} img/s, "
         f"{achieved:.0f} GFLOP/s = {100 * achieved / peaks['bf16']:.0f}% of the bf16 GEMM peak")
     x1, x64 = torch.randn(1, *shape), torch.randn(64, *shape)
-    results = {"eager fp32": _infer_times(_torch_runner(build(), ExecPlan()), x1, x64, repeats)}
     iplan, itimings = choose_inference_plan(build(), x64, compile=compile,
                                             key=model_name)
-    results[f"auto ({plan_name(iplan)})"] = _infer_times(_torch_runner(build(), iplan), x1, x64,
-                                                         repeats)
-    if onnx:
-        with tempfile.TemporaryDirectory() as d:
-            results["onnxruntime fp32"] = _infer_times(_onnx_runner(build(), x1, Path(d)), x1,
-                                                       x64, repeats)
+    auto = f"auto ({plan_name(iplan)})"
+    runners = {"eager fp32": _torch_runner(build(), ExecPlan()),
+               auto: _torch_runner(build(), iplan)}
+    with tempfile.TemporaryDirectory() as d:
+        if onnx:
+            runners["onnxruntime fp32"] = _onnx_runner(build(), x1, Path(d))
+        results = _infer_times(runners, x1, x64, repeats)
     for k, v in results.items():
         log(f"inference {k}: {v['latency_ms']:.2f} ms at batch 1, "
             f"{v['throughput']:,.0f} img/s at batch 64")
@@ -145,5 +163,4 @@ def bench(model_name: str = "fastnet_s", *, input_size: int = 28, in_chans: int 
             "train_plan_s_per_step": timings, "train_images_per_s": rate,
             "train_gflops": achieved, "train_fraction_of_bf16_peak": achieved / peaks["bf16"],
             "inference": results, "inference_plan_s_per_batch": itimings,
-            "auto_vs_eager_throughput": results[f"auto ({plan_name(iplan)})"]["throughput"]
-            / eager}
+            "auto_vs_eager_throughput": results[auto]["throughput"] / eager}
