@@ -67,3 +67,29 @@ def test_networks_without_normalisation_get_a_tenth_of_the_sgd_rate():
         assert default_lr(TrainConfig(model=name)) == pytest.approx(0.01)
     assert default_lr(TrainConfig(model="vgg16", lr=0.05)) == 0.05  # explicit wins
     assert default_lr(TrainConfig(model="vgg16", optimizer="adam")) == 1e-3
+
+
+@pytest.mark.parametrize("name", ["seed_keras_cnn", "seed_torch_cnn"])
+def test_seed_cnns_pool_before_relu_equals_the_seeds_order(name):
+    """The seed CNNs max-pool before their ReLU (cheaper); outputs and gradients must equal
+    the seed's ReLU-then-pool order exactly."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_chans=1, input_size=28).eval()
+    layers = list(model.features)
+    seed_order = []
+    for m in layers:  # move every ReLU back in front of the max-pool just before it
+        if isinstance(m, nn.ReLU) and seed_order and isinstance(seed_order[-1], nn.MaxPool2d):
+            seed_order.insert(len(seed_order) - 1, m)
+        else:
+            seed_order.append(m)
+    assert [type(m) for m in seed_order] != [type(m) for m in layers]
+    x = torch.randn(8, 1, 28, 28)
+    ours = model(x)
+    grads = torch.autograd.grad(ours.sum(), list(model.parameters()))
+    model.features = nn.Sequential(*seed_order)
+    theirs = model(x)
+    assert torch.equal(ours, theirs)
+    for a, b in zip(grads, torch.autograd.grad(theirs.sum(), list(model.parameters()))):
+        assert torch.equal(a, b)
