@@ -2,8 +2,10 @@
 
 Training: images/s of real optimisation steps (the fast data path with augmentation, the
 automatically chosen plan) and the achieved GFLOP/s (3 x forward FLOPs per image x images/s)
-next to the measured fp32 and bf16 GEMM peaks. Inference: latency at batch 1 and throughput
-at batch 64 for eager fp32, the automatically chosen plan and ONNX Runtime.
+next to the fp32 and bf16 GEMM peaks, measured in turns with the training steps. Inference:
+latency at batch 1 and throughput at batch 64 for eager fp32, the automatically chosen plan
+and ONNX Runtime, also measured in turns. On a shared machine whose speed drifts, only figures
+measured side by side can be compared.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .engine.precision import ExecPlan, choose_inference_plan, choose_plan, plan
 from .engine.trainer import make_optimizer
 from .models import create_model
 from .models.table import count_flops
+
+Runner = Callable[[torch.Tensor], object]  # one inference call on a batch
 
 
 def _median(times: list[float]) -> float:
@@ -77,7 +81,7 @@ def _train_rate(model: torch.nn.Module, plan: ExecPlan, in_chans: int, size: int
     return batch / _median(step_s), peaks
 
 
-def _infer_times(runners: dict[str, Callable], x1: torch.Tensor, x64: torch.Tensor,
+def _infer_times(runners: dict[str, Runner], x1: torch.Tensor, x64: torch.Tensor,
                  repeats: int) -> dict[str, dict]:
     """Latency at batch 1 and throughput at batch 64 of every runner. The runners take turns
     in short blocks, so that a machine whose speed drifts (a shared CPU) slows them all alike
@@ -100,7 +104,7 @@ def _infer_times(runners: dict[str, Callable], x1: torch.Tensor, x64: torch.Tens
                 "throughput": len(x64) / _median(times[k, len(x64)])} for k in runners}
 
 
-def _torch_runner(model: torch.nn.Module, plan: ExecPlan) -> object:
+def _torch_runner(model: torch.nn.Module, plan: ExecPlan) -> Runner:
     m = plan.prepare_inference(model)
 
     @torch.inference_mode()
@@ -111,7 +115,7 @@ def _torch_runner(model: torch.nn.Module, plan: ExecPlan) -> object:
     return run
 
 
-def _onnx_runner(model: torch.nn.Module, x: torch.Tensor, folder: Path) -> object:
+def _onnx_runner(model: torch.nn.Module, x: torch.Tensor, folder: Path) -> Runner:
     import onnxruntime as ort
 
     path = folder / "bench.onnx"
