@@ -189,7 +189,10 @@ class TrainConfig:
         if recipe is not None:
             if recipe not in RECIPES:
                 raise ConfigError(f"recipe: must be one of {', '.join(RECIPES)}, got {recipe!r}")
-            d = {**RECIPES[recipe], **d}  # the recipe's values, then what was given
+            preset = dict(RECIPES[recipe])
+            if d.get("budget") and d.get("epochs") is None:
+                preset.pop("epochs", None)  # a --budget given plans the epochs itself
+            d = {**preset, **d}  # the recipe's values, then what was given
         return cls(**d)
 
     @classmethod
