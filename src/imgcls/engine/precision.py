@@ -62,7 +62,7 @@ class ExecPlan:
 def eval_plan(device: str) -> ExecPlan:
     """How evaluation runs (the end-of-training test, ``imgcls eval``, ``predict``, the Python
     API): fp32, so every one of them reports the weights' own numbers, in channels_last, which
-    on this CPU ran convnets 1.3-2.4x faster than NCHW at the same arithmetic."""
+    on this CPU ran convnets 1.2-3x faster than NCHW at the same arithmetic."""
     return ExecPlan(device, "fp32", channels_last=True)
 
 
