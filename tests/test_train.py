@@ -171,6 +171,18 @@ def test_budget_is_replanned_from_the_first_epochs(tmp_path):
     assert len(r.run.read_metrics()) == epochs == len(r.history)
 
 
+def test_budget_planned_at_one_epoch_grows_when_time_is_left(tmp_path, monkeypatch):
+    import imgcls.pipeline as pipeline
+
+    # the start-up estimate believes 0.3 s per step: one epoch of ~13 steps fits in 6 s, two
+    # do not; the real steps take milliseconds, so after epoch 1 more epochs are planned
+    monkeypatch.setattr(pipeline, "measure_step", lambda *a, **k: 0.3)
+    r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="g",
+                     **FAST)
+    epochs = yaml.safe_load((r.path / "config.yaml").read_text())["epochs"]
+    assert epochs > 1 and len(r.history) == epochs
+
+
 def test_budget_below_one_epoch_is_cut_to_what_the_first_steps_leave_room_for(tmp_path,
                                                                             monkeypatch):
     import imgcls.pipeline as pipeline

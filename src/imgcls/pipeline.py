@@ -320,7 +320,9 @@ class RunCallback(Callback):
 
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
         s = t.state
-        if self.budget_start is not None and s.epoch <= 2 and self.cfg.epochs > 1:
+        # a planned single full epoch is re-planned too (a cut one cannot grow: its batches
+        # were drawn); the schedule then stretches over the epochs added, a warm restart
+        if self.budget_start is not None and s.epoch <= 2 and self.cfg.train_fraction == 1:
             self.replan_budget(t)
         score = record.get("val_top1")
         if score is None or score > s.best_top1:
