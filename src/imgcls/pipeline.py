@@ -320,9 +320,10 @@ class RunCallback(Callback):
 
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
         s = t.state
-        # a planned single full epoch is re-planned too (a cut one cannot grow: its batches
-        # were drawn); the schedule then stretches over the epochs added, a warm restart
-        if self.budget_start is not None and s.epoch <= 2 and self.cfg.train_fraction == 1:
+        # a planned single full epoch is re-planned too (an epoch the budget cut cannot grow:
+        # its batches were drawn); the schedule then stretches over the epochs added
+        cut = self.cfg.epochs == 1 and self.cfg.train_fraction < 1
+        if self.budget_start is not None and s.epoch <= 2 and not cut:
             self.replan_budget(t)
         score = record.get("val_top1")
         if score is None or score > s.best_top1:
