@@ -109,7 +109,7 @@ def test_recipe_fills_in_what_was_not_given():
     got = (cfg.model, cfg.batch_size, cfg.label_smoothing, cfg.epochs)
     assert got == ("fastnet_s", 256, 0.2, 3)
     assert cfg.replace(lr=0.5).model == "fastnet_s"  # the recipe survives replace()
-    assert TrainConfig.from_dict({"recipe": "fast"}).epochs == 11
+    assert TrainConfig.from_dict({"recipe": "fast"}).epochs == 10
     # a --budget given lets the budget plan the epochs; an --epochs given still wins
     budget = TrainConfig.from_dict({"recipe": "fast", "budget": "19m"})
     assert budget.epochs is None and budget.model == "fastnet_s"

