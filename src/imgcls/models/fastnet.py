@@ -20,7 +20,6 @@ from ._registry import register_model
 from .base import ClassifierHead, ImgclsModel
 from .layers import ConvBNAct
 
-
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 
