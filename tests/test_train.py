@@ -171,6 +171,22 @@ def test_budget_is_replanned_from_the_first_epochs(tmp_path):
     assert len(r.run.read_metrics()) == epochs == len(r.history)
 
 
+class SlowFromEpoch3(Callback):
+    def on_step_end(self, trainer):
+        if trainer.state.epoch >= 2:
+            time.sleep(0.05)
+
+
+def test_budget_shrinks_when_the_machine_slows_down_mid_run(tmp_path):
+    # epochs 1-2 take milliseconds, so dozens are planned; from epoch 3 each takes over
+    # 0.65 s: without re-planning the run would train for half a minute
+    r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="s",
+                     callbacks=[SlowFromEpoch3()], **FAST)
+    trained = sum(h["epoch_time_s"] for h in r.history)
+    assert trained < 6 * 1.25 and len(r.history) > 3
+    assert yaml.safe_load((r.path / "config.yaml").read_text())["epochs"] == len(r.history)
+
+
 def test_budget_planned_at_one_epoch_grows_when_time_is_left(tmp_path, monkeypatch):
     import imgcls.pipeline as pipeline
 
@@ -196,3 +212,23 @@ def test_budget_below_one_epoch_is_cut_to_what_the_first_steps_leave_room_for(tm
     # config.yaml rebuilds exactly that epoch on resume
     fraction = yaml.safe_load((r.path / "config.yaml").read_text())["train_fraction"]
     assert int(4500 // 64 * fraction) == steps
+
+
+def test_plan_timings_are_cached_per_model_and_its_layers(tmp_path, monkeypatch):
+    from imgcls.engine import precision
+    from imgcls.models import create_model
+
+    monkeypatch.setenv("IMGCLS_HOME", str(tmp_path))
+    timed = []
+    monkeypatch.setattr(precision, "_time_steps", lambda m, plan, x, y, steps:
+                        timed.append(plan) or 0.1 + 0.1 * plan.channels_last)
+    example = (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))
+    relu = create_model("fastnet_s", num_classes=2, in_chans=1, input_size=8)
+    plan, timings = precision.choose_plan(relu, example, key="fastnet_s")
+    assert len(timed) == len(timings) > 1 and not plan.channels_last  # the fastest
+    assert precision.choose_plan(relu, example, key="fastnet_s") == (plan, timings)
+    assert len(timed) == len(timings)  # the second time from the cache
+    # same name, other layers (a builder's default changed): measured afresh
+    gelu = create_model("fastnet_s", num_classes=2, in_chans=1, input_size=8, act="gelu")
+    precision.choose_plan(gelu, example, key="fastnet_s")
+    assert len(timed) == 2 * len(timings)

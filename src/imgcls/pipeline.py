@@ -252,6 +252,7 @@ class RunCallback(Callback):
         self.ddp = ddp or DistInfo()
         # --budget: perf_counter() when the budgeted time began (None: no re-planning)
         self.budget_start = self.epoch_end = budget_start
+        self.epoch_times: list[float] = []
 
     def checkpoint(self, t: Trainer) -> None:
         if not self.write:
@@ -296,19 +297,28 @@ class RunCallback(Callback):
             self.save_plan(t)
 
     def replan_budget(self, t: Trainer) -> None:
-        """After each of the first two epochs of a ``--budget`` run, set the number of epochs
-        from the last epoch's wall time (data, augmentation, validation and writes included),
-        which the start-up estimate from a few bare steps cannot see; the second look drops
-        the first epoch's one-time costs. Decided before the epoch's checkpoint and saved in
-        config.yaml, so a resumed run keeps it."""
+        """After each epoch of a ``--budget`` run, fit the number of epochs to the time left
+        at the pace of the last epochs (data, augmentation, validation and writes included,
+        which the start-up estimate from a few bare steps cannot see). The first two epochs
+        set it (the second drops the first epoch's one-time costs); from the third on it can
+        only shrink, at the mean pace of the last three epochs, so a machine that slows down
+        mid-run still ends in time while a fast epoch never stretches the schedule late in
+        it. Decided before the epoch's checkpoint and saved in config.yaml, so a resumed run
+        keeps it."""
         now = time.perf_counter()
-        last, self.epoch_end = now - self.epoch_end, now
-        left = parse_duration(self.cfg.budget) - (now - self.budget_start)
+        self.epoch_times.append(now - self.epoch_end)
+        self.epoch_end = now
         done = t.state.epoch
-        epochs = broadcast(max(done, done + int(left / (1.05 * last))), self.ddp)
+        recent = self.epoch_times[1:][-3:]
+        pace = self.epoch_times[-1] if done <= 2 else sum(recent) / len(recent)
+        left = parse_duration(self.cfg.budget) - (now - self.budget_start)
+        epochs = max(done, done + int(left / (1.05 * pace)))
+        if done > 2:
+            epochs = min(epochs, self.cfg.epochs)
+        epochs = broadcast(epochs, self.ddp)
         if epochs != self.cfg.epochs:
-            self.log(f"budget {self.cfg.budget}: epoch {done} took {last:.1f}s; {epochs} "
-                     f"epochs instead of {self.cfg.epochs}")
+            self.log(f"budget {self.cfg.budget}: {pace:.1f}s per epoch; {epochs} epochs "
+                     f"instead of {self.cfg.epochs}")
             t.set_epochs(epochs)
             self.save_plan(t)
 
@@ -323,7 +333,7 @@ class RunCallback(Callback):
         # a planned single full epoch is re-planned too (an epoch the budget cut cannot grow:
         # its batches were drawn); the schedule then stretches over the epochs added
         cut = self.cfg.epochs == 1 and self.cfg.train_fraction < 1
-        if self.budget_start is not None and s.epoch <= 2 and not cut:
+        if self.budget_start is not None and not cut:
             self.replan_budget(t)
         score = record.get("val_top1")
         if score is None or score > s.best_top1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import platform
 import time
@@ -119,12 +120,15 @@ def _time_steps(model: nn.Module, plan: ExecPlan, x: torch.Tensor, y: torch.Tens
     return sorted(times)[len(times) // 2]
 
 
-def _cached_timings(kind: str, key: str, shape: tuple, candidates: list[ExecPlan],
+def _cached_timings(kind: str, key: str, model: nn.Module, shape: tuple,
+                    candidates: list[ExecPlan],
                     measure: Callable[[ExecPlan], float]) -> dict[str, float]:
     """Seconds per step of every candidate, measured once per machine, torch version, thread
-    count, model and input shape and kept in ``<cache>/autotune.json``."""
+    count, model (its name and its layers: a changed default of a builder is another model)
+    and input shape and kept in ``<cache>/autotune.json``."""
+    layers = hashlib.sha1(repr(model).encode()).hexdigest()[:12]
     cache_key = "|".join([cpu_name(), torch.__version__, str(torch.get_num_threads()), key,
-                          str(shape), kind])
+                          layers, str(shape), kind])
     cache_file = cache_dir() / "autotune.json"
     try:
         cache = json.loads(cache_file.read_text())
@@ -180,7 +184,7 @@ def choose_plan(
     if len(candidates) == 1:
         return candidates[0], {}
     x, y = example
-    timings = _cached_timings("train", key, tuple(x.shape), candidates,
+    timings = _cached_timings("train", key, model, tuple(x.shape), candidates,
                               lambda c: _time_steps(model, c, x, y, steps))
     return min(candidates, key=lambda c: timings[plan_name(c)]), timings
 
@@ -220,7 +224,7 @@ def choose_inference_plan(
     candidates = _cpu_candidates(device, precision, channels_last, compile)
     if len(candidates) == 1:
         return candidates[0], {}
-    timings = _cached_timings("infer", key, tuple(example.shape), candidates,
+    timings = _cached_timings("infer", key, model, tuple(example.shape), candidates,
                               lambda c: _time_inference(model, c, example, steps))
     return min(candidates, key=lambda c: timings[plan_name(c)]), timings
 
