@@ -93,3 +93,20 @@ def test_seed_cnns_pool_before_relu_equals_the_seeds_order(name):
     assert torch.equal(ours, theirs)
     for a, b in zip(grads, torch.autograd.grad(theirs.sum(), list(model.parameters()))):
         assert torch.equal(a, b)
+
+
+def test_fastnet_options_widths_and_activation():
+    def params(m):
+        return sum(p.numel() for p in m.parameters())
+
+    small = create_model("fastnet_s", num_classes=10, in_chans=1, input_size=28)
+    assert params(small) == params(create_model("fastnet_s", num_classes=10, in_chans=1,
+                                                input_size=28, act="gelu"))
+    assert not any(isinstance(m, torch.nn.GELU) for m in small.modules())
+    thin = create_model("fastnet_m", num_classes=10, in_chans=1, input_size=28,
+                        widths=[32, 128, 256])
+    assert thin.stem[0].out_channels == 16 and thin.num_features == 256
+    assert thin(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    for bad in ({"widths": [32, 64]}, {"act": "swish"}):
+        with pytest.raises(ModelError, match="widths|act"):
+            create_model("fastnet_s", num_classes=10, in_chans=1, input_size=28, **bad)

@@ -4,7 +4,8 @@ What moved the needle in airbench (Jordan 2024) and Page's DAWNBench ResNet-9 (2
 here: BatchNorm after every conv without conv biases, max-pool down-sampling, a residual
 block per stage, a global max pool before the head, and a scaled-down output
 (``logit_scale``) that makes label-smoothed cross-entropy easier. Three stages of widths
-``widths``; every stage halves the resolution, so 28 and 32 px end at 3x3 / 4x4.
+``widths`` (``widths=[32, 128, 256]`` in the model options replaces a name's own); every stage
+halves the resolution, so 28 and 32 px end at 3x3 / 4x4.
 
 The activation is ReLU (``act="gelu"`` for airbench's GELU): on Fashion-MNIST with the fast
 recipe the two gave the same test accuracy (0.9427 vs 0.9430, 10 epochs) and ReLU trained
@@ -64,11 +65,16 @@ class FastNet(ImgclsModel):
         return out if pre_logits else out * self.logit_scale
 
 
-def _build(widths: tuple[int, int, int], num_classes: int, in_chans: int, input_size: int,
+def _build(named: tuple[int, int, int], num_classes: int, in_chans: int, input_size: int,
            **kw: object) -> FastNet:
+    """``kw`` may replace the named widths (``--model-kwargs '{widths: [32, 128, 256]}'``)."""
     if input_size < 8:
         raise ValueError(f"fastnet needs inputs of at least 8 pixels, got {input_size}")
-    return FastNet(widths, num_classes=num_classes, in_chans=in_chans, **kw)
+    widths = kw.pop("widths", named)
+    if (not isinstance(widths, (list, tuple)) or len(widths) != 3
+            or not all(isinstance(w, int) and w >= 2 for w in widths)):
+        raise ValueError(f"fastnet widths must be three integers >= 2, got {widths!r}")
+    return FastNet(tuple(widths), num_classes=num_classes, in_chans=in_chans, **kw)
 
 
 @register_model("fastnet", default_input_size=32, paper="after airbench / ResNet-9")
