@@ -1,4 +1,5 @@
 import json
+import re
 import time
 
 import numpy as np
@@ -185,6 +186,23 @@ def test_budget_shrinks_when_the_machine_slows_down_mid_run(tmp_path):
     trained = sum(h["epoch_time_s"] for h in r.history)
     assert trained < 6 * 1.25 and len(r.history) > 3
     assert yaml.safe_load((r.path / "config.yaml").read_text())["epochs"] == len(r.history)
+
+
+class SlowFirstThreeEpochs(Callback):
+    def on_step_end(self, trainer):
+        if trainer.state.epoch < 3:
+            time.sleep(0.05)
+
+
+def test_budget_grows_when_the_machine_speeds_up_mid_run(tmp_path):
+    lines = []
+    r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="g",
+                     callbacks=[SlowFirstThreeEpochs()], log=lines.append, **FAST)
+    planned = {int(m[1]): int(m[2]) for m in (re.match(r"epoch\s+(\d+)/(\d+)", s)
+                                              for s in lines) if m}
+    # three epochs of over 0.65 s each plan a few; the fast ones after them add more
+    assert len(r.history) > planned[3]
+    assert sum(h["epoch_time_s"] for h in r.history) < 6 * 1.25
 
 
 def test_budget_planned_at_one_epoch_grows_when_time_is_left(tmp_path, monkeypatch):

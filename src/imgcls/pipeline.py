@@ -298,24 +298,30 @@ class RunCallback(Callback):
 
     def replan_budget(self, t: Trainer) -> None:
         """After each epoch of a ``--budget`` run, fit the number of epochs to the time left
-        at the pace of the last epochs (data, augmentation, validation and writes included,
-        which the start-up estimate from a few bare steps cannot see). The first two epochs
-        set it (the second drops the first epoch's one-time costs); from the third on it can
-        only shrink, at the mean pace of the last three epochs, so a machine that slows down
-        mid-run still ends in time while a fast epoch never stretches the schedule late in
-        it. Decided before the epoch's checkpoint and saved in config.yaml, so a resumed run
+        (data, augmentation, validation and writes included, which the start-up estimate
+        from a few bare steps cannot see). The first two epochs set it from their own time
+        (the second drops the first epoch's one-time costs); later epochs from the mean pace
+        of the latest epochs (at least three, spanning a tenth of the budget, so the noise
+        of short epochs averages out): shrunk as soon as the plan would overrun, grown when
+        more than 3% more epochs fit, so a machine that slows down mid-run still ends in
+        time, one that speeds up uses the time, and the schedule is not nudged every epoch.
+        Decided before the epoch's checkpoint and saved in config.yaml, so a resumed run
         keeps it."""
         now = time.perf_counter()
         self.epoch_times.append(now - self.epoch_end)
         self.epoch_end = now
-        done = t.state.epoch
-        recent = self.epoch_times[1:][-3:]
-        pace = self.epoch_times[-1] if done <= 2 else sum(recent) / len(recent)
-        left = parse_duration(self.cfg.budget) - (now - self.budget_start)
-        epochs = max(done, done + int(left / (1.05 * pace)))
-        if done > 2:
-            epochs = min(epochs, self.cfg.epochs)
-        epochs = broadcast(epochs, self.ddp)
+        budget, done = parse_duration(self.cfg.budget), t.state.epoch
+        window: list[float] = []
+        for seconds in reversed(self.epoch_times[1:] if done > 2 else self.epoch_times[-1:]):
+            window.append(seconds)
+            if len(window) >= 3 and sum(window) >= 0.1 * budget:
+                break
+        pace = sum(window) / len(window)
+        left = budget - (now - self.budget_start)
+        fit, planned = max(done, done + int(left / (1.05 * pace))), self.cfg.epochs
+        overrun = (planned - done) * pace > left
+        spare = fit > planned + max(1, 0.03 * planned)
+        epochs = broadcast(fit if done <= 2 or overrun or spare else planned, self.ddp)
         if epochs != self.cfg.epochs:
             self.log(f"budget {self.cfg.budget}: {pace:.1f}s per epoch; {epochs} epochs "
                      f"instead of {self.cfg.epochs}")
