@@ -36,9 +36,12 @@ class _Residual(nn.Module):
 class FastNet(ImgclsModel):
     first_conv = "stem.0"
 
-    def __init__(self, widths: tuple[int, int, int], *, num_classes: int, in_chans: int,
+    def __init__(self, widths: tuple[int, ...] | list[int], *, num_classes: int, in_chans: int,
                  logit_scale: float = 0.125, act: str = "relu") -> None:
         super().__init__(num_classes, in_chans)
+        if (not isinstance(widths, (list, tuple)) or len(widths) != 3
+                or not all(isinstance(w, int) and w >= 2 for w in widths)):
+            raise ValueError(f"fastnet widths must be three integers >= 2, got {widths!r}")
         if act not in ACTIVATIONS:
             raise ValueError(f"fastnet act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
         a = ACTIVATIONS[act]
@@ -70,11 +73,7 @@ def _build(named: tuple[int, int, int], num_classes: int, in_chans: int, input_s
     """``kw`` may replace the named widths (``--model-kwargs '{widths: [32, 128, 256]}'``)."""
     if input_size < 8:
         raise ValueError(f"fastnet needs inputs of at least 8 pixels, got {input_size}")
-    widths = kw.pop("widths", named)
-    if (not isinstance(widths, (list, tuple)) or len(widths) != 3
-            or not all(isinstance(w, int) and w >= 2 for w in widths)):
-        raise ValueError(f"fastnet widths must be three integers >= 2, got {widths!r}")
-    return FastNet(tuple(widths), num_classes=num_classes, in_chans=in_chans, **kw)
+    return FastNet(kw.pop("widths", named), num_classes=num_classes, in_chans=in_chans, **kw)
 
 
 @register_model("fastnet", default_input_size=32, paper="after airbench / ResNet-9")
