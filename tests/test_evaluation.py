@@ -118,3 +118,24 @@ def test_cli_eval(run, capsys):
     assert main(["eval", str(run), "--format", "json", "--no-report", "--split", "val"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["split"] == "val" and r["n"] == 500
+
+
+def test_tta_views_mirror_and_move_the_image_by_one_pixel():
+    from imgcls.engine.evaluate import tta_views
+
+    x = torch.zeros(1, 1, 7, 7)
+    x[0, 0, 3, 2] = 1.0  # one bright pixel, left of the centre and off the edges
+    spots = [torch.nonzero(v[0, 0]).tolist() for v in tta_views(x, "shift")]
+    assert spots == [[[3, 2]], [[3, 4]],  # the image and its mirror image
+                     [[4, 2]], [[2, 2]], [[3, 3]], [[3, 1]],  # moved down, up, right, left
+                     [[4, 4]], [[2, 4]], [[3, 5]], [[3, 3]]]  # the mirror image, the same
+    assert len(tta_views(x, "flip")) == 2 and len(tta_views(x, "none")) == 1
+    with pytest.raises(ValueError, match="tta must be one of none, flip, shift"):
+        tta_views(x, "rotate")
+
+
+def test_cli_eval_with_shift_tta(run, capsys):
+    for flags, mode in ((["--tta"], "flip"), (["--tta", "shift"], "shift")):
+        assert main(["eval", str(run), "--format", "json", "--no-report", *flags]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["tta"] == mode and r["n"] == 1000 and r["top1"] > 0.6

@@ -143,7 +143,7 @@ class Classifier:
         return resize_to(images, pre.input_size, pre.resize)
 
     def _logits(self, images: torch.Tensor, y: torch.Tensor | None, batch_size: int,
-                tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                tta: bool | str) -> tuple[torch.Tensor, torch.Tensor]:
         model, pre = self._require()
         device = next(model.parameters()).device
         ds = ArrayDataset(images, y if y is not None else torch.zeros(len(images),
@@ -154,7 +154,7 @@ class Classifier:
         return predict_logits(model, loader, plan, tta=tta)
 
     def evaluate(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
-                 batch_size: int = 256, tta: bool = False) -> dict[str, float]:
+                 batch_size: int = 256, tta: bool | str = False) -> dict[str, float]:
         """``{"loss", "accuracy", "top5_accuracy", "n"}`` on images ``x`` with labels ``y``."""
         images = self._input(x)
         logits, labels = self._logits(images, _labels(y, len(images)), batch_size, tta)
@@ -163,7 +163,7 @@ class Classifier:
                 "n": m["n"]}
 
     def predict(self, x: np.ndarray | torch.Tensor | list, *, batch_size: int = 256,
-                tta: bool = False) -> np.ndarray:
+                tta: bool | str = False) -> np.ndarray:
         """Class probabilities (N, classes) for arrays, or for a list of image file paths."""
         _, pre = self._require()
         logits, _ = self._logits(self._input(x), None, batch_size, tta)

@@ -10,7 +10,7 @@ import sys
 from dataclasses import fields
 from typing import get_args, get_type_hints
 
-from .config import TrainConfig, read_yaml
+from .config import TTA_MODES, TrainConfig, read_yaml
 from .errors import ImgclsError
 
 
@@ -278,8 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the stored temperature instead of fitting one on val")
     e.add_argument("--no-report", action="store_true", help="no PNGs, no report.html")
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--tta", action="store_true", help="average each image's logits with its "
-                   "mirror image's (as the final test of `imgcls train` does unless digits)")
+    e.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_MODES,
+                   help="test-time augmentation: --tta (flip) averages each image's logits "
+                   "with its mirror image's, as the final test of `imgcls train` does unless "
+                   "digits; --tta shift also with both moved by one pixel (10 views)")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
     e.add_argument("--format", default="table", choices=("table", "json"))

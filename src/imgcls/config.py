@@ -16,6 +16,9 @@ import yaml
 
 from .errors import ConfigError
 
+# test-time augmentation: the image; also its mirror image; also both moved by one pixel
+TTA_MODES = ("none", "flip", "shift")
+
 
 def _f(default: Any, help: str, choices: tuple | None = None) -> Any:  # noqa: A002
     meta = {"help": help, "choices": choices}
@@ -109,8 +112,9 @@ class TrainConfig:
     rotate: float | None = _f(None, "override the preset's rotation, degrees")
     erase: float | None = _f(None, "override the preset's random-erasing probability")
     tta: str = _f("auto", "test-time augmentation of the final test: 'flip' averages the "
-                  "logits of each image and its mirror image; auto: flip unless the data are "
-                  "digits", ("auto", "flip", "none"))
+                  "logits of each image and its mirror image, 'shift' also of both moved by "
+                  "one pixel (10 views); auto: flip unless the data are digits",
+                  ("auto", *TTA_MODES))
     # execution
     device: str = _f("auto", "cpu, cuda, cuda:N or auto")
     precision: str = _f("auto", "arithmetic: auto measures fp32 and bf16 and keeps the faster",

@@ -58,7 +58,7 @@ def split_dataset(source: Source, split: str, cfg: TrainConfig | None) -> Datase
     return ds
 
 
-def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, tta: bool,
+def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, tta: bool | str,
             batch_size: int, desc: str) -> tuple[torch.Tensor, torch.Tensor, Dataset, list]:
     skipped: list[str] = []
     cfg = TrainConfig(resize=pre.resize)
@@ -83,7 +83,7 @@ def evaluate(
     split: str = "test",
     *,
     data_dir: str | None = None,
-    tta: bool = False,
+    tta: bool | str = False,
     calibrate: bool = True,
     reject_below: float | None = None,
     ood_score: str = "maxprob",

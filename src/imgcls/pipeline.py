@@ -209,9 +209,12 @@ def make_loader(ds: Dataset, pre: Preprocess, cfg: TrainConfig, plan: ExecPlan, 
                         cache=cache, workers=cfg.workers, **kw)
 
 
-def use_tta(cfg: TrainConfig, flip_ok: bool) -> bool:
-    """Flip TTA only where mirror images are the same class (not for digits)."""
-    return cfg.tta == "flip" or (cfg.tta == "auto" and flip_ok)
+def tta_mode(cfg: TrainConfig, flip_ok: bool) -> str:
+    """The final test's TTA: auto is flip where mirror images are the same class (not for
+    digits), none elsewhere; an explicit mode is obeyed."""
+    if cfg.tta == "auto":
+        return "flip" if flip_ok else "none"
+    return cfg.tta
 
 
 def class_weights(ds: Dataset) -> torch.Tensor:
@@ -523,7 +526,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         test_plan = eval_plan(plan.device)
         loader = make_loader(data.test, pre, cfg, test_plan, train=False)
         logits, labels = predict_logits(eval_model, loader, test_plan,
-                                        tta=use_tta(cfg, data.flip_ok))
+                                        tta=tta_mode(cfg, data.flip_ok))
         test = basic_metrics(logits, labels)
         log(f"test: loss {test['loss']:.4f}  top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f} "
             f"({test['n']} images)")

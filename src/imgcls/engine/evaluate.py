@@ -8,7 +8,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import TTA_MODES
 from .precision import ExecPlan
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` moved by (dy, dx) pixels, the uncovered edge filled by reflection."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    return p[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The views whose logits test-time augmentation averages: the image (``none``), also
+    its mirror image (``flip``), also both moved by one pixel up, down, left and right
+    (``shift``, 10 views; the translations the fast recipe trains with)."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    views = [x] if tta == "none" else [x, x.flip(3)]
+    if tta == "shift":
+        views += [_shift(v, dy, dx) for v in views[:2]
+                  for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    return views
 
 
 @torch.no_grad()
@@ -16,10 +37,11 @@ def predict_logits(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     plan: ExecPlan | None = None,
-    tta: bool = False,
+    tta: bool | str = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 logits and labels (on the CPU) for every batch; ``tta`` averages the logits of
-    each image and its mirror image."""
+    """fp32 logits and labels (on the CPU) for every batch; ``tta`` (a mode of
+    :func:`tta_views`; True is ``flip``) averages the logits of each image's views."""
+    mode = ("flip" if tta else "none") if isinstance(tta, bool) else tta
     plan = plan or ExecPlan()
     was_training = model.training
     model = plan.prepare(model).eval()
@@ -27,9 +49,8 @@ def predict_logits(
     for x, y in batches:
         x = plan.prepare_input(x)
         with plan.autocast():
-            out = model(x).float()
-            if tta:
-                out = (out + model(x.flip(3)).float()) / 2
+            views = tta_views(x, mode)
+            out = sum(model(plan.prepare_input(v)).float() for v in views) / len(views)
         logits.append(out.cpu())
         labels.append(y.cpu())
     model.train(was_training)
