@@ -279,3 +279,18 @@ def test_the_cpu_plan_keeps_freed_memory_for_reuse():
                              text=True, check=True).stdout
         faults[mode] = int(out)
     assert faults["system"] > 10_000 and faults["imgcls"] < 1_000, faults
+
+
+def test_budget_estimate_is_timed_now_not_taken_from_the_plan_cache(tmp_path, monkeypatch):
+    from imgcls.engine import precision
+
+    # the plan cache says 10 s per step (measured at another hour, the machine much slower):
+    # planning from it would fit no epoch in 6 s; the steps timed at start-up fit several
+    monkeypatch.setattr(precision, "_cached_timings", lambda kind, key, model, shape,
+                        candidates, measure: {precision.plan_name(c): 10.0 for c in candidates})
+    lines = []
+    r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="c",
+                     precision="auto", channels_last="auto", progress=False, log=lines.append)
+    estimate = next(s for s in lines if s.startswith("budget 6s"))
+    ms = re.fullmatch(r"budget 6s: \d+ epoch\(s\) at (\d+) ms/step", estimate)
+    assert ms and int(ms[1]) < 1000 and len(r.history) > 1, estimate

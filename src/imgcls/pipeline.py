@@ -45,7 +45,6 @@ from .engine.precision import (
     choose_plan,
     eval_plan,
     measure_step,
-    plan_name,
     resolve_device,
 )
 from .engine.trainer import Callback, Trainer, TrainState
@@ -466,7 +465,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     plan = ExecPlan(device, plan.precision, plan.channels_last)
     # the budget plans the run unless --epochs was given (or the run is resumed)
     budget_plans = bool(cfg.budget) and cfg.epochs is None
-    cfg = _resolve_epochs(cfg, plan, timings, model, example, len(probe), data, log)
+    cfg = _resolve_epochs(cfg, plan, model, example, len(probe), data, log)
     if timings:
         log("execution plan: " + ", ".join(f"{k} {1000 * v:.0f} ms/step"
                                            for k, v in timings.items())
@@ -543,15 +542,18 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _resolve_epochs(cfg: TrainConfig, plan: ExecPlan, timings: dict, model: nn.Module,
-                    example: tuple, train_steps: int, data: PreparedData, log: Log
-                    ) -> TrainConfig:
-    """``cfg`` with ``epochs`` set: given, the default, or what fits in ``--budget``."""
+def _resolve_epochs(cfg: TrainConfig, plan: ExecPlan, model: nn.Module, example: tuple,
+                    train_steps: int, data: PreparedData, log: Log) -> TrainConfig:
+    """``cfg`` with ``epochs`` set: given, the default, or what fits in ``--budget``. The
+    budget's first estimate times a few steps now, not the plan's cached timings: those may
+    come from another hour of a machine whose speed varies (here 1.6x: a cached 253 ms/step
+    planned 17 epochs of a 19-minute budget, and the first epoch's 400 ms cut them to 11,
+    squeezing the schedule's warm-up)."""
     if cfg.epochs is not None:
         return cfg
     epochs = DEFAULT_EPOCHS
     if cfg.budget:
-        step_s = timings.get(plan_name(plan)) or measure_step(model, plan, example)
+        step_s = measure_step(model, plan, example)
         if data.unlabeled is not None:
             # a semi-supervised step also trains on ssl_ratio x the batch of unlabelled images
             # (fixmatch adds a forward pass of their weak view, about a third of a step);
