@@ -32,7 +32,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--budget", default="10m")
     p.add_argument("--model", default="seed_torch_cnn")
-    p.add_argument("--ssl", default="fixmatch", choices=["fixmatch", "pseudo"])
+    p.add_argument("--ssl", default="fixmatch", choices=["fixmatch", "freematch", "pseudo"])
     p.add_argument("--labels-per-class", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)

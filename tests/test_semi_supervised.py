@@ -2,11 +2,14 @@
 unlabelled images. Whether it pays is a benchmark (benchmarks/semi_supervised.py: Fashion-
 MNIST with 1,000 labels); on 8x8 digits with 30 short epochs the gain is within noise."""
 
+import pytest
 import torch
 
 import imgcls
 from imgcls.data.augment import Augment
 from imgcls.data.loader import UnlabeledLoader
+from imgcls.engine.checkpoint import read_safetensors
+from imgcls.engine.trainer import Callback
 
 KW = dict(data="digits", labels_per_class=5, epochs=20, batch_size=16, lr=0.05,
           precision="fp32", channels_last="no", progress=False, log=lambda _: None, seed=1)
@@ -33,3 +36,30 @@ def test_unlabeled_views_are_deterministic_and_different():
     assert torch.equal(wa, wb) and torch.equal(sa, sb)
     assert wa.shape == sa.shape == (16, 1, 12, 12) and not torch.equal(wa, sa)
     assert not torch.equal(a.batch(12)[0], wa)
+
+
+class Interrupt(Callback):
+    def on_step_end(self, trainer):
+        if trainer.state.step == 17:  # of 30 (3 per epoch), 2 after a checkpoint
+            raise KeyboardInterrupt
+
+
+def test_freematch_thresholds_rise_with_confidence_and_resume_exactly(tmp_path):
+    kw = dict(KW, epochs=10, unlabeled="rest", ssl="freematch", checkpoint_every=5,
+              deterministic=True, out=str(tmp_path))
+    straight = imgcls.train(name="straight", **kw)
+    _, meta = read_safetensors(straight.path / "checkpoints" / "last.safetensors")
+    state = meta["state"]
+    # from 1/10, the running mean of the top confidence has risen; a threshold per class
+    assert 0.1 < state["ssl_confidence"] < 1 and len(state["ssl_class_probs"]) == 10
+    assert sum(state["ssl_class_probs"]) == pytest.approx(1, abs=1e-4)
+    # far below 0.95 from the start: most unlabelled images teach in the first epoch
+    assert straight.run.read_metrics()[0]["train_pseudo_label_rate"] > 0.5
+    with pytest.raises(KeyboardInterrupt):
+        imgcls.train(name="cut", callbacks=[Interrupt()], **kw)
+    resumed = imgcls.train(imgcls.TrainConfig(resume=str(tmp_path / "cut"), progress=False))
+    a, _ = read_safetensors(straight.path / "model.safetensors")
+    b, meta_b = read_safetensors(resumed.path / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _, last_b = read_safetensors(resumed.path / "checkpoints" / "last.safetensors")
+    assert last_b["state"]["ssl_class_probs"] == state["ssl_class_probs"]

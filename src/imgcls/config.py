@@ -53,8 +53,11 @@ class TrainConfig:
     unlabeled: str | None = _f(None, "unlabelled images for semi-supervised training: a data "
                                "set name or path (labels ignored), or 'rest' for the training "
                                "images --labels-per-class left out")
-    ssl: str = _f("fixmatch", "semi-supervised method", ("fixmatch", "pseudo"))
-    ssl_threshold: float = _f(0.95, "confidence above which a prediction is a pseudo-label")
+    ssl: str = _f("fixmatch", "semi-supervised method (freematch: FixMatch with thresholds "
+                  "that follow the model's own confidence, per class)",
+                  ("fixmatch", "freematch", "pseudo"))
+    ssl_threshold: float = _f(0.95, "confidence above which a prediction is a pseudo-label "
+                              "(fixmatch, pseudo)")
     ssl_weight: float = _f(1.0, "weight of the unlabelled loss")
     ssl_ratio: int = _f(3, "unlabelled images per labelled image in a step (FixMatch's mu)")
     # model

@@ -556,9 +556,9 @@ def _resolve_epochs(cfg: TrainConfig, plan: ExecPlan, model: nn.Module, example:
         step_s = measure_step(model, plan, example)
         if data.unlabeled is not None:
             # a semi-supervised step also trains on ssl_ratio x the batch of unlabelled images
-            # (fixmatch adds a forward pass of their weak view, about a third of a step);
-            # the first epochs' measured time corrects the estimate
-            step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl == "fixmatch" else 1)
+            # (fixmatch and freematch add a forward pass of their weak view, about a third of
+            # a step); the first epochs' measured time corrects the estimate
+            step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl != "pseudo" else 1)
         epochs, fraction = epochs_for_budget(
             parse_duration(cfg.budget), step_s, train_steps, len(data.val) if data.val else 0,
             example[0].shape[0])

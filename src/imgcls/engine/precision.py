@@ -90,8 +90,8 @@ def keep_freed_memory() -> bool:
     images faulted in and zeroed its activations anew: 36,000 page faults (about 140 MB) per
     step of fastnet_m at batch 256, 8% of the process's CPU time in the kernel. With no mmap
     and a 1 GiB trim threshold the heap keeps those pages: page faults fell 60x and training
-    steps got 1.16x faster (median of 9 process pairs run in turns, 0.95-1.33x; fastnet_s and
-    fastnet_m, 28 px, bf16 + channels_last; benchmarks/README.md). The price is that the
+    steps got 1.16x faster (median of 15 process pairs run in turns, 0.89-1.83x; fastnet_s
+    and fastnet_m, 28 px, bf16 + channels_last; benchmarks/malloc.py). The price is that the
     process holds on to its peak memory. Process-wide, once; ``IMGCLS_MALLOC=system`` leaves
     malloc as it is. Returns whether the setting is in force (False off glibc)."""
     if os.environ.get("IMGCLS_MALLOC") == "system" or platform.libc_ver()[0] != "glibc":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,10 @@ class TrainState:
     epoch_seen: int = 0
     epoch_seconds: float = 0.0
     epoch_mask_sum: float = 0.0  # semi-supervised: share of confident pseudo-labels, summed
+    # FreeMatch: running means of the unlabelled batches' top confidence and class
+    # probabilities, from which its thresholds follow (empty before the first step)
+    ssl_confidence: float = 0.0
+    ssl_class_probs: list[float] = field(default_factory=list)
 
 
 class TrainingDiverged(ImgclsError):
@@ -199,13 +203,14 @@ class Trainer:
         """FixMatch (Sohn et al. 2020): the weak view's confident predictions (max probability
         >= ``ssl_threshold``) are hard labels for the strong view; the weak view needs no
         gradient, so it has a forward pass of its own without one (1.8x faster per step
-        than passing it through backward too, measured). ``pseudo`` (Lee 2013): the
-        confident predictions are labels for the weak view itself, in one pass with the
-        labelled batch."""
+        than passing it through backward too, measured). ``freematch``: the same with the
+        thresholds of :meth:`freematch_thresholds`. ``pseudo`` (Lee 2013): the confident
+        predictions are labels for the weak view itself, in one pass with the labelled
+        batch."""
         c = self.cfg
         weak, strong = self.unlabeled.batch(self.state.step)
         n = len(x)
-        if c.ssl == "fixmatch":
+        if c.ssl in ("fixmatch", "freematch"):
             with torch.no_grad(), self.plan.autocast():
                 out_weak = self.forward_model(weak).float()
             with self.plan.autocast():
@@ -218,11 +223,34 @@ class Trainer:
         logits = out[:n]
         loss = F.cross_entropy(logits, y, weight=self.loss_weight,
                                label_smoothing=self.label_smoothing)
-        conf, pseudo = out_weak.detach().softmax(1).max(1)
-        mask = (conf >= c.ssl_threshold).float()
+        probs = out_weak.detach().softmax(1)
+        conf, pseudo = probs.max(1)
+        if c.ssl == "freematch":
+            mask = (conf >= self.freematch_thresholds(probs, conf)[pseudo]).float()
+        else:
+            mask = (conf >= c.ssl_threshold).float()
         unsup = (F.cross_entropy(target, pseudo, reduction="none") * mask).mean()
         self.state.epoch_mask_sum += float(mask.mean())
         return logits, loss + c.ssl_weight * unsup
+
+    def freematch_thresholds(self, probs: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+        """FreeMatch's self-adaptive thresholds (Wang et al. 2023), one per class: the
+        running mean (momentum 0.999, from 1/classes) of the model's top confidence on the
+        unlabelled batches, scaled by each class's running mean probability relative to the
+        largest. Low while the model is unsure, so the unlabelled images teach from the first
+        steps instead of waiting for confidences of 0.95; lower for the classes it is least
+        sure of. Kept in the train state, so a resumed run goes on with the same values; a
+        batch with non-finite predictions (its step will be skipped) leaves them as they are."""
+        s, m = self.state, 0.999
+        if not s.ssl_class_probs:
+            s.ssl_confidence = 1.0 / probs.shape[1]
+            s.ssl_class_probs = [s.ssl_confidence] * probs.shape[1]
+        p = torch.tensor(s.ssl_class_probs)
+        if torch.isfinite(probs).all():
+            s.ssl_confidence = m * s.ssl_confidence + (1 - m) * float(conf.mean())
+            p = m * p + (1 - m) * probs.mean(0).cpu()
+            s.ssl_class_probs = p.tolist()
+        return (s.ssl_confidence * p / p.max()).to(probs.device)
 
     def skip_step(self, loss: float) -> None:
         """Leave weights, optimizer and BatchNorm statistics as they were; halve the learning
