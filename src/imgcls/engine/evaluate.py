@@ -22,7 +22,7 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     """The views whose logits test-time augmentation averages: the image (``none``), also
     its mirror image (``flip``), also both moved by one pixel up, down, left and right
-    (``shift``, 10 views; the translations the fast recipe trains with)."""
+    (``shift``, 10 views; for nets trained with translations, as ``--augment standard``)."""
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     views = [x] if tta == "none" else [x, x.flip(3)]
