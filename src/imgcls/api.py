@@ -155,7 +155,8 @@ class Classifier:
 
     def evaluate(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
                  batch_size: int = 256, tta: bool | str = False) -> dict[str, float]:
-        """``{"loss", "accuracy", "top5_accuracy", "n"}`` on images ``x`` with labels ``y``."""
+        """``{"loss", "accuracy", "top5_accuracy", "n"}`` on images ``x`` with labels ``y``;
+        ``tta``: False, "flip" (or True) or "shift" (:func:`imgcls.engine.evaluate.tta_views`)."""
         images = self._input(x)
         logits, labels = self._logits(images, _labels(y, len(images)), batch_size, tta)
         m = basic_metrics(logits, labels)
@@ -164,7 +165,8 @@ class Classifier:
 
     def predict(self, x: np.ndarray | torch.Tensor | list, *, batch_size: int = 256,
                 tta: bool | str = False) -> np.ndarray:
-        """Class probabilities (N, classes) for arrays, or for a list of image file paths."""
+        """Class probabilities (N, classes) for arrays, or for a list of image file paths;
+        ``tta`` as in :meth:`evaluate`."""
         _, pre = self._require()
         logits, _ = self._logits(self._input(x), None, batch_size, tta)
         return torch.softmax(logits / pre.temperature, 1).numpy()
