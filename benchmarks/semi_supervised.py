@@ -15,20 +15,16 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-def start(out: Path, name: str, args: list[str]) -> tuple[subprocess.Popen, float]:
+def train(out: Path, name: str, args: list[str]) -> dict:
+    t = time.perf_counter()
     cmd = [sys.executable, "-m", "imgcls", "train", "--out", str(out), "--name", name,
            "--progress", "false", *args]
     with open(out / f"{name}.log", "w") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), time.perf_counter()
-
-
-def finish(out: Path, name: str, started: tuple[subprocess.Popen, float]) -> dict:
-    proc, t = started
-    if proc.wait():
-        raise SystemExit(f"{name} failed (exit {proc.returncode}): see {out / name}.log")
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     summary = json.loads((out / name / "summary.json").read_text())
     records = [json.loads(line) for line in (out / name / "metrics.jsonl").open()]
     return {"name": name, "test_top1": summary["test"]["top1"], "wall_s": time.perf_counter() - t,
@@ -57,11 +53,8 @@ def main() -> None:
     if a.side_by_side:
         common += ["--threads", "1"]
     runs = {"supervised": common, a.ssl: [*common, "--unlabeled", "rest", "--ssl", a.ssl]}
-    if a.side_by_side:
-        started = {name: start(out, name, args) for name, args in runs.items()}
-        rows = [finish(out, name, s) for name, s in started.items()]
-    else:
-        rows = [finish(out, name, start(out, name, args)) for name, args in runs.items()]
+    with ThreadPoolExecutor(len(runs) if a.side_by_side else 1) as pool:
+        rows = list(pool.map(lambda run: train(out, *run), runs.items()))
     print(f"{a.labels_per_class * 10} labels, {a.model}, --budget {a.budget}, "
           f"batch {a.batch_size}, seed {a.seed}{', side by side' if a.side_by_side else ''} "
           f"(runs and logs in {out})")
