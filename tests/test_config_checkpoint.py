@@ -116,3 +116,15 @@ def test_recipe_fills_in_what_was_not_given():
     assert TrainConfig.from_dict({"recipe": "fast", "budget": "19m", "epochs": 4}).epochs == 4
     with pytest.raises(ConfigError, match="recipe: must be one of fast"):
         TrainConfig.from_dict({"recipe": "quick"})
+
+
+def test_train_help_names_each_default_once():
+    """Config flags default to None on the parser (so only given flags override the YAML)
+    and name their real default in their help; the help must not add '(default: None)'."""
+    from imgcls.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    text = sub["train"].format_help()
+    assert "(default: None)" not in text and "MISSING" not in text
+    assert "optimizer (default: sgd)" in " ".join(text.split())
+    assert "finished trials to reach (default: 20)" in " ".join(sub["tune"].format_help().split())

@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import get_args, get_type_hints
 
 from .config import TTA_MODES, TrainConfig, read_yaml
@@ -22,6 +22,14 @@ def _bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None: the config flags default to None (only flags given
+    override the YAML file) and name their real default in their help themselves."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, typed from its annotation; defaults are left None so
     that only flags given on the command line override the YAML file."""
@@ -30,7 +38,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         types = [t for t in (get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None)]
         t = types[0]
         flag = "--" + f.name.replace("_", "-")
-        help_ = f"{f.metadata['help']} (default: {f.default if f.default is not None else '-'})"
+        default = f.default_factory() if f.default is MISSING else f.default
+        help_ = f"{f.metadata['help']} (default: {default if default not in (None, {}) else '-'})"
         if t is bool:
             p.add_argument(flag, type=_bool, nargs="?", const=True, default=None,
                            metavar="BOOL", help=help_)
@@ -262,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model; with no arguments, on the embedded sample",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_DefaultsFormatter)
     t.add_argument("--config", help="YAML file of config keys; flags override it")
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
@@ -302,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="train several models under the same time budget; "
                        "leaderboard with accuracy, size, FLOPs, latency and the Pareto front",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_DefaultsFormatter)
     c.add_argument("--models", required=True, help="comma-separated model names")
     c.add_argument("--leaderboard", default="leaderboard", help="output folder")
     c.add_argument("--config", help="YAML file of config keys; flags override it")
@@ -310,8 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
 
     tu = sub.add_parser("tune", help="hyper-parameter search (Optuna TPE + pruning, SQLite, "
-                        "resumable); writes best.yaml", formatter_class=argparse.
-                        ArgumentDefaultsHelpFormatter)
+                        "resumable); writes best.yaml", formatter_class=_DefaultsFormatter)
     tu.add_argument("--trials", type=int, default=20, help="finished trials to reach")
     tu.add_argument("--study", default="imgcls", help="study name inside the SQLite file")
     tu.add_argument("--study-dir", default="tune", help="folder of study.db, trials, best.yaml")
@@ -365,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="serve a run over HTTP: Open Inference Protocol v2 "
                         "(KServe/Triton REST) and multipart /predict",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=_DefaultsFormatter)
     sv.add_argument("model", metavar="RUN_OR_ONNX", help="run folder, model.safetensors or an "
                     "exported model.onnx (local paths only)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless "
