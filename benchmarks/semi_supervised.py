@@ -7,7 +7,11 @@ other 59,000 training images without their labels (``--unlabeled rest``).
     python benchmarks/semi_supervised.py --budget 10m [--model seed_torch_cnn] [--ssl fixmatch]
 
 ``--side-by-side`` runs the two at once, each with ``--threads 1`` (one core each on a 2-core
-machine), which halves the wall time of long budgets; both still get the same budget.
+machine), which halves the wall time of long budgets; both still get the same budget. Flags
+after ``--`` go to both runs:
+
+    python benchmarks/semi_supervised.py --budget 95m --model fastnet_s --ssl freematch \\
+        --side-by-side -- --lr 0.2
 """
 
 import argparse

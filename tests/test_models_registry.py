@@ -66,6 +66,9 @@ def test_networks_without_normalisation_get_a_tenth_of_the_sgd_rate():
     for name in ("vgg16", "squeezenet1_0", "squeezenet1_1"):
         assert default_lr(TrainConfig(model=name)) == pytest.approx(0.01)
     assert default_lr(TrainConfig(model="vgg16", lr=0.05)) == 0.05  # explicit wins
+    # semi-supervised: the unlabelled images of a step count too (64 + 3 x 64)
+    ssl = TrainConfig(model="fastnet_s", batch_size=64, unlabeled="rest")
+    assert default_lr(ssl) == pytest.approx(0.2)
     assert default_lr(TrainConfig(model="vgg16", optimizer="adam")) == 1e-3
 
 

@@ -81,7 +81,8 @@ class TrainConfig:
     batch_size: int = _f(128, "images per optimisation step (global, over all processes)")
     optimizer: str = _f("sgd", "optimizer", ("sgd", "adam", "adamw"))
     lr: float | None = _f(None, "peak learning rate (default: 0.1 x batch/128 for SGD, as the "
-                          "CIFAR ResNet recipe, a tenth of that for models without "
+                          "CIFAR ResNet recipe, counting the unlabelled images of a step "
+                          "with --unlabeled: batch x (1 + ssl_ratio); a tenth of that for models without "
                           "normalisation layers (VGG without BN, SqueezeNet); 1e-3 for "
                           "Adam/AdamW)")
     momentum: float = _f(0.9, "SGD momentum")
