@@ -82,9 +82,9 @@ class TrainConfig:
     optimizer: str = _f("sgd", "optimizer", ("sgd", "adam", "adamw"))
     lr: float | None = _f(None, "peak learning rate (default: 0.1 x batch/128 for SGD, as the "
                           "CIFAR ResNet recipe, counting the unlabelled images of a step "
-                          "with --unlabeled: batch x (1 + ssl_ratio); a tenth of that for models without "
-                          "normalisation layers (VGG without BN, SqueezeNet); 1e-3 for "
-                          "Adam/AdamW)")
+                          "with --unlabeled: batch x (1 + ssl_ratio); a tenth of that for "
+                          "models without normalisation layers (VGG without BN, "
+                          "SqueezeNet); 1e-3 for Adam/AdamW)")
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(True, "Nesterov momentum for SGD")
     weight_decay: float = _f(5e-4, "weight decay (not applied to norms and biases)")
