@@ -67,7 +67,8 @@ def default_lr(cfg: TrainConfig) -> float:
     """SGD: 0.1 per 128 images that a step back-propagates through (the linear scaling rule),
     which with ``--unlabeled`` counts the ``ssl_ratio`` x batch unlabelled images too: on
     Fashion-MNIST with 1,000 labels, fastnet_s and FreeMatch at batch 64, peaks of 0.05 /
-    0.1 / 0.2 gave 0.883 / 0.889 / 0.894 in 12 minutes (benchmarks/README.md)."""
+    0.1 / 0.2 gave 0.883 / 0.889 / 0.894 in 12 minutes, and 0.908 / 0.907 in 90-95 minutes
+    (benchmarks/README.md)."""
     if cfg.lr is not None:
         return cfg.lr
     if cfg.optimizer != "sgd":
