@@ -12,6 +12,10 @@ after ``--`` go to both runs:
 
     python benchmarks/semi_supervised.py --budget 95m --model fastnet_s --ssl freematch \\
         --side-by-side -- --lr 0.2
+
+``--student 30m`` ends the semi-supervised side with a student: the semi-supervised run gets
+the budget less 30 minutes, then a fresh model learns its predictions on the unlabelled
+images for those 30 (``--ssl distill --teacher``); the supervised run still gets it all.
 """
 
 import argparse
@@ -21,6 +25,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from imgcls.config import parse_duration
+
+
+def train_chain(out: Path, runs: list[tuple[str, list[str]]]) -> list[dict]:
+    """Runs one after the other (a student after its teacher)."""
+    return [train(out, *run) for run in runs]
 
 
 def train(out: Path, name: str, args: list[str]) -> dict:
@@ -44,6 +55,9 @@ def main() -> None:
     p.add_argument("--labels-per-class", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--student", metavar="BUDGET",
+                   help="end the semi-supervised side with a student trained for this long "
+                   "on its predictions (out of --budget)")
     p.add_argument("--side-by-side", action="store_true",
                    help="run both at once with --threads 1 each")
     p.add_argument("--out", default=str(Path(__file__).parent / "_work" / "semi"))
@@ -51,14 +65,23 @@ def main() -> None:
     a = p.parse_args()
     out = Path(a.out) / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True)
-    common = ["--data", "fashion-mnist", "--model", a.model, "--budget", a.budget,
+    common = ["--data", "fashion-mnist", "--model", a.model,
               "--labels-per-class", str(a.labels_per_class), "--val-split", "0",
               "--batch-size", str(a.batch_size), "--seed", str(a.seed), *a.extra]
     if a.side_by_side:
         common += ["--threads", "1"]
-    runs = {"supervised": common, a.ssl: [*common, "--unlabeled", "rest", "--ssl", a.ssl]}
-    with ThreadPoolExecutor(len(runs) if a.side_by_side else 1) as pool:
-        rows = list(pool.map(lambda run: train(out, *run), runs.items()))
+    budget = parse_duration(a.budget, "--budget")
+    student = parse_duration(a.student, "--student") if a.student else 0.0
+    if student >= budget:
+        p.error(f"--student {a.student} leaves nothing of --budget {a.budget}")
+    ssl = [(a.ssl, [*common, "--budget", f"{budget - student:.0f}s", "--unlabeled", "rest",
+                    "--ssl", a.ssl])]
+    if student:
+        ssl.append(("student", [*common, "--budget", f"{student:.0f}s", "--unlabeled", "rest",
+                                "--ssl", "distill", "--teacher", str(out / a.ssl)]))
+    chains = [[("supervised", [*common, "--budget", a.budget])], ssl]
+    with ThreadPoolExecutor(2 if a.side_by_side else 1) as pool:
+        rows = [r for chain in pool.map(lambda c: train_chain(out, c), chains) for r in chain]
     print(f"{a.labels_per_class * 10} labels, {a.model}, --budget {a.budget}, "
           f"batch {a.batch_size}, seed {a.seed}{', side by side' if a.side_by_side else ''} "
           f"(runs and logs in {out})")
@@ -68,7 +91,7 @@ def main() -> None:
         rate = "" if r["pseudo_label_rate"] is None else f"{r['pseudo_label_rate']:.2f}"
         print(f"| {r['name']} | {r['test_top1']:.4f} | {r['wall_s']:.0f} | {r['epochs']} | "
               f"{r['steps']} | {rate} |")
-    gain = 100 * (rows[1]["test_top1"] - rows[0]["test_top1"])
+    gain = 100 * (rows[-1]["test_top1"] - rows[0]["test_top1"])
     print(f"semi-supervised minus supervised: {gain:+.1f} points")
 
 

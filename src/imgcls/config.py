@@ -54,8 +54,12 @@ class TrainConfig:
                                "set name or path (labels ignored), or 'rest' for the training "
                                "images --labels-per-class left out")
     ssl: str = _f("fixmatch", "semi-supervised method (freematch: FixMatch with thresholds "
-                  "that follow the model's own confidence, per class)",
-                  ("fixmatch", "freematch", "pseudo"))
+                  "that follow the model's own confidence, per class; distill: the --teacher "
+                  "run's predictions are the targets)",
+                  ("fixmatch", "freematch", "pseudo", "distill"))
+    teacher: str | None = _f(None, "with --ssl distill: a trained run folder or "
+                             "model.safetensors whose class probabilities on the --unlabeled "
+                             "images the model learns (Noisy Student)")
     ssl_threshold: float = _f(0.95, "confidence above which a prediction is a pseudo-label "
                               "(fixmatch, pseudo)")
     ssl_weight: float = _f(1.0, "weight of the unlabelled loss")
@@ -175,6 +179,11 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")
+        if (self.ssl == "distill") != (self.teacher is not None):
+            raise ConfigError("teacher: --ssl distill and --teacher go together, got ssl "
+                              f"{self.ssl!r} and teacher {self.teacher!r}")
+        if self.teacher is not None and not self.unlabeled:
+            raise ConfigError("teacher: needs --unlabeled images for the teacher to label")
         if self.budget is not None:
             parse_duration(self.budget, "budget")
         if self.image_size is not None and self.image_size < 8:

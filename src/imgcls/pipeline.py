@@ -216,6 +216,34 @@ def tta_mode(cfg: TrainConfig, flip_ok: bool) -> str:
     return cfg.tta
 
 
+def teacher_targets(cfg: TrainConfig, images: ArrayDataset, pre: Preprocess, device: str,
+                    flip_ok: bool, log: Log = print) -> torch.Tensor:
+    """The class probabilities that the ``--teacher`` run gives ``images`` (with the final
+    test's TTA), the targets of ``--ssl distill``; the teacher must know the same classes
+    and take the same input size and channels."""
+    t = time.perf_counter()
+    try:
+        model, tpre, _ = load_run_model(cfg.teacher, device=device)
+    except RunError as e:
+        raise ConfigError(f"teacher: {e}") from e
+    if tpre.class_names != pre.class_names:
+        raise ConfigError(f"teacher: {cfg.teacher} knows classes {tpre.class_names}, this "
+                          f"data has {pre.class_names}")
+    if (tpre.in_chans, tpre.input_size) != (pre.in_chans, pre.input_size):
+        raise ConfigError(f"teacher: {cfg.teacher} takes {tpre.in_chans}x{tpre.input_size}x"
+                          f"{tpre.input_size} images, this run {pre.in_chans}x"
+                          f"{pre.input_size}x{pre.input_size} (--image-size, --channels)")
+    plan = eval_plan(device)
+    tta = tta_mode(cfg, flip_ok)
+    logits, _ = predict_logits(model, make_loader(images, tpre, cfg, plan, train=False), plan,
+                               tta=tta)
+    probs = logits.softmax(1)
+    log(f"teacher {cfg.teacher}: class probabilities of {len(probs)} unlabelled images "
+        f"(TTA {tta}, mean top probability {probs.max(1).values.mean():.3f}) in "
+        f"{time.perf_counter() - t:.0f} s")
+    return probs
+
+
 def class_weights(ds: Dataset) -> torch.Tensor:
     """Inverse-frequency loss weights N / (classes x count): 1 for every class when balanced."""
     counts = torch.bincount(ds.labels, minlength=len(ds.classes)).clamp_min(1).float()
@@ -485,7 +513,9 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         unlabeled = UnlabeledLoader(
             data.unlabeled.images, train_loader.batch_size * cfg.ssl_ratio, mean=pre.mean,
             std=pre.std, weak=aug, seed=cfg.seed, device=plan.device,
-            channels_last=plan.channels_last, rank=ddp.rank, world_size=ddp.world_size)
+            channels_last=plan.channels_last, rank=ddp.rank, world_size=ddp.world_size,
+            targets=teacher_targets(cfg, data.unlabeled, pre, plan.device, data.flip_ok, log)
+            if cfg.teacher else None)
     trainer = Trainer(model, train_loader, val_loader, cfg, plan, log=log,
                       loss_weight=class_weights(data.train) if cfg.class_weights == "auto"
                       else None, distributed=ddp.active, unlabeled=unlabeled)
@@ -558,7 +588,7 @@ def _resolve_epochs(cfg: TrainConfig, plan: ExecPlan, model: nn.Module, example:
             # a semi-supervised step also trains on ssl_ratio x the batch of unlabelled images
             # (fixmatch and freematch add a forward pass of their weak view, about a third of
             # a step); the first epochs' measured time corrects the estimate
-            step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl != "pseudo" else 1)
+            step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl in ("fixmatch", "freematch") else 1)
         epochs, fraction = epochs_for_budget(
             parse_duration(cfg.budget), step_s, train_steps, len(data.val) if data.val else 0,
             example[0].shape[0])

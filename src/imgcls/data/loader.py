@@ -219,7 +219,8 @@ class StreamLoader(_Loader):
 
 class UnlabeledLoader:
     """Two views of unlabelled images for semi-supervised training: a weak one (the run's
-    flip / translate augmentation) and a strong one (RandAugment-like ops plus Cutout).
+    flip / translate augmentation) and a strong one (RandAugment-like ops plus Cutout), with
+    each image's row of ``targets`` (a teacher's class probabilities) when there are some.
 
     The batch for optimisation step ``s`` is a pure function of ``(seed, s)``, so a resumed
     run draws the same unlabelled images; the data cycle through epochs of their own.
@@ -228,8 +229,9 @@ class UnlabeledLoader:
     def __init__(self, images: torch.Tensor, batch_size: int, *, mean: list[float],
                  std: list[float], weak: Augment, seed: int = 0,
                  device: str | torch.device = "cpu", channels_last: bool = False,
-                 rank: int = 0, world_size: int = 1) -> None:
-        self.images = images
+                 rank: int = 0, world_size: int = 1, targets: torch.Tensor | None = None
+                 ) -> None:
+        self.images, self.targets = images, targets
         self.batch_size, self.mean, self.std, self.weak = batch_size, mean, std, weak
         # an unlabelled stream of its own, apart from the labelled order
         self.seed = seed + 7919
@@ -237,7 +239,7 @@ class UnlabeledLoader:
         self.rank, self.world_size = rank, world_size
         self.per_epoch = max(1, len(images) // world_size // batch_size)
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         from .strong import cutout, strong_augment
 
         epoch, b = divmod(step, self.per_epoch)
@@ -251,4 +253,4 @@ class UnlabeledLoader:
                  cutout(normalize(strong, self.mean, self.std), gen))
         if self.channels_last:
             views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
-        return views
+        return *views, None if self.targets is None else self.targets[idx].to(self.device)

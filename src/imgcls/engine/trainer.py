@@ -212,13 +212,16 @@ class Trainer:
         than passing it through backward too, measured). ``freematch``: the same with the
         thresholds of :meth:`freematch_thresholds`. ``pseudo`` (Lee 2013): the confident
         predictions are labels for the weak view itself, in one pass with the labelled
-        batch."""
+        batch. ``distill`` (Noisy Student, Xie et al. 2020): a fixed teacher's class
+        probabilities, worked out once before training, are soft targets for the strong view;
+        every unlabelled image teaches."""
         c = self.cfg
-        weak, strong = self.unlabeled.batch(self.state.step)
+        weak, strong, teacher = self.unlabeled.batch(self.state.step)
         n = len(x)
-        if c.ssl in ("fixmatch", "freematch"):
-            with torch.no_grad(), self.plan.autocast():
-                out_weak = self.forward_model(weak).float()
+        if c.ssl != "pseudo":
+            if teacher is None:
+                with torch.no_grad(), self.plan.autocast():
+                    out_weak = self.forward_model(weak).float()
             with self.plan.autocast():
                 out = self.forward_model(torch.cat([x, strong])).float()
             target = out[n:]
@@ -229,6 +232,9 @@ class Trainer:
         logits = out[:n]
         loss = F.cross_entropy(logits, y, weight=self.loss_weight,
                                label_smoothing=self.label_smoothing)
+        if teacher is not None:
+            self.state.epoch_mask_sum += 1.0
+            return logits, loss + c.ssl_weight * F.cross_entropy(target, teacher)
         probs = out_weak.detach().softmax(1)
         conf, pseudo = probs.max(1)
         if c.ssl == "freematch":
