@@ -280,8 +280,9 @@ class RunCallback(Callback):
         self.run, self.cfg, self.meta, self.plan, self.log = run, cfg, meta, plan, log
         self.write = write  # False on ranks other than 0: they track, rank 0 writes
         self.ddp = ddp or DistInfo()
-        # --budget: perf_counter() when the budgeted time began (None: no re-planning)
-        self.budget_start = self.epoch_end = budget_start
+        # --budget: perf_counter() when the budgeted time began (None: no re-planning); the
+        # first epoch is timed from here, after the one-time work that the budget counts
+        self.budget_start, self.epoch_end = budget_start, time.perf_counter()
         self.epoch_times: list[float] = []
 
     def checkpoint(self, t: Trainer) -> None:
@@ -508,6 +509,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         if not device.startswith("cuda"):
             raise ConfigError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    budget_start = time.perf_counter() if budget_plans else None  # a teacher's pass counts
     unlabeled = None
     if data.unlabeled is not None:
         unlabeled = UnlabeledLoader(
@@ -521,8 +523,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
                       else None, distributed=ddp.active, unlabeled=unlabeled)
     meta = model_meta(cfg, pre)
     trainer.callbacks += [RunCallback(run, cfg, meta, plan, log, write=ddp.is_main, ddp=ddp,
-                                      budget_start=time.perf_counter() if budget_plans
-                                      else None),
+                                      budget_start=budget_start),
                           *(callbacks or [])]
     if cfg.tensorboard and ddp.is_main:
         trainer.callbacks.append(TensorBoardCallback(run))
