@@ -16,6 +16,7 @@ after ``--`` go to both runs:
 ``--student 30m`` ends the semi-supervised side with a student: the semi-supervised run gets
 the budget less 30 minutes, then a fresh model learns its predictions on the unlabelled
 images for those 30 (``--ssl distill --teacher``); the supervised run still gets it all.
+``--rounds 2`` trains a student of that student too, 30 minutes more out of the budget.
 """
 
 import argparse
@@ -58,6 +59,8 @@ def main() -> None:
     p.add_argument("--student", metavar="BUDGET",
                    help="end the semi-supervised side with a student trained for this long "
                    "on its predictions (out of --budget)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="students in a row, each learning from the one before")
     p.add_argument("--side-by-side", action="store_true",
                    help="run both at once with --threads 1 each")
     p.add_argument("--out", default=str(Path(__file__).parent / "_work" / "semi"))
@@ -71,14 +74,16 @@ def main() -> None:
     if a.side_by_side:
         common += ["--threads", "1"]
     budget = parse_duration(a.budget, "--budget")
+    students = [f"student{i + 1}" for i in range(a.rounds)] if a.student else []
     student = parse_duration(a.student, "--student") if a.student else 0.0
-    if student >= budget:
-        p.error(f"--student {a.student} leaves nothing of --budget {a.budget}")
-    ssl = [(a.ssl, [*common, "--budget", f"{budget - student:.0f}s", "--unlabeled", "rest",
-                    "--ssl", a.ssl])]
-    if student:
-        ssl.append(("student", [*common, "--budget", f"{student:.0f}s", "--unlabeled", "rest",
-                                "--ssl", "distill", "--teacher", str(out / a.ssl)]))
+    if student * len(students) >= budget:
+        p.error(f"--student {a.student} x --rounds {a.rounds} leaves nothing of --budget "
+                f"{a.budget}")
+    ssl = [(a.ssl, [*common, "--budget", f"{budget - student * len(students):.0f}s",
+                    "--unlabeled", "rest", "--ssl", a.ssl])]
+    for teacher, name in zip([a.ssl, *students], students):
+        ssl.append((name, [*common, "--budget", f"{student:.0f}s", "--unlabeled", "rest",
+                           "--ssl", "distill", "--teacher", str(out / teacher)]))
     chains = [[("supervised", [*common, "--budget", a.budget])], ssl]
     with ThreadPoolExecutor(2 if a.side_by_side else 1) as pool:
         rows = [r for chain in pool.map(lambda c: train_chain(out, c), chains) for r in chain]
