@@ -30,11 +30,6 @@ from pathlib import Path
 from imgcls.config import parse_duration
 
 
-def train_chain(out: Path, runs: list[tuple[str, list[str]]]) -> list[dict]:
-    """Runs one after the other (a student after its teacher)."""
-    return [train(out, *run) for run in runs]
-
-
 def train(out: Path, name: str, args: list[str]) -> dict:
     t = time.perf_counter()
     cmd = [sys.executable, "-m", "imgcls", "train", "--out", str(out), "--name", name,
@@ -84,9 +79,10 @@ def main() -> None:
     for teacher, name in zip([a.ssl, *students], students):
         ssl.append((name, [*common, "--budget", f"{student:.0f}s", "--unlabeled", "rest",
                            "--ssl", "distill", "--teacher", str(out / teacher)]))
-    chains = [[("supervised", [*common, "--budget", a.budget])], ssl]
+    chains = [[("supervised", [*common, "--budget", a.budget])], ssl]  # each run in turn
     with ThreadPoolExecutor(2 if a.side_by_side else 1) as pool:
-        rows = [r for chain in pool.map(lambda c: train_chain(out, c), chains) for r in chain]
+        rows = [r for chain in pool.map(lambda c: [train(out, *run) for run in c], chains)
+                for r in chain]
     print(f"{a.labels_per_class * 10} labels, {a.model}, --budget {a.budget}, "
           f"batch {a.batch_size}, seed {a.seed}{', side by side' if a.side_by_side else ''} "
           f"(runs and logs in {out})")

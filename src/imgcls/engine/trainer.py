@@ -218,21 +218,18 @@ class Trainer:
         c = self.cfg
         weak, strong, teacher = self.unlabeled.batch(self.state.step)
         n = len(x)
-        if c.ssl != "pseudo":
-            if teacher is None:
-                with torch.no_grad(), self.plan.autocast():
-                    out_weak = self.forward_model(weak).float()
-            with self.plan.autocast():
-                out = self.forward_model(torch.cat([x, strong])).float()
-            target = out[n:]
-        else:
-            with self.plan.autocast():
-                out = self.forward_model(torch.cat([x, weak])).float()
-            out_weak = target = out[n:]
+        if c.ssl in ("fixmatch", "freematch"):
+            with torch.no_grad(), self.plan.autocast():
+                out_weak = self.forward_model(weak).float()
+        with self.plan.autocast():
+            out = self.forward_model(torch.cat([x, weak if c.ssl == "pseudo" else strong])).float()
+        target = out[n:]
+        if c.ssl == "pseudo":
+            out_weak = target
         logits = out[:n]
         loss = F.cross_entropy(logits, y, weight=self.loss_weight,
                                label_smoothing=self.label_smoothing)
-        if teacher is not None:
+        if c.ssl == "distill":
             self.state.epoch_mask_sum += 1.0
             return logits, loss + c.ssl_weight * F.cross_entropy(target, teacher)
         probs = out_weak.detach().softmax(1)
