@@ -69,13 +69,16 @@ def main() -> None:
     if a.side_by_side:
         common += ["--threads", "1"]
     budget = parse_duration(a.budget, "--budget")
-    students = [f"student{i + 1}" for i in range(a.rounds)] if a.student else []
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
     student = parse_duration(a.student, "--student") if a.student else 0.0
-    if student * len(students) >= budget:
+    students = [f"student{i + 1}" for i in range(a.rounds)] if a.student else []
+    ssl_budget = budget - student * len(students)
+    if ssl_budget <= 0:
         p.error(f"--student {a.student} x --rounds {a.rounds} leaves nothing of --budget "
                 f"{a.budget}")
-    ssl = [(a.ssl, [*common, "--budget", f"{budget - student * len(students):.0f}s",
-                    "--unlabeled", "rest", "--ssl", a.ssl])]
+    ssl = [(a.ssl, [*common, "--budget", f"{ssl_budget:.0f}s", "--unlabeled", "rest",
+                    "--ssl", a.ssl])]
     for teacher, name in zip([a.ssl, *students], students):
         ssl.append((name, [*common, "--budget", f"{student:.0f}s", "--unlabeled", "rest",
                            "--ssl", "distill", "--teacher", str(out / teacher)]))

@@ -313,7 +313,7 @@ class RunCallback(Callback):
         shortens: the epoch's batches are already drawn. Saved in config.yaml before the
         next checkpoint, so a resumed run keeps it."""
         now = time.perf_counter()
-        per_step = (now - self.budget_start) / t.state.step
+        per_step = (now - self.epoch_end) / t.state.step  # not a teacher's pass before it
         left = parse_duration(self.cfg.budget) - (now - self.budget_start)
         val_s = (len(t.val_loader) if t.val_loader is not None else 0) * per_step / 3
         fit = t.state.step + max(0, int((left - val_s) / (1.05 * per_step)))
