@@ -17,6 +17,7 @@ after ``--`` go to both runs:
 the budget less 30 minutes, then a fresh model learns its predictions on the unlabelled
 images for those 30 (``--ssl distill --teacher``); the supervised run still gets it all.
 ``--rounds 2`` trains a student of that student too, 30 minutes more out of the budget.
+``--propagate 10`` refines the students' targets by label propagation over 10 neighbours.
 """
 
 import argparse
@@ -56,6 +57,8 @@ def main() -> None:
                    "on its predictions (out of --budget)")
     p.add_argument("--rounds", type=int, default=1,
                    help="students in a row, each learning from the one before")
+    p.add_argument("--propagate", type=int, default=0, metavar="K",
+                   help="the students' targets refined by label propagation over K neighbours")
     p.add_argument("--side-by-side", action="store_true",
                    help="run both at once with --threads 1 each")
     p.add_argument("--out", default=str(Path(__file__).parent / "_work" / "semi"))
@@ -81,7 +84,8 @@ def main() -> None:
                     "--ssl", a.ssl])]
     for teacher, name in zip([a.ssl, *students], students):
         ssl.append((name, [*common, "--budget", f"{student:.0f}s", "--unlabeled", "rest",
-                           "--ssl", "distill", "--teacher", str(out / teacher)]))
+                           "--ssl", "distill", "--teacher", str(out / teacher),
+                           "--propagate", str(a.propagate)]))
     chains = [[("supervised", [*common, "--budget", a.budget])], ssl]  # each run in turn
     with ThreadPoolExecutor(2 if a.side_by_side else 1) as pool:
         rows = [r for chain in pool.map(lambda c: [train(out, *run) for run in c], chains)

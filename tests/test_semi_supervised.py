@@ -9,7 +9,9 @@ import imgcls
 from imgcls.data.augment import Augment
 from imgcls.data.loader import UnlabeledLoader
 from imgcls.engine.checkpoint import read_safetensors
+from imgcls.engine.propagate import knn_graph, propagate_labels
 from imgcls.engine.trainer import Callback
+from imgcls.pipeline import prepare_data, teacher_targets
 
 KW = dict(data="digits", labels_per_class=5, epochs=20, batch_size=16, lr=0.05,
           precision="fp32", channels_last="no", progress=False, log=lambda _: None, seed=1)
@@ -97,3 +99,55 @@ def test_distill_checks_its_teacher(tmp_path):
     big = imgcls.train(name="big", **dict(kw, image_size=16))
     with pytest.raises(imgcls.ConfigError, match="takes 1x16x16 images, this run 1x8x8"):
         imgcls.train(unlabeled="rest", ssl="distill", teacher=str(big.path), **kw)
+
+
+def test_label_propagation_outvotes_a_teachers_isolated_mistakes():
+    """Ten well-separated clusters of features; the teacher is wrong on a random fifth of the
+    unlabelled points, and on all of one cluster, which only its labelled point names right.
+    Neighbours outvote the scattered mistakes; the one label pulls its cluster towards the
+    right class but cannot overturn a teacher that is wrong on all of it."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(10, 32, generator=g) * 4
+    labels = torch.arange(10).repeat_interleave(100)
+    features = centres[labels] + torch.randn(1000, 32, generator=g)
+    teacher = labels.clone()
+    wrong = torch.rand(1000, generator=g) < 0.2
+    teacher[wrong] = torch.randint(0, 10, (int(wrong.sum()),), generator=g)
+    teacher[labels == 3] = 5
+    probs = torch.nn.functional.one_hot(teacher, 10).float() * 0.6 + 0.04
+    labelled = torch.arange(10) * 100  # one labelled point per cluster (also unlabelled)
+    out = propagate_labels(features, probs, features[labelled], labels[labelled], 10,
+                           alpha=0.9)
+    assert out.shape == probs.shape and torch.allclose(out.sum(1), torch.ones(1000))
+    rest = labels != 3
+    assert (teacher[rest] == labels[rest]).float().mean() < 0.85
+    assert (out[rest].argmax(1) == labels[rest]).all()
+    assert 0.1 < out[labels == 3, 3].mean() < out[labels == 3, 5].mean()  # teacher: 0.04
+    sims, idx = knn_graph(features, 5)
+    assert not (idx == torch.arange(1000)[:, None]).any()  # no point is its own neighbour
+    assert (sims[:, :-1] >= sims[:, 1:]).all()  # nearest first
+
+
+def test_label_propagation_makes_a_teachers_targets_more_accurate(tmp_path):
+    """A teacher from 5 labels per class of digits labels the rest 87% right; propagated over
+    10 neighbours in its feature space, with the 50 labelled images holding their labels,
+    90% (seeds 1-3: +1.7 to +3.0 points). A student trains on the refined targets."""
+    teacher = imgcls.train(name="teacher", out=str(tmp_path), **KW)
+    accuracy = {}
+    for k in (0, 10):
+        cfg = imgcls.TrainConfig(**{k: v for k, v in KW.items() if k != "log"},
+                                 unlabeled="rest", ssl="distill", teacher=str(teacher.path),
+                                 propagate=k)
+        data = prepare_data(cfg, log=lambda _: None)
+        targets = teacher_targets(cfg, data.unlabeled, data.train, data.preprocess, "cpu",
+                                  data.flip_ok, log=lambda _: None)
+        accuracy[k] = float((targets.argmax(1) == data.unlabeled.labels).float().mean())
+    assert accuracy[10] > accuracy[0] + 0.015
+    lines = []
+    student = imgcls.train(name="student", out=str(tmp_path), unlabeled="rest", ssl="distill",
+                           teacher=str(teacher.path), propagate=10,
+                           **dict(KW, epochs=2, log=lines.append))
+    assert any("label propagation over 10 neighbours changed" in s for s in lines)
+    assert student.test["top1"] > 0.2  # chance is 0.1, after 2 epochs
+    with pytest.raises(imgcls.ConfigError, match="refines the targets of --ssl distill"):
+        imgcls.train(unlabeled="rest", propagate=10, **dict(KW, epochs=1))

@@ -60,6 +60,9 @@ class TrainConfig:
     teacher: str | None = _f(None, "with --ssl distill: a trained run folder or "
                              "model.safetensors whose class probabilities on the --unlabeled "
                              "images the model learns (Noisy Student)")
+    propagate: int = _f(0, "with --ssl distill: refine the teacher's targets by label "
+                        "propagation over each image's N nearest neighbours in the teacher's "
+                        "feature space, the labelled images holding their labels (0: off)")
     ssl_threshold: float = _f(0.95, "confidence above which a prediction is a pseudo-label "
                               "(fixmatch, pseudo)")
     ssl_weight: float = _f(1.0, "weight of the unlabelled loss")
@@ -182,6 +185,12 @@ class TrainConfig:
         if (self.ssl == "distill") != (self.teacher is not None):
             raise ConfigError("teacher: --ssl distill and --teacher go together, got ssl "
                               f"{self.ssl!r} and teacher {self.teacher!r}")
+        if self.propagate and self.ssl != "distill":
+            raise ConfigError("propagate: refines the targets of --ssl distill, not of "
+                              f"{self.ssl!r}")
+        if self.propagate < 0:
+            raise ConfigError(f"propagate: must be 0 (off) or a number of neighbours, got "
+                              f"{self.propagate}")
         if self.teacher is not None and not self.unlabeled:
             raise ConfigError("teacher: needs --unlabeled images for the teacher to label")
         if self.budget is not None:

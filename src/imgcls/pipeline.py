@@ -39,7 +39,7 @@ from .engine.checkpoint import (
     save_checkpoint,
     save_model_file,
 )
-from .engine.evaluate import basic_metrics, predict_logits
+from .engine.evaluate import basic_metrics, predict_logits, predict_outputs
 from .engine.precision import (
     ExecPlan,
     choose_plan,
@@ -47,6 +47,7 @@ from .engine.precision import (
     measure_step,
     resolve_device,
 )
+from .engine.propagate import propagate_labels
 from .engine.trainer import Callback, Trainer, TrainState
 from .errors import ConfigError, DataError, RunError
 from .models import create_model, is_external
@@ -216,11 +217,12 @@ def tta_mode(cfg: TrainConfig, flip_ok: bool) -> str:
     return cfg.tta
 
 
-def teacher_targets(cfg: TrainConfig, images: ArrayDataset, pre: Preprocess, device: str,
-                    flip_ok: bool, log: Log = print) -> torch.Tensor:
+def teacher_targets(cfg: TrainConfig, images: ArrayDataset, labelled: Dataset, pre: Preprocess,
+                    device: str, flip_ok: bool, log: Log = print) -> torch.Tensor:
     """The class probabilities that the ``--teacher`` run gives ``images`` (with the final
-    test's TTA), the targets of ``--ssl distill``; the teacher must know the same classes
-    and take the same input size and channels."""
+    test's TTA), the targets of ``--ssl distill``; with ``--propagate K`` refined by label
+    propagation over the teacher's features, from the ``labelled`` images too. The teacher
+    must know the same classes and take the same input size and channels."""
     t = time.perf_counter()
     try:
         model, tpre, _ = load_run_model(cfg.teacher, device=device)
@@ -235,11 +237,22 @@ def teacher_targets(cfg: TrainConfig, images: ArrayDataset, pre: Preprocess, dev
                           f"{pre.input_size}x{pre.input_size} (--image-size, --channels)")
     plan = eval_plan(device)
     tta = tta_mode(cfg, flip_ok)
-    logits, _ = predict_logits(model, make_loader(images, tpre, cfg, plan, train=False), plan,
-                               tta=tta)
+
+    def outputs(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return predict_outputs(model, make_loader(ds, tpre, cfg, plan, train=False), plan,
+                               tta=tta, features=cfg.propagate > 0)
+
+    logits, _, features = outputs(images)
     probs = logits.softmax(1)
+    how = f"TTA {tta}"
+    if cfg.propagate:
+        _, labels, labelled_features = outputs(labelled)
+        agree = probs.argmax(1)
+        probs = propagate_labels(features, probs, labelled_features, labels, cfg.propagate)
+        changed = float((probs.argmax(1) != agree).float().mean())
+        how += f", label propagation over {cfg.propagate} neighbours changed {changed:.1%}"
     log(f"teacher {cfg.teacher}: class probabilities of {len(probs)} unlabelled images "
-        f"(TTA {tta}, mean top probability {probs.max(1).values.mean():.3f}) in "
+        f"({how}; mean top probability {probs.max(1).values.mean():.3f}) in "
         f"{time.perf_counter() - t:.0f} s")
     return probs
 
@@ -516,7 +529,8 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
             data.unlabeled.images, train_loader.batch_size * cfg.ssl_ratio, mean=pre.mean,
             std=pre.std, weak=aug, seed=cfg.seed, device=plan.device,
             channels_last=plan.channels_last, rank=ddp.rank, world_size=ddp.world_size,
-            targets=teacher_targets(cfg, data.unlabeled, pre, plan.device, data.flip_ok, log)
+            targets=teacher_targets(cfg, data.unlabeled, data.train, pre, plan.device,
+                                    data.flip_ok, log)
             if cfg.teacher else None)
     trainer = Trainer(model, train_loader, val_loader, cfg, plan, log=log,
                       loss_weight=class_weights(data.train) if cfg.class_weights == "auto"

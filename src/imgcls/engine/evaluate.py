@@ -32,7 +32,6 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     return views
 
 
-@torch.no_grad()
 def predict_logits(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -41,22 +40,45 @@ def predict_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 logits and labels (on the CPU) for every batch; ``tta`` (a mode of
     :func:`tta_views`; True is ``flip``) averages the logits of each image's views."""
+    logits, labels, _ = predict_outputs(model, batches, plan, tta)
+    return logits, labels
+
+
+@torch.no_grad()
+def predict_outputs(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    plan: ExecPlan | None = None,
+    tta: bool | str = False,
+    features: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`predict_logits`, and with ``features`` also each image's pooled features before
+    the classifier (``forward_head(pre_logits=True)`` of the model contract), averaged over
+    the TTA views like the logits."""
     mode = ("flip" if tta else "none") if isinstance(tta, bool) else tta
     plan = plan or ExecPlan()
     was_training = model.training
     model = plan.prepare(model).eval()
-    logits, labels = [], []
+
+    def outputs(v: torch.Tensor) -> list[torch.Tensor]:
+        if not features:
+            return [model(v).float()]
+        fm = model.forward_features(v)
+        return [model.forward_head(fm).float(), model.forward_head(fm, pre_logits=True).float()]
+
+    logits, labels, feats = [], [], []
     for x, y in batches:
         x = plan.prepare_input(x)
         with plan.autocast():
-            views = tta_views(x, mode)
-            out = sum(model(plan.prepare_input(v)).float() for v in views) / len(views)
-        logits.append(out.cpu())
+            views = [outputs(plan.prepare_input(v)) for v in tta_views(x, mode)]
+        mean = [sum(v[i] for v in views) / len(views) for i in range(len(views[0]))]
+        logits.append(mean[0].cpu())
+        feats += [m.cpu() for m in mean[1:]]
         labels.append(y.cpu())
     model.train(was_training)
     if not logits:
-        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
-    return torch.cat(logits), torch.cat(labels)
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long), None
+    return torch.cat(logits), torch.cat(labels), torch.cat(feats) if features else None
 
 
 def basic_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
