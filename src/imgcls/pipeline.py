@@ -247,9 +247,9 @@ def teacher_targets(cfg: TrainConfig, images: ArrayDataset, labelled: Dataset, p
     how = f"TTA {tta}"
     if cfg.propagate:
         _, labels, labelled_features = outputs(labelled)
-        agree = probs.argmax(1)
+        before = probs.argmax(1)
         probs = propagate_labels(features, probs, labelled_features, labels, cfg.propagate)
-        changed = float((probs.argmax(1) != agree).float().mean())
+        changed = float((probs.argmax(1) != before).float().mean())
         how += f", label propagation over {cfg.propagate} neighbours changed {changed:.1%}"
     log(f"teacher {cfg.teacher}: class probabilities of {len(probs)} unlabelled images "
         f"({how}; mean top probability {probs.max(1).values.mean():.3f}) in "

@@ -71,9 +71,9 @@ def predict_outputs(
         x = plan.prepare_input(x)
         with plan.autocast():
             views = [outputs(plan.prepare_input(v)) for v in tta_views(x, mode)]
-        mean = [sum(v[i] for v in views) / len(views) for i in range(len(views[0]))]
-        logits.append(mean[0].cpu())
-        feats += [m.cpu() for m in mean[1:]]
+        logits.append((sum(v[0] for v in views) / len(views)).cpu())
+        if features:
+            feats.append((sum(v[1] for v in views) / len(views)).cpu())
         labels.append(y.cpu())
     model.train(was_training)
     if not logits:

@@ -35,7 +35,8 @@ def propagate_labels(features: torch.Tensor, probs: torch.Tensor,
     ``probs``). The graph joins every image, labelled or not, to its ``k`` nearest neighbours,
     weighted by softmax(similarity / ``temperature``); ``iters`` rounds of
     ``P = (1 - alpha) P0 + alpha W P`` start from the teacher's probabilities, with the
-    labelled images' rows held at their one-hot labels."""
+    labelled images' rows held at their one-hot labels (rows of W sum to 1, so every
+    round keeps each row a distribution)."""
     n = len(labelled_features)
     sims, idx = knn_graph(torch.cat([labelled_features, features]), k)
     w = (sims / temperature).softmax(1).unsqueeze(2)
@@ -44,4 +45,4 @@ def propagate_labels(features: torch.Tensor, probs: torch.Tensor,
     for _ in range(iters):
         p = (1 - alpha) * start + alpha * (w * p[idx]).sum(1)
         p[:n] = start[:n]
-    return p[n:] / p[n:].sum(1, keepdim=True)
+    return p[n:]
