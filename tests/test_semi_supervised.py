@@ -135,17 +135,20 @@ def test_label_propagation_makes_a_teachers_targets_more_accurate(tmp_path):
     10 neighbours in its feature space, with the 50 labelled images holding their labels,
     90% (seeds 1-3: +1.7 to +3.0 points). A student trains on the refined targets."""
     teacher = imgcls.train(name="teacher", out=str(tmp_path), **KW)
-    accuracy = {}
+    accuracy, lines = {}, []
     for k in (0, 10):
         cfg = imgcls.TrainConfig(**{k: v for k, v in KW.items() if k != "log"},
                                  unlabeled="rest", ssl="distill", teacher=str(teacher.path),
                                  propagate=k)
         data = prepare_data(cfg, log=lambda _: None)
         targets = teacher_targets(cfg, data.unlabeled, data.train, data.preprocess, "cpu",
-                                  data.flip_ok, log=lambda _: None)
+                                  data.flip_ok, log=lines.append)
         accuracy[k] = float((targets.argmax(1) == data.unlabeled.labels).float().mean())
     assert accuracy[10] > accuracy[0] + 0.015
-    lines = []
+    # --unlabeled rest knows the labels it hides: the log says how right the targets are
+    assert f"{accuracy[0]:.1%} right; label propagation over 10 neighbours" in lines[1]
+    assert f"{accuracy[10]:.1%} right; mean top" in lines[1]
+    lines.clear()
     student = imgcls.train(name="student", out=str(tmp_path), unlabeled="rest", ssl="distill",
                            teacher=str(teacher.path), propagate=10,
                            **dict(KW, epochs=2, log=lines.append))

@@ -242,15 +242,21 @@ def teacher_targets(cfg: TrainConfig, images: ArrayDataset, labelled: Dataset, p
         return predict_outputs(model, make_loader(ds, tpre, cfg, plan, train=False), plan,
                                tta=tta, features=cfg.propagate > 0)
 
+    def right(p: torch.Tensor) -> str:  # --unlabeled rest keeps the labels it hides
+        return f", {float((p.argmax(1) == images.labels).float().mean()):.1%} right" \
+            if cfg.unlabeled == "rest" else ""
+
     logits, _, features = outputs(images)
     probs = logits.softmax(1)
     how = f"TTA {tta}"
     if cfg.propagate:
         _, labels, labelled_features = outputs(labelled)
-        before = probs.argmax(1)
+        before = probs
         probs = propagate_labels(features, probs, labelled_features, labels, cfg.propagate)
-        changed = float((probs.argmax(1) != before).float().mean())
-        how += f", label propagation over {cfg.propagate} neighbours changed {changed:.1%}"
+        changed = float((probs.argmax(1) != before.argmax(1)).float().mean())
+        how += (f"{right(before)}; label propagation over {cfg.propagate} neighbours changed "
+                f"{changed:.1%}")
+    how += right(probs)
     log(f"teacher {cfg.teacher}: class probabilities of {len(probs)} unlabelled images "
         f"({how}; mean top probability {probs.max(1).values.mean():.3f}) in "
         f"{time.perf_counter() - t:.0f} s")
