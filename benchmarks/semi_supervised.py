@@ -18,6 +18,7 @@ the budget less 30 minutes, then a fresh model learns its predictions on the unl
 images for those 30 (``--ssl distill --teacher``); the supervised run still gets it all.
 ``--rounds 2`` trains a student of that student too, 30 minutes more out of the budget.
 ``--propagate 10`` refines the students' targets by label propagation over 10 neighbours.
+``--ensemble`` makes each student learn the mean of all the runs before it, not only the last.
 """
 
 import argparse
@@ -59,6 +60,8 @@ def main() -> None:
                    help="students in a row, each learning from the one before")
     p.add_argument("--propagate", type=int, default=0, metavar="K",
                    help="the students' targets refined by label propagation over K neighbours")
+    p.add_argument("--ensemble", action="store_true",
+                   help="each student learns the mean of all the runs before it")
     p.add_argument("--side-by-side", action="store_true",
                    help="run both at once with --threads 1 each")
     p.add_argument("--out", default=str(Path(__file__).parent / "_work" / "semi"))
@@ -82,9 +85,11 @@ def main() -> None:
                 f"{a.budget}")
     ssl = [(a.ssl, [*common, "--budget", f"{ssl_budget:.0f}s", "--unlabeled", "rest",
                     "--ssl", a.ssl])]
-    for teacher, name in zip([a.ssl, *students], students):
+    before = [a.ssl, *students]
+    for i, name in enumerate(students):
+        teachers = ",".join(str(out / t) for t in (before[:i + 1] if a.ensemble else [before[i]]))
         ssl.append((name, [*common, "--budget", f"{student:.0f}s", "--unlabeled", "rest",
-                           "--ssl", "distill", "--teacher", str(out / teacher),
+                           "--ssl", "distill", "--teacher", teachers,
                            "--propagate", str(a.propagate)]))
     chains = [[("supervised", [*common, "--budget", a.budget])], ssl]  # each run in turn
     with ThreadPoolExecutor(2 if a.side_by_side else 1) as pool:

@@ -103,6 +103,32 @@ def test_distill_checks_its_teacher(tmp_path):
         imgcls.train(unlabeled="rest", ssl="distill", teacher=str(big.path), **kw)
 
 
+def test_several_teachers_teach_the_mean_of_their_probabilities(tmp_path):
+    """``--teacher a,b``: the targets are the mean of each teacher's own, and propagation
+    runs over both teachers' features; the log says how right each teacher is alone."""
+    kw = {k: v for k, v in KW.items() if k != "log"}
+    runs = [str(imgcls.train(name=f"t{seed}", out=str(tmp_path), log=lambda _: None,
+                             **dict(kw, seed=seed, epochs=5)).path) for seed in (1, 2)]
+
+    def targets(teacher: str, propagate: int = 0) -> tuple[torch.Tensor, list[str]]:
+        cfg = imgcls.TrainConfig(**kw, unlabeled="rest", ssl="distill", teacher=teacher,
+                                 propagate=propagate)
+        data, lines = prepare_data(cfg, log=lambda _: None), []
+        return teacher_targets(cfg, data.unlabeled, data.train, data.preprocess, "cpu",
+                               data.flip_ok, log=lines.append), lines
+
+    (a, _), (b, _) = targets(runs[0]), targets(runs[1])
+    assert not torch.allclose(a, b, atol=0.05)
+    both, lines = targets(f"{runs[0]}, {runs[1]}")
+    assert torch.allclose(both, (a + b) / 2, atol=1e-6)
+    assert "mean of 2 teachers (" in lines[0] and "right alone)" in lines[0]
+    propagated, lines = targets(",".join(runs), propagate=10)
+    assert "label propagation over 10 neighbours changed" in lines[0]
+    assert torch.allclose(propagated.sum(1), torch.ones(len(both)))
+    with pytest.raises(imgcls.ConfigError, match="an empty name among"):
+        imgcls.TrainConfig(**kw, unlabeled="rest", ssl="distill", teacher=f"{runs[0]},")
+
+
 def test_label_propagation_outvotes_a_teachers_isolated_mistakes():
     """Ten well-separated clusters of features; the teacher is wrong on a random fifth of the
     unlabelled points, and on all of one cluster, which only its labelled point names right.

@@ -59,7 +59,8 @@ class TrainConfig:
                   ("fixmatch", "freematch", "pseudo", "distill"))
     teacher: str | None = _f(None, "with --ssl distill: a trained run folder or "
                              "model.safetensors whose class probabilities on the --unlabeled "
-                             "images the model learns (Noisy Student)")
+                             "images the model learns (Noisy Student); several, separated by "
+                             "commas, teach the mean of theirs (an ensemble)")
     propagate: int = _f(0, "with --ssl distill: refine the teacher's targets by label "
                         "propagation over each image's N nearest neighbours in the teacher's "
                         "feature space, the labelled images holding their labels (0: off)")
@@ -193,10 +194,18 @@ class TrainConfig:
                               f"{self.propagate}")
         if self.teacher is not None and not self.unlabeled:
             raise ConfigError("teacher: needs --unlabeled images for the teacher to label")
+        if self.teacher is not None and not all(self.teachers):
+            raise ConfigError(f"teacher: an empty name among the comma-separated teachers "
+                              f"{self.teacher!r}")
         if self.budget is not None:
             parse_duration(self.budget, "budget")
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"image_size: must be at least 8, got {self.image_size}")
+
+    @property
+    def teachers(self) -> list[str]:
+        """The ``--teacher`` runs, one or more (comma-separated)."""
+        return [t.strip() for t in self.teacher.split(",")] if self.teacher else []
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

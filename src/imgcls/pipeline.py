@@ -9,9 +9,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration
@@ -220,39 +222,54 @@ def tta_mode(cfg: TrainConfig, flip_ok: bool) -> str:
 def teacher_targets(cfg: TrainConfig, images: ArrayDataset, labelled: Dataset, pre: Preprocess,
                     device: str, flip_ok: bool, log: Log = print) -> torch.Tensor:
     """The class probabilities that the ``--teacher`` run gives ``images`` (with the final
-    test's TTA), the targets of ``--ssl distill``; with ``--propagate K`` refined by label
-    propagation over the teacher's features, from the ``labelled`` images too. The teacher
-    must know the same classes and take the same input size and channels."""
+    test's TTA), the targets of ``--ssl distill``; several teachers (comma-separated) give
+    the mean of theirs. With ``--propagate K`` refined by label propagation over the
+    teachers' features, from the ``labelled`` images too; several teachers' features are
+    each L2-normalised and joined, so that the similarity of two images is the mean of
+    their cosine similarities in each teacher's space. Every teacher must know the same
+    classes and take the same input size and channels."""
     t = time.perf_counter()
-    try:
-        model, tpre, _ = load_run_model(cfg.teacher, device=device)
-    except RunError as e:
-        raise ConfigError(f"teacher: {e}") from e
-    if tpre.class_names != pre.class_names:
-        raise ConfigError(f"teacher: {cfg.teacher} knows classes {tpre.class_names}, this "
-                          f"data has {pre.class_names}")
-    if (tpre.in_chans, tpre.input_size) != (pre.in_chans, pre.input_size):
-        raise ConfigError(f"teacher: {cfg.teacher} takes {tpre.in_chans}x{tpre.input_size}x"
-                          f"{tpre.input_size} images, this run {pre.in_chans}x"
-                          f"{pre.input_size}x{pre.input_size} (--image-size, --channels)")
     plan = eval_plan(device)
     tta = tta_mode(cfg, flip_ok)
+    probs, features, labelled_features = [], [], []
+    for teacher in cfg.teachers:
+        try:
+            model, tpre, _ = load_run_model(teacher, device=device)
+        except RunError as e:
+            raise ConfigError(f"teacher: {e}") from e
+        if tpre.class_names != pre.class_names:
+            raise ConfigError(f"teacher: {teacher} knows classes {tpre.class_names}, this "
+                              f"data has {pre.class_names}")
+        if (tpre.in_chans, tpre.input_size) != (pre.in_chans, pre.input_size):
+            raise ConfigError(f"teacher: {teacher} takes {tpre.in_chans}x{tpre.input_size}x"
+                              f"{tpre.input_size} images, this run {pre.in_chans}x"
+                              f"{pre.input_size}x{pre.input_size} (--image-size, --channels)")
+        loader = partial(make_loader, pre=tpre, cfg=cfg, plan=plan, train=False)
+        logits, _, feats = predict_outputs(model, loader(images), plan, tta=tta,
+                                           features=cfg.propagate > 0)
+        probs.append(logits.softmax(1))
+        if cfg.propagate:
+            _, labels, labelled_feats = predict_outputs(model, loader(labelled), plan, tta=tta,
+                                                        features=True)
+            features.append(F.normalize(feats.float(), dim=1))
+            labelled_features.append(F.normalize(labelled_feats.float(), dim=1))
 
-    def outputs(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        return predict_outputs(model, make_loader(ds, tpre, cfg, plan, train=False), plan,
-                               tta=tta, features=cfg.propagate > 0)
+    def accuracy(p: torch.Tensor) -> float:  # --unlabeled rest keeps the labels it hides
+        return float((p.argmax(1) == images.labels).float().mean())
 
-    def right(p: torch.Tensor) -> str:  # --unlabeled rest keeps the labels it hides
-        return f", {float((p.argmax(1) == images.labels).float().mean()):.1%} right" \
-            if cfg.unlabeled == "rest" else ""
+    def right(p: torch.Tensor) -> str:
+        return f", {accuracy(p):.1%} right" if cfg.unlabeled == "rest" else ""
 
-    logits, _, features = outputs(images)
-    probs = logits.softmax(1)
     how = f"TTA {tta}"
+    if len(probs) > 1:
+        how += f", mean of {len(probs)} teachers"
+        if cfg.unlabeled == "rest":
+            how += f" ({', '.join(f'{accuracy(p):.1%}' for p in probs)} right alone)"
+    probs = torch.stack(probs).mean(0)
     if cfg.propagate:
-        _, labels, labelled_features = outputs(labelled)
         before = probs
-        probs = propagate_labels(features, probs, labelled_features, labels, cfg.propagate)
+        probs = propagate_labels(torch.cat(features, 1), probs, torch.cat(labelled_features, 1),
+                                 labels, cfg.propagate)
         changed = float((probs.argmax(1) != before.argmax(1)).float().mean())
         how += (f"{right(before)}; label propagation over {cfg.propagate} neighbours changed "
                 f"{changed:.1%}")
