@@ -205,7 +205,7 @@ class TrainConfig:
     @property
     def teachers(self) -> list[str]:
         """The ``--teacher`` runs, one or more (comma-separated)."""
-        return [t.strip() for t in self.teacher.split(",")] if self.teacher else []
+        return [t.strip() for t in self.teacher.split(",")] if self.teacher is not None else []
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
