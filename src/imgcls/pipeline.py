@@ -249,8 +249,8 @@ def teacher_targets(cfg: TrainConfig, images: ArrayDataset, labelled: Dataset, p
                                            features=cfg.propagate > 0)
         probs.append(logits.softmax(1))
         if cfg.propagate:
-            _, labels, labelled_feats = predict_outputs(model, loader(labelled), plan, tta=tta,
-                                                        features=True)
+            labelled_feats = predict_outputs(model, loader(labelled), plan, tta=tta,
+                                             features=True)[2]
             features.append(F.normalize(feats.float(), dim=1))
             labelled_features.append(F.normalize(labelled_feats.float(), dim=1))
 
@@ -269,7 +269,7 @@ def teacher_targets(cfg: TrainConfig, images: ArrayDataset, labelled: Dataset, p
     if cfg.propagate:
         before = probs
         probs = propagate_labels(torch.cat(features, 1), probs, torch.cat(labelled_features, 1),
-                                 labels, cfg.propagate)
+                                 labelled.labels, cfg.propagate)
         changed = float((probs.argmax(1) != before.argmax(1)).float().mean())
         how += (f"{right(before)}; label propagation over {cfg.propagate} neighbours changed "
                 f"{changed:.1%}")
