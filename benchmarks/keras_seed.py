@@ -1,5 +1,5 @@
 """The seed's Keras code (section 4.1) on Fashion-MNIST; run in a separate environment that
-has tensorflow-cpu (see benchmarks/README.md). Prints one JSON line.
+has tensorflow-cpu (see benchmarks/README.md). Prints one JSON line, which peers.py records.
 
     python benchmarks/keras_seed.py --epochs 3 --data-dir /usr/share/datasets/fashion-mnist
 """

@@ -1,5 +1,6 @@
 """Kill a training run with SIGKILL at random moments, resume it each time, and compare the
 final weights with an uninterrupted run: they must be bitwise equal (deterministic mode).
+Each repeat is appended as a row to benchmarks/kill_resume_results.jsonl.
 
     python benchmarks/kill_resume.py --repeats 50
 """
@@ -14,8 +15,9 @@ import time
 from pathlib import Path
 
 import torch
+from _record import append_row
 
-from imgcls.engine.checkpoint import read_safetensors
+from imgcls.utils import read_safetensors
 
 COMMON = ["--data", "sample", "--epochs", "2", "--batch-size", "64", "--checkpoint-every", "5",
           "--ema", "0.99", "--deterministic", "true", "--precision", "fp32",
@@ -106,6 +108,8 @@ def main():
         ok = same(weights(run), reference)
         equal += ok
         total_kills += landed
+        append_row(Path(__file__).parent / "kill_resume_results.jsonl",
+                   {"repeat": i, "kills": landed, "identical": ok})
         print(f"repeat {i + 1}: {landed} kills, final weights "
               f"{'identical' if ok else 'DIFFERENT'}", flush=True)
         if not ok:

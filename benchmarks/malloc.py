@@ -5,7 +5,8 @@ One process per measurement, the two settings in turns (the machine's speed drif
     python benchmarks/malloc.py [--models fastnet_m,fastnet_s] [--pairs 3]
 
 Each process times 20 training steps of batch 256 on 28 px grayscale in bf16 +
-channels_last and reports the median step, its kernel (sys) time and minor page faults.
+channels_last and reports the median step, its kernel (sys) time and minor page faults. Each
+pair is appended as a row to benchmarks/malloc_results.jsonl.
 """
 
 import argparse
@@ -13,6 +14,11 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
+
+from _record import append_row
+
+RESULTS = Path(__file__).parent / "malloc_results.jsonl"
 
 STEPS = """
 import json, resource, sys, time, statistics, torch, torch.nn.functional as F
@@ -58,6 +64,8 @@ def main() -> None:
         for _ in range(a.pairs):
             plain, keep = measure(model, "plain"), measure(model, "keep")
             ratios.append(plain["ms"] / keep["ms"])
+            append_row(RESULTS, {"model": model, "default": plain, "keep": keep,
+                                 "ratio": ratios[-1]})
             print(f"| {model} | {plain['ms']:.0f} | {keep['ms']:.0f} | {ratios[-1]:.2f} | "
                   f"{plain['faults']:,} / {keep['faults']:,} |", flush=True)
     print(f"median ratio {statistics.median(ratios):.2f} over {len(ratios)} pairs")

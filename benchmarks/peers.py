@@ -5,6 +5,8 @@
   imgcls on seed_keras_cnn;
 * timm's train.py (benchmarks/timm_train.py, needs --timm-repo) vs imgcls on seed_torch_cnn.
 
+All figures and ratios are appended as one row to benchmarks/peers_results.jsonl.
+
     python benchmarks/peers.py --epochs 3 --tf-python /work/tfvenv/bin/python \\
         --timm-repo /path/to/pytorch-image-models
 """
@@ -16,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _record import append_row
 from seed_loop import seed_loop
 
 import imgcls
@@ -58,12 +61,16 @@ def main():
     ours = {"seed PyTorch loop": "imgcls seed_torch_cnn",
             "timm train.py seed_torch_cnn": "imgcls seed_torch_cnn",
             "Keras/TensorFlow seed code": "imgcls seed_keras_cnn"}
+    ratios = {}
     for peer, mine in ours.items():
         if peer in rows:
             a, b = rows[mine], rows[peer]
+            ratios[peer] = a["images_per_s"] / b["images_per_s"]
             print(f"{mine} {a['images_per_s']:,.0f} img/s (test {a['test_top1']:.4f}) vs {peer} "
                   f"{b['images_per_s']:,.0f} img/s (test {b['test_top1']:.4f}): "
-                  f"{a['images_per_s'] / b['images_per_s']:.2f}x")
+                  f"{ratios[peer]:.2f}x")
+    append_row(HERE / "peers_results.jsonl", {"epochs": args.epochs, "runs": rows,
+                                               "ratios": ratios})
 
 
 if __name__ == "__main__":

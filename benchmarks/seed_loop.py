@@ -1,5 +1,6 @@
 """The seed's own PyTorch loop (section 4.2) against `imgcls train`, same model, same data,
-same number of epochs, in one invocation.
+same number of epochs, in one invocation. The result is appended to
+benchmarks/seed_loop_results.jsonl.
 
 The seed loop is written as the seed wrote it: a Dataset returning PIL images, per-image
 ToTensor + Normalize, a DataLoader with 2 worker processes, the Conv32-BN-Pool-Conv64-BN-Pool-
@@ -11,19 +12,22 @@ fashion-mnist --model seed_torch_cnn --epochs N`).
 
 import argparse
 import json
-import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from _record import append_row
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 import imgcls
 from imgcls.data.sources import load_source
+
+HERE = Path(__file__).parent
 
 
 class SeedDataset(Dataset):
@@ -98,9 +102,9 @@ def main():
     args = p.parse_args()
     seed = seed_loop(args.epochs)
     ours = imgcls_run(args.epochs)
-    result = {"machine": f"{platform.machine()} {torch.get_num_threads()} threads",
-              "torch": torch.__version__, "epochs": args.epochs, "seed_loop": seed,
-              "imgcls": ours, "speedup": ours["images_per_s"] / seed["images_per_s"]}
+    result = append_row(HERE / "seed_loop_results.jsonl", {
+        "threads": torch.get_num_threads(), "epochs": args.epochs, "seed_loop": seed,
+        "imgcls": ours, "speedup": ours["images_per_s"] / seed["images_per_s"]})
     print(json.dumps(result, indent=2))
     print(f"seed loop {seed['images_per_s']:,.0f} img/s, test {seed['test_top1']:.4f} | "
           f"imgcls {ours['images_per_s']:,.0f} img/s, test {ours['test_top1']:.4f} | "

@@ -19,6 +19,9 @@ images for those 30 (``--ssl distill --teacher``); the supervised run still gets
 ``--rounds 2`` trains a student of that student too, 30 minutes more out of the budget.
 ``--propagate 10`` refines the students' targets by label propagation over 10 neighbours.
 ``--ensemble`` makes each student learn the mean of all the runs before it, not only the last.
+
+Each invocation's runs and gain are appended as one row to
+benchmarks/semi_supervised_results.jsonl.
 """
 
 import argparse
@@ -28,6 +31,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _record import append_row
 
 from imgcls.config import parse_duration
 
@@ -106,6 +111,8 @@ def main() -> None:
               f"{r['steps']} | {rate} |")
     gain = 100 * (rows[-1]["test_top1"] - rows[0]["test_top1"])
     print(f"semi-supervised minus supervised: {gain:+.1f} points")
+    append_row(Path(__file__).parent / "semi_supervised_results.jsonl",
+               {"out": str(out), "runs": rows, "gain_points": gain})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Load test of `imgcls serve` from a separate process: concurrency 1, 8 and 32 for a bounded
 time each, 28x28 Fashion-MNIST images as UINT8 tensors (Open Inference Protocol v2 JSON).
-Records requests/s, p50 and p99 latency and errors. Loopback only.
+Records requests/s, p50 and p99 latency and errors, one row per concurrency appended to
+benchmarks/serve_results.jsonl. Loopback only.
 
     python benchmarks/serve.py [--run RUN] [--seconds 10] [--backend onnx]
 """
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from _record import append_row
 
 import imgcls
 from imgcls.data.sources import load_source
@@ -98,6 +100,9 @@ def main():
         server.terminate()
         server.wait(timeout=30)
     print(json.dumps({"backend": args.backend, "rows": rows}, indent=1))
+    for r in rows:
+        append_row(HERE / "serve_results.jsonl",
+                   {"backend": args.backend, "run": run, "seconds": args.seconds, **r})
     for r in rows:
         print(f"concurrency {r['concurrency']:>2}: {r['requests_per_s']:,.0f} req/s, p50 "
               f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}")

@@ -3,7 +3,8 @@
 The imgcls models are registered into timm's registry under their names, train.py is
 imported from a checkout of timm (never copied into this project) and its
 ``train_one_epoch`` is wrapped to time each epoch. The data are written once as PNG files in
-an ImageFolder layout, which is what train.py reads. Prints one JSON line.
+an ImageFolder layout, which is what train.py reads. Prints one JSON line, which peers.py
+records.
 
     python benchmarks/timm_train.py --timm-repo PATH --model seed_torch_cnn --epochs 3
 """

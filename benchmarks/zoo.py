@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from _record import append_row
 
 import imgcls
 from imgcls.config import TrainConfig
@@ -79,9 +80,7 @@ def main():
                "plan": r.plan.describe(), "test_top1": r.test["top1"],
                "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, "
                           f"torch {torch.__version__}, {platform.python_version()}"}
-        with RESULTS.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(json.dumps(rec), flush=True)
+        print(json.dumps(append_row(RESULTS, rec)), flush=True)
         write_table()
 
 

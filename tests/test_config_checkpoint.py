@@ -84,7 +84,7 @@ def test_damaged_checkpoint_falls_back_to_previous(tmp_path):
 
 
 def test_epochs_for_budget():
-    from imgcls.pipeline import epochs_for_budget
+    from imgcls.engine.budget import epochs_for_budget
 
     # 100 steps of 0.1 s = 10 s per epoch (+ no val): 60 s fits 5 whole epochs with 10% spare
     assert epochs_for_budget(60, 0.1, 100, 0, 128) == (5, 1.0)

@@ -14,7 +14,7 @@ from PIL import Image
 import imgcls
 from imgcls.cli import main
 from imgcls.data.sources import load_source
-from imgcls.engine.checkpoint import read_safetensors
+from imgcls.utils import read_safetensors
 
 
 @pytest.fixture(scope="module")

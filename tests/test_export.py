@@ -13,7 +13,7 @@ import imgcls
 from imgcls.cli import main
 from imgcls.errors import ImgclsError
 from imgcls.export import ProbabilityModel, check_parity, export_model, parity_images
-from imgcls.pipeline import load_run_model
+from imgcls.run import load_run_model
 
 
 @pytest.fixture(scope="module")

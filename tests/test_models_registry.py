@@ -58,8 +58,7 @@ def test_reset_classifier_and_reload(name, tmp_path):
 
 
 def test_networks_without_normalisation_get_a_tenth_of_the_sgd_rate():
-    from imgcls.config import TrainConfig
-    from imgcls.engine.trainer import default_lr
+    from imgcls.config import TrainConfig, default_lr
 
     assert default_lr(TrainConfig(model="resnet20", batch_size=256)) == pytest.approx(0.2)
     assert default_lr(TrainConfig(model="vgg16_bn")) == pytest.approx(0.1)

@@ -7,11 +7,12 @@ import torch
 
 import imgcls
 from imgcls.data.augment import Augment
-from imgcls.data.loader import UnlabeledLoader
-from imgcls.engine.checkpoint import read_safetensors
-from imgcls.engine.propagate import knn_graph, propagate_labels
 from imgcls.engine.trainer import Callback
-from imgcls.pipeline import prepare_data, teacher_targets
+from imgcls.ssl import distill_targets
+from imgcls.ssl.loader import UnlabeledLoader
+from imgcls.ssl.propagate import knn_graph, propagate_labels
+from imgcls.training import prepare
+from imgcls.utils import read_safetensors
 
 KW = dict(data="digits", labels_per_class=5, epochs=20, batch_size=16, lr=0.05,
           precision="fp32", channels_last="no", progress=False, log=lambda _: None, seed=1)
@@ -61,10 +62,10 @@ def test_freematch_thresholds_rise_with_confidence_and_resume_exactly(tmp_path):
               deterministic=True, out=str(tmp_path))
     straight = imgcls.train(name="straight", **kw)
     _, meta = read_safetensors(straight.path / "checkpoints" / "last.safetensors")
-    state = meta["state"]
+    state = meta["objective"]
     # from 1/10, the running mean of the top confidence has risen; a threshold per class
-    assert 0.1 < state["ssl_confidence"] < 1 and len(state["ssl_class_probs"]) == 10
-    assert sum(state["ssl_class_probs"]) == pytest.approx(1, abs=1e-4)
+    assert 0.1 < state["confidence"] < 1 and len(state["class_probs"]) == 10
+    assert sum(state["class_probs"]) == pytest.approx(1, abs=1e-4)
     # far below 0.95 from the start: most unlabelled images teach in the first epoch
     assert straight.run.read_metrics()[0]["train_pseudo_label_rate"] > 0.5
     with pytest.raises(KeyboardInterrupt):
@@ -74,9 +75,10 @@ def test_freematch_thresholds_rise_with_confidence_and_resume_exactly(tmp_path):
     b, meta_b = read_safetensors(resumed.path / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     _, last_b = read_safetensors(resumed.path / "checkpoints" / "last.safetensors")
-    assert last_b["state"]["ssl_class_probs"] == state["ssl_class_probs"]
+    assert last_b["objective"]["class_probs"] == state["class_probs"]
 
 
+@pytest.mark.slow  # three trainings, two of 80 epochs: minutes on 2 cores
 def test_distill_learns_the_teachers_knowledge(tmp_path):
     """A teacher trained on every label of digits passes what it knows to a student that
     has 5 labels per class: the student beats the same 5 labels without the teacher."""
@@ -113,9 +115,9 @@ def test_several_teachers_teach_the_mean_of_their_probabilities(tmp_path):
     def targets(teacher: str, propagate: int = 0) -> tuple[torch.Tensor, list[str]]:
         cfg = imgcls.TrainConfig(**kw, unlabeled="rest", ssl="distill", teacher=teacher,
                                  propagate=propagate)
-        data, lines = prepare_data(cfg, log=lambda _: None), []
-        return teacher_targets(cfg, data.unlabeled, data.train, data.preprocess, "cpu",
-                               data.flip_ok, log=lines.append), lines
+        _, data, unlabeled = prepare(cfg, log=lambda _: None)
+        lines = []
+        return distill_targets(cfg, data, unlabeled, "cpu", log=lines.append), lines
 
     (a, _), (b, _) = targets(runs[0]), targets(runs[1])
     assert not torch.allclose(a, b, atol=0.05)
@@ -167,10 +169,9 @@ def test_label_propagation_makes_a_teachers_targets_more_accurate(tmp_path):
         cfg = imgcls.TrainConfig(**{k: v for k, v in KW.items() if k != "log"},
                                  unlabeled="rest", ssl="distill", teacher=str(teacher.path),
                                  propagate=k)
-        data = prepare_data(cfg, log=lambda _: None)
-        targets = teacher_targets(cfg, data.unlabeled, data.train, data.preprocess, "cpu",
-                                  data.flip_ok, log=lines.append)
-        accuracy[k] = float((targets.argmax(1) == data.unlabeled.labels).float().mean())
+        _, data, unlabeled = prepare(cfg, log=lambda _: None)
+        targets = distill_targets(cfg, data, unlabeled, "cpu", log=lines.append)
+        accuracy[k] = float((targets.argmax(1) == unlabeled.labels).float().mean())
     assert accuracy[10] > accuracy[0] + 0.015
     # --unlabeled rest knows the labels it hides: the log says how right the targets are
     assert f"{accuracy[0]:.1%} right; label propagation over 10 neighbours" in lines[1]

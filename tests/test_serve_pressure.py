@@ -1,4 +1,4 @@
-"""The server under pressure (issue 8): schemathesis, driven by the server's own OpenAPI
+"""The server under pressure: schemathesis, driven by the server's own OpenAPI
 schema, provokes no 5xx; a soak at concurrency 32 against ``imgcls serve`` in a subprocess has
 no errors and flat memory; SIGTERM with requests in flight answers them all and exits 0."""
 

@@ -9,13 +9,12 @@ import time
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import imgcls
 from imgcls.cli import main
 from imgcls.data.sources import load_source
-from imgcls.engine.checkpoint import read_safetensors
 from imgcls.engine.trainer import Callback
+from imgcls.utils import read_safetensors
 
 FAST = dict(precision="fp32", channels_last="no", progress=False)
 
@@ -37,7 +36,7 @@ def test_short_real_training_beats_chance_and_writes_the_run(tmp_path):
     assert rows[0] == "index,label,split" and sum(x.endswith(",val") for x in rows) == 500
     clf = imgcls.load(r.path)
     test = load_source("sample").test
-    acc = clf.evaluate(test.images, test.labels, tta=True)["accuracy"]  # train used flip TTA
+    acc = clf.evaluate(test.images, test.labels, tta=True)["top1"]  # train used flip TTA
     assert acc == pytest.approx(r.test["top1"], abs=1e-6)
 
 
@@ -48,6 +47,11 @@ class Interrupt(Callback):
     def on_step_end(self, trainer):
         if trainer.state.step == self.at_step:
             raise KeyboardInterrupt
+
+
+def planned_epochs(r):
+    """The number of epochs a --budget run planned in the end (summary.json records it)."""
+    return json.loads((r.path / "summary.json").read_text())["epochs"]
 
 
 def final_weights(path):
@@ -98,7 +102,7 @@ def test_keras_like_fit_evaluate_predict(tmp_path):
     with pytest.raises(imgcls.ModelError, match="at least 10 pixels"):
         imgcls.Classifier("seed_keras_cnn").fit(x[:50], y[:50], epochs=1, out=str(tmp_path))
     res = clf.evaluate(x[1500:], y[1500:])
-    assert res["accuracy"] > 0.8
+    assert res["top1"] > 0.8
     probs = clf.predict(x[1500:1510])
     assert probs.shape == (10, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
@@ -169,7 +173,7 @@ class SlowSteps(Callback):
 def test_budget_is_replanned_from_the_first_epochs(tmp_path):
     r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="b",
                      callbacks=[SlowSteps()], **FAST)
-    epochs = yaml.safe_load((r.path / "config.yaml").read_text())["epochs"]
+    epochs = planned_epochs(r)
     # 13 steps of >= 50 ms: an epoch takes over 0.65 s, so at most 9 fit in 6 s (5% spare),
     # where the bare-step estimate said dozens
     assert 2 <= epochs <= 9
@@ -189,7 +193,7 @@ def test_budget_shrinks_when_the_machine_slows_down_mid_run(tmp_path):
                      callbacks=[SlowFromEpoch3()], **FAST)
     trained = sum(h["epoch_time_s"] for h in r.history)
     assert trained < 6 * 1.25 and len(r.history) > 3
-    assert yaml.safe_load((r.path / "config.yaml").read_text())["epochs"] == len(r.history)
+    assert planned_epochs(r) == len(r.history)
 
 
 class SlowFirstThreeEpochs(Callback):
@@ -210,30 +214,31 @@ def test_budget_grows_when_the_machine_speeds_up_mid_run(tmp_path):
 
 
 def test_budget_planned_at_one_epoch_grows_when_time_is_left(tmp_path, monkeypatch):
-    import imgcls.pipeline as pipeline
+    import imgcls.training as training
 
     # the start-up estimate believes 0.3 s per step: one epoch of ~13 steps fits in 6 s, two
     # do not; the real steps take milliseconds, so after epoch 1 more epochs are planned
-    monkeypatch.setattr(pipeline, "measure_step", lambda *a, **k: 0.3)
+    monkeypatch.setattr(training, "measure_step", lambda *a, **k: 0.3)
     r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="g",
                      **FAST)
-    epochs = yaml.safe_load((r.path / "config.yaml").read_text())["epochs"]
+    epochs = planned_epochs(r)
     assert epochs > 1 and len(r.history) == epochs
 
 
 def test_budget_below_one_epoch_is_cut_to_what_the_first_steps_leave_room_for(tmp_path,
                                                                             monkeypatch):
-    import imgcls.pipeline as pipeline
+    import imgcls.training as training
+    from imgcls.engine.budget import PROBE_STEPS
 
     # the start-up estimate believes 20 ms per step: 43 of the sample's 70 batches fit in 1 s
-    monkeypatch.setattr(pipeline, "measure_step", lambda *a, **k: 0.02)
+    monkeypatch.setattr(training, "measure_step", lambda *a, **k: 0.02)
     r = imgcls.train(data="sample", budget="1s", batch_size=64, out=str(tmp_path), name="f",
                      callbacks=[SlowSteps()], **FAST)
     steps = r.history[0]["step"]
-    assert len(r.history) == 1 and pipeline.BUDGET_PROBE_STEPS <= steps < 30
-    # config.yaml rebuilds exactly that epoch on resume
-    fraction = yaml.safe_load((r.path / "config.yaml").read_text())["train_fraction"]
-    assert int(4500 // 64 * fraction) == steps
+    assert len(r.history) == 1 and PROBE_STEPS <= steps < 30
+    # the checkpoint rebuilds exactly that epoch on resume
+    _, meta = read_safetensors(r.path / "checkpoints" / "last.safetensors")
+    assert meta["state"]["steps_per_epoch"] == steps
 
 
 def test_plan_timings_are_cached_per_model_and_its_layers(tmp_path, monkeypatch):

@@ -5,7 +5,6 @@ import pytest
 import safetensors.torch
 import torch
 
-from imgcls.engine.checkpoint import save_model_file
 from imgcls.errors import ModelError
 from imgcls.models import create_model
 from imgcls.models.transfer import (
@@ -15,6 +14,7 @@ from imgcls.models.transfer import (
     split_backbone_head,
     unfreeze,
 )
+from imgcls.run import save_model_file
 
 
 def quiet(_):

@@ -12,7 +12,7 @@ import torch
 import imgcls
 from imgcls.data.dataset import ArrayDataset
 from imgcls.data.sources import Source, load_source
-from imgcls.engine.checkpoint import read_safetensors
+from imgcls.utils import read_safetensors
 
 FAST = dict(precision="fp32", channels_last="no", progress=False, log=lambda _: None,
             model="resnet20", image_size=16)

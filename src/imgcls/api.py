@@ -21,14 +21,15 @@ import torch
 from .config import TrainConfig
 from .data.dataset import ArrayDataset
 from .data.images import convert_channels, resize_to
+from .data.prepare import make_loader
 from .data.sources import Source
 from .engine.evaluate import basic_metrics, predict_logits
 from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
-from .pipeline import load_run_model, make_loader, train
 from .preprocess import Preprocess
+from .run import load_run_model
 
-__all__ = ["Classifier", "History", "load", "train"]
+__all__ = ["Classifier", "History", "load"]
 
 
 @dataclass
@@ -125,6 +126,8 @@ class Classifier:
                                   val_split=validation_split if val_ds is None else 0.0,
                                   data="arrays", **config)
         source = Source("arrays", train_ds, None, val_ds)
+        from .training import train  # training code only when training
+
         result = train(cfg, log=print if verbose else (lambda _: None), source=source)
         self.model, self.preprocess, _ = load_run_model(result.path)
         self.run_path = result.path
@@ -150,18 +153,17 @@ class Classifier:
                                                                        dtype=torch.long),
                           pre.class_names)
         plan = eval_plan(str(device))
-        loader = make_loader(ds, pre, TrainConfig(), plan, train=False, batch_size=batch_size)
+        loader = make_loader(ds, pre, train=False, batch_size=batch_size, **plan.placement)
         return predict_logits(model, loader, plan, tta=tta)
 
     def evaluate(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
                  batch_size: int = 256, tta: bool | str = False) -> dict[str, float]:
-        """``{"loss", "accuracy", "top5_accuracy", "n"}`` on images ``x`` with labels ``y``;
-        ``tta``: False, "flip" (or True) or "shift" (:func:`imgcls.engine.evaluate.tta_views`)."""
+        """``{"loss", "top1", "top5", "n"}`` (the keys of every imgcls result) on images ``x``
+        with labels ``y``; ``tta``: False, "flip" (or True) or "shift"
+        (:func:`imgcls.engine.evaluate.tta_views`)."""
         images = self._input(x)
         logits, labels = self._logits(images, _labels(y, len(images)), batch_size, tta)
-        m = basic_metrics(logits, labels)
-        return {"loss": m["loss"], "accuracy": m["top1"], "top5_accuracy": m["top5"],
-                "n": m["n"]}
+        return basic_metrics(logits, labels)
 
     def predict(self, x: np.ndarray | torch.Tensor | list, *, batch_size: int = 256,
                 tta: bool | str = False) -> np.ndarray:

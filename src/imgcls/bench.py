@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
 from .data.augment import preset
 from .data.dataset import ArrayDataset
 from .data.loader import BatchLoader
 from .engine.precision import ExecPlan, choose_inference_plan, choose_plan, plan_name
-from .engine.trainer import make_optimizer
+from .engine.trainer import OptimSettings, make_optimizer
 from .models import create_model
 from .models.table import count_flops
 
@@ -58,7 +57,7 @@ def _train_rate(model: torch.nn.Module, plan: ExecPlan, in_chans: int, size: int
                          augment=preset("light", size), shuffle=True, drop_last=True,
                          channels_last=plan.channels_last, device=plan.device)
     model = plan.prepare(model).train()
-    opt = make_optimizer(model, TrainConfig())
+    opt = make_optimizer(model, OptimSettings())
     mats = {k: (torch.randn(n, n).to(dt), torch.randn(n, n).to(dt))
             for k, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     step_s: list[float] = []

@@ -7,69 +7,16 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import MISSING, fields
-from typing import get_args, get_type_hints
 
-from .config import TTA_MODES, TrainConfig, read_yaml
+from .config import TTA_MODES
+from .config_flags import DefaultsFormatter, add_config_flags, config_from_args
 from .errors import ImgclsError
 
 
-def _bool(v: str) -> bool:
-    if v.lower() in ("1", "true", "yes", "on"):
-        return True
-    if v.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
-
-
-class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None: the config flags default to None (only flags given
-    override the YAML file) and name their real default in their help themselves."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, typed from its annotation; defaults are left None so
-    that only flags given on the command line override the YAML file."""
-    hints = get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        types = [t for t in (get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None)]
-        t = types[0]
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default is MISSING else f.default
-        help_ = f"{f.metadata['help']} (default: {default if default not in (None, {}) else '-'})"
-        if t is bool:
-            p.add_argument(flag, type=_bool, nargs="?", const=True, default=None,
-                           metavar="BOOL", help=help_)
-        elif t is dict:
-            p.add_argument(flag, type=_yaml_mapping, default=None, metavar="YAML", help=help_)
-        else:
-            p.add_argument(flag, type=t, default=None, choices=f.metadata.get("choices"),
-                           help=help_)
-
-
-def _yaml_mapping(v: str) -> dict:
-    import yaml
-
-    d = yaml.safe_load(v)
-    if not isinstance(d, dict):
-        raise argparse.ArgumentTypeError(f"expected a YAML mapping like '{{a: 1}}', got {v!r}")
-    return d
-
-
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = read_yaml(args.config) if args.config else {}
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-             if getattr(args, f.name) is not None}
-    return TrainConfig.from_dict({**base, **given}, where=args.config or "command line")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from .pipeline import train
+    from .training import train
 
-    result = train(_config_from_args(args))
+    result = train(config_from_args(args))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     if result.test:
@@ -197,7 +144,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 1
     rows = []
     for name in progress_bar(names, total=len(names), desc="measuring models"):
-        rows += model_table([name], input_size=args.input_size, in_chans=args.in_chans,
+        rows += model_table([name], input_size=args.image_size, in_chans=args.channels,
                             latency=not args.no_latency, batch=args.batch,
                             threads=args.threads)
     print(format_table(rows, args.format))
@@ -228,7 +175,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = bench(args.model, input_size=args.input_size, in_chans=args.in_chans,
+    r = bench(args.model, input_size=args.image_size, in_chans=args.channels,
               batch=args.batch, steps=args.steps, compile=args.compile, onnx=not args.no_onnx,
               log=(lambda _: None) if args.format == "json" else print)
     if args.format == "json":
@@ -239,7 +186,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare, leaderboard_markdown
 
-    base = _config_from_args(args)
+    base = config_from_args(args)
     if not base.budget and not base.epochs:
         base = base.replace(budget="10m")
     rows = compare([m.strip() for m in args.models.split(",") if m.strip()], base,
@@ -253,7 +200,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .config import parse_duration
     from .tune import tune
 
-    base = _config_from_args(args)
+    base = config_from_args(args)
     # --budget is the whole search's time here; each trial runs --epochs (default 10)
     budget = parse_duration(base.budget, "budget") if base.budget else None
     r = tune(base.replace(budget=None), args.study_dir, trials=args.trials, budget_s=budget,
@@ -269,13 +216,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"imgcls {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval, _add_predict, _add_compare, _add_tune, _add_bench,
+                _add_data, _add_models, _add_export, _add_serve):
+        add(sub)
+    return p
 
+
+def _add_image_shape_flags(p: argparse.ArgumentParser, size: int, channels: int) -> None:
+    """``--image-size`` and ``--channels``, named as ``imgcls train`` names them; the former
+    spellings ``--input-size`` and ``--in-chans`` still parse (hidden from the help)."""
+    p.add_argument("--image-size", type=int, default=size, help="square input side in pixels")
+    p.add_argument("--channels", type=int, default=channels, choices=(1, 3),
+                   help="input channels")
+    p.add_argument("--input-size", dest="image_size", type=int, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--in-chans", dest="channels", type=int, default=argparse.SUPPRESS,
+                   choices=(1, 3), help=argparse.SUPPRESS)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a model; with no arguments, on the embedded sample",
-                       formatter_class=_DefaultsFormatter)
-    t.add_argument("--config", help="YAML file of config keys; flags override it")
-    _add_config_flags(t)
+                       formatter_class=DefaultsFormatter)
+    add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="metrics, calibration, plots and report.html of a run")
     e.add_argument("run", help="run folder")
     e.add_argument("--data", default=None, help="data set name or path (default: the run's)")
@@ -296,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", default="table", choices=("table", "json"))
     e.set_defaults(func=cmd_eval)
 
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="top-k labels and calibrated probabilities of images")
     pr.add_argument("run", help="run folder (or its model.safetensors)")
     pr.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
@@ -309,29 +277,32 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.set_defaults(func=cmd_predict)
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="train several models under the same time budget; "
                        "leaderboard with accuracy, size, FLOPs, latency and the Pareto front",
-                       formatter_class=_DefaultsFormatter)
+                       formatter_class=DefaultsFormatter)
     c.add_argument("--models", required=True, help="comma-separated model names")
     c.add_argument("--leaderboard", default="leaderboard", help="output folder")
-    c.add_argument("--config", help="YAML file of config keys; flags override it")
-    _add_config_flags(c)
+    add_config_flags(c)
     c.set_defaults(func=cmd_compare)
 
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
     tu = sub.add_parser("tune", help="hyper-parameter search (Optuna TPE + pruning, SQLite, "
-                        "resumable); writes best.yaml", formatter_class=_DefaultsFormatter)
+                        "resumable); writes best.yaml", formatter_class=DefaultsFormatter)
     tu.add_argument("--trials", type=int, default=20, help="finished trials to reach")
     tu.add_argument("--study", default="imgcls", help="study name inside the SQLite file")
     tu.add_argument("--study-dir", default="tune", help="folder of study.db, trials, best.yaml")
-    tu.add_argument("--config", help="YAML file of config keys; flags override it")
-    _add_config_flags(tu)
+    add_config_flags(tu)
     tu.set_defaults(func=cmd_tune)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="training and inference speed against this machine's "
                        "measured GEMM peak")
     b.add_argument("--model", default="fastnet_s")
-    b.add_argument("--input-size", type=int, default=28)
-    b.add_argument("--in-chans", type=int, default=1, choices=(1, 3))
+    _add_image_shape_flags(b, size=28, channels=1)
     b.add_argument("--batch", type=int, default=256, help="training batch size")
     b.add_argument("--steps", type=int, default=20, help="timed training steps")
     b.add_argument("--compile", default="auto", choices=("auto", "yes", "no"),
@@ -341,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--format", default="table", choices=("table", "json"))
     b.set_defaults(func=cmd_bench)
 
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("data", help="inspect a data set")
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("info", help="classes, counts, imbalance, mean/std, a sample grid")
@@ -351,17 +324,21 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--format", default="table", choices=("table", "json"))
     di.set_defaults(func=cmd_data_info)
 
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("models", help="every registered model: family, parameters, FLOPs, "
                        "CPU latency (batch 1) and throughput (batch 64)")
     m.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'resnet*'")
     m.add_argument("--family", default=None)
-    m.add_argument("--input-size", type=int, default=32, help="square input side in pixels")
-    m.add_argument("--in-chans", type=int, default=3, choices=(1, 3))
+    _add_image_shape_flags(m, size=32, channels=3)
     m.add_argument("--no-latency", action="store_true", help="skip the timing (fast)")
     m.add_argument("--batch", type=int, default=64, help="batch size of the throughput")
     m.add_argument("--threads", type=int, default=None, help="torch threads while timing")
     m.add_argument("--format", default="table", choices=("table", "csv", "json"))
     m.set_defaults(func=cmd_models)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export a run's model (preprocessing inside) to ONNX or "
                        "TorchScript, checked for parity with the PyTorch model")
     x.add_argument("run", help="run folder (or its model.safetensors)")
@@ -371,9 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 17)")
     x.set_defaults(func=cmd_export)
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     sv = sub.add_parser("serve", help="serve a run over HTTP: Open Inference Protocol v2 "
                         "(KServe/Triton REST) and multipart /predict",
-                        formatter_class=_DefaultsFormatter)
+                        formatter_class=DefaultsFormatter)
     sv.add_argument("model", metavar="RUN_OR_ONNX", help="run folder, model.safetensors or an "
                     "exported model.onnx (local paths only)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless "
@@ -395,7 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-body-mb", type=float, default=16.0, help="request size (413 over)")
     sv.add_argument("--queue", type=int, default=256, help="waiting requests (503 over)")
     sv.set_defaults(func=cmd_serve)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .models.table import model_table
-from .pipeline import Log, load_run_model, train
+from .run import load_run_model
+from .training import Log, train
 from .utils import write_json
 
 

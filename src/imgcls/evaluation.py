@@ -8,14 +8,15 @@ probabilities without anyone passing it on.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
 from .config import TrainConfig
 from .data.dataset import Dataset
+from .data.prepare import Decoding, make_loader, to_model_input
 from .data.sources import Source, load_source
 from .data.splits import stratified_split
-from .engine.checkpoint import read_safetensors, save_model_file
 from .engine.evaluate import predict_logits
 from .engine.precision import eval_plan, resolve_device
 from .errors import ConfigError, DataError
@@ -28,11 +29,11 @@ from .metrics import (
     rejection_report,
     reliability_bins,
 )
-from .pipeline import Log, load_run_model, make_loader, to_model_input
 from .preprocess import Preprocess
-from .run import RunDir
+from .run import RunDir, load_run_model, set_temperature
 from .utils import write_json
 
+Log = Callable[[str], None]
 SPLITS = ("train", "val", "test")
 
 
@@ -61,20 +62,12 @@ def split_dataset(source: Source, split: str, cfg: TrainConfig | None) -> Datase
 def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, tta: bool | str,
             batch_size: int, desc: str) -> tuple[torch.Tensor, torch.Tensor, Dataset, list]:
     skipped: list[str] = []
-    cfg = TrainConfig(resize=pre.resize)
-    ds = to_model_input(ds, pre.in_chans, pre.input_size, cfg, skipped, desc)
+    ds = to_model_input(ds, pre.in_chans, pre.input_size, Decoding(resize=pre.resize), skipped,
+                        desc)
     plan = eval_plan(device)
-    loader = make_loader(ds, pre, cfg, plan, train=False, batch_size=batch_size)
+    loader = make_loader(ds, pre, train=False, batch_size=batch_size, **plan.placement)
     logits, labels = predict_logits(model, loader, plan, tta=tta)
     return logits, labels, ds, skipped + sorted(getattr(loader, "skipped", ()))
-
-
-def set_temperature(path: str | os.PathLike, temperature: float) -> None:
-    """Store ``temperature`` in the run's model file (rewritten atomically)."""
-    file = RunDir.open(path).model_file
-    tensors, meta = read_safetensors(file)
-    meta["preprocess"]["temperature"] = temperature
-    save_model_file(file, tensors, meta)
 
 
 def evaluate(

@@ -20,8 +20,8 @@ from .engine.evaluate import predict_logits
 from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
 from .metrics import unknown_scores
-from .pipeline import load_run_model
 from .preprocess import Preprocess
+from .run import load_run_model
 
 UNKNOWN = "unknown"
 

@@ -1,4 +1,6 @@
-"""A run folder: everything one training run produced, and what eval/predict/export/serve read.
+"""The run-folder contract: every path a run has, and the model file that eval, predict,
+export, serve and ``imgcls.load`` read. The inference side imports this module, never the
+training code.
 
     config.yaml          resolved configuration (enough to repeat the run)
     metrics.jsonl        one JSON record per epoch
@@ -7,6 +9,10 @@
     model.safetensors    best weights + model name, options and preprocessing
     checkpoints/last.safetensors   full training state for --resume (previous one: .prev)
     summary.json         final figures (test accuracy, time, chosen execution plan)
+    tensorboard/         TensorBoard event files (--tensorboard)
+    eval-<split>/        metrics.json and plots of ``imgcls eval``
+    report.html, model_card.md      the evaluation's report and model card
+    model.onnx (+ .json), model.torchscript.pt   exports
 """
 
 from __future__ import annotations
@@ -16,8 +22,15 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import RunError
+from .utils import atomic_write_bytes, atomic_write_text, read_safetensors, safetensors_bytes
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .preprocess import Preprocess
 
 PROBE = ".write-test"  # written and removed to prove a new run folder is writable
 
@@ -33,6 +46,17 @@ class RunDir:
     model_file = property(lambda self: self.path / "model.safetensors")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.safetensors")
     summary = property(lambda self: self.path / "summary.json")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+    report = property(lambda self: self.path / "report.html")
+    model_card = property(lambda self: self.path / "model_card.md")
+
+    def eval_dir(self, split: str) -> Path:
+        """Where ``imgcls eval`` writes the metrics and plots of ``split``."""
+        return self.path / f"eval-{split}"
+
+    def export_file(self, fmt: str) -> Path:
+        """The default path of an export: ``model.onnx`` or ``model.torchscript.pt``."""
+        return self.path / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
 
     @classmethod
     def create(cls, out: str | os.PathLike, name: str | None, default_name: str) -> RunDir:
@@ -78,8 +102,6 @@ class RunDir:
 
     def truncate_metrics(self, epochs_done: int) -> None:
         """On resume, forget records of epochs after the checkpoint (they will be redone)."""
-        from .utils import atomic_write_text
-
         keep = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs_done]
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in keep))
 
@@ -97,3 +119,49 @@ def _taken(path: Path) -> bool:
 def default_run_name(model: str, data: str) -> str:
     data_name = Path(data).name if ("/" in data or os.sep in data) else data
     return f"{model.replace('/', '-')}-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+MODEL_FORMAT = 1  # the model file's header version
+
+
+def model_meta(model: str, model_kwargs: dict, pre: Preprocess) -> dict:
+    """What a model file records besides its weights: enough to rebuild the model and
+    prepare its input."""
+    return {"model": model, "model_kwargs": model_kwargs,
+            "num_classes": len(pre.class_names), "preprocess": pre.to_dict()}
+
+
+def save_model_file(path: str | os.PathLike, state: dict, meta: dict) -> None:
+    """The inference file of a run: weights plus the model name, options and preprocessing."""
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
+    atomic_write_bytes(path, safetensors_bytes(tensors, dict(meta, format=MODEL_FORMAT)))
+
+
+def load_run_model(path: str | os.PathLike, device: str = "cpu"
+                   ) -> tuple[nn.Module, Preprocess, dict]:
+    """The model of a run folder (or of a ``model.safetensors`` file) in eval mode, with its
+    preprocessing and metadata."""
+    from .models import create_model
+    from .preprocess import Preprocess
+
+    p = Path(path)
+    file = p if p.is_file() else RunDir.open(p).model_file
+    tensors, meta = read_safetensors(file)
+    if "model" not in meta or "preprocess" not in meta:
+        raise RunError(f"{file}: not an imgcls model file (no model name or preprocessing)")
+    pre = Preprocess.from_dict(meta["preprocess"])
+    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=pre.in_chans,
+                         input_size=pre.input_size, **meta.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise RunError(f"{file}: weights do not fit {meta['model']} ({e})") from e
+    return model.to(device).eval(), pre, meta
+
+
+def set_temperature(path: str | os.PathLike, temperature: float) -> None:
+    """Store ``temperature`` in the run's model file (rewritten atomically)."""
+    file = RunDir.open(path).model_file
+    tensors, meta = read_safetensors(file)
+    meta["preprocess"]["temperature"] = temperature
+    save_model_file(file, tensors, meta)

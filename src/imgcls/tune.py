@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .engine.trainer import Callback, Trainer
-from .pipeline import Log, train
+from .training import Log, train
 from .utils import write_yaml
 
 

@@ -1,13 +1,17 @@
-"""Small helpers used across the package: crash-safe writes and the cache folder."""
+"""Small helpers used across the package: crash-safe writes, safetensors headers and the cache
+folder."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
+
+from .errors import RunError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -54,3 +58,40 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Tensors and the ``imgcls`` JSON header of a safetensors file (a run's model file or a
+    training checkpoint); RunError naming the file if it is missing, truncated or not one of
+    ours."""
+    import safetensors
+    import safetensors.torch
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RunError(f"{path}: cannot read ({e.strerror or e})") from e
+    try:
+        tensors = safetensors.torch.load(data)
+        with safetensors.safe_open(path, "pt") as f:
+            header = f.metadata() or {}
+        meta = json.loads(header.get("imgcls", "{}"))
+    except Exception as e:  # safetensors raises several types for damaged files
+        raise RunError(f"{path}: damaged or not a safetensors file ({e})") from e
+    return tensors, meta
+
+
+def safetensors_bytes(tensors: dict, meta: dict) -> bytes:
+    """A safetensors file of ``tensors`` (contiguous, CPU, no shared storage) with ``meta`` as
+    its ``imgcls`` JSON header."""
+    import safetensors.torch
+
+    return safetensors.torch.save(tensors, metadata={"imgcls": json.dumps(meta)})
+
+
+def settings_from(cls: type, source: object, **resolved: object) -> object:
+    """An instance of the dataclass ``cls`` from the same-named attributes of ``source``
+    (a run configuration), ``resolved`` values taking their place."""
+    return cls(**{f.name: resolved[f.name] if f.name in resolved else getattr(source, f.name)
+                  for f in fields(cls)})

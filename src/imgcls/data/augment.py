@@ -56,6 +56,25 @@ def preset(name: str, image_size: int, flip_ok: bool = True) -> Augment:
     return Augment(aug.flip and flip_ok, aug.translate, aug.rotate, aug.erase)
 
 
+AUTO_STANDARD_EPOCHS = 20  # ``auto`` is light below this many epochs, standard from it
+
+
+def choose_augment(name: str, epochs: int, image_size: int, flip_ok: bool, *,
+                   flip: bool | None = None, translate: int | None = None,
+                   rotate: float | None = None, erase: float | None = None) -> Augment:
+    """The preset ``name`` (``auto``: light below 20 epochs, standard from there), with each
+    setting given (not None) replacing the preset's."""
+    if name == "auto":
+        name = "light" if epochs < AUTO_STANDARD_EPOCHS else "standard"
+    aug = preset(name, image_size, flip_ok)
+    return Augment(
+        flip=aug.flip if flip is None else flip,
+        translate=aug.translate if translate is None else translate,
+        rotate=aug.rotate if rotate is None else rotate,
+        erase=aug.erase if erase is None else erase,
+    )
+
+
 def flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     mask = torch.rand(len(x), generator=gen) < 0.5
     return torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)

@@ -8,19 +8,16 @@ checkpoint damaged after the fact still leaves a good one to resume from.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import safetensors
-import safetensors.torch
 import torch
 
 from ..errors import RunError
-from ..utils import atomic_write_bytes
+from ..utils import atomic_write_bytes, read_safetensors, safetensors_bytes
 
 FORMAT = 1
 
@@ -85,7 +82,7 @@ def restore_rng(tensors: dict[str, torch.Tensor], info: dict) -> None:
         random.setstate((v, tuple(state), gauss))
 
 
-def _clone(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def clone_tensors(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
     # safetensors refuses tensors that share storage; clones also detach from autograd.
     return {prefix + k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
 
@@ -93,45 +90,26 @@ def _clone(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
 def save_checkpoint(path: str | Path, ckpt: Checkpoint, keep_previous: bool = True) -> None:
     """Write ``ckpt`` atomically; the file it replaces becomes ``<name>.prev``."""
     path = Path(path)
-    tensors = _clone(ckpt.model, "model.")
+    tensors = clone_tensors(ckpt.model, "model.")
     meta = dict(ckpt.meta, format=FORMAT)
     if ckpt.ema is not None:
-        tensors.update(_clone(ckpt.ema, "ema."))
+        tensors.update(clone_tensors(ckpt.ema, "ema."))
     if ckpt.optimizer is not None:
         opt_tensors: dict[str, torch.Tensor] = {}
         meta["optimizer"] = _flatten_optimizer(ckpt.optimizer, opt_tensors)
-        tensors.update(_clone(opt_tensors, ""))
+        tensors.update(clone_tensors(opt_tensors, ""))
     if ckpt.scaler:
         meta["scaler"] = ckpt.scaler
     rng_t, rng_info = capture_rng() if not ckpt.rng else (ckpt.rng["tensors"], ckpt.rng["info"])
-    tensors.update(_clone(rng_t, ""))
+    tensors.update(clone_tensors(rng_t, ""))
     meta["rng"] = rng_info
-    data = safetensors.torch.save(tensors, metadata={"imgcls": json.dumps(meta)})
     if keep_previous and path.exists():
         os.replace(path, previous_path(path))
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, safetensors_bytes(tensors, meta))
 
 
 def previous_path(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
-
-
-def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and the ``imgcls`` JSON header of a safetensors file; RunError naming the file
-    if it is missing, truncated or not one of ours."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise RunError(f"{path}: cannot read ({e.strerror or e})") from e
-    try:
-        tensors = safetensors.torch.load(data)
-        with safetensors.safe_open(path, "pt") as f:
-            header = f.metadata() or {}
-        meta = json.loads(header.get("imgcls", "{}"))
-    except Exception as e:  # safetensors raises several types for damaged files
-        raise RunError(f"{path}: damaged or not a safetensors file ({e})") from e
-    return tensors, meta
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -162,10 +140,3 @@ def load_latest(path: str | Path) -> tuple[Checkpoint, Path]:
             except RunError:
                 pass
         raise first
-
-
-def save_model_file(path: str | Path, state: dict[str, torch.Tensor], meta: dict) -> None:
-    """The inference file of a run: weights plus the model name, options and preprocessing."""
-    data = safetensors.torch.save(_clone(state, ""),
-                                  metadata={"imgcls": json.dumps(dict(meta, format=FORMAT))})
-    atomic_write_bytes(path, data)

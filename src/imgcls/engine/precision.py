@@ -2,7 +2,7 @@
 
 On a CPU nothing is assumed: bf16 with AMX can be 4x faster than fp32 for training on one
 machine and slower on another, and channels_last helps some nets and not others. ``auto``
-times a few real training steps of each candidate on a throw-away copy of the model and keeps
+times a few real training steps of each candidate on a scratch copy of the model and keeps
 the fastest; the answer is cached per machine, torch version, model and input shape.
 """
 
@@ -33,6 +33,11 @@ class ExecPlan:
     precision: str = "fp32"  # fp32 | bf16 | fp16
     channels_last: bool = False
     compile: bool = False  # torch.compile (inference only)
+
+    @property
+    def placement(self) -> dict:
+        """Where input batches go: ``device`` and ``channels_last`` keywords of a loader."""
+        return {"device": self.device, "channels_last": self.channels_last}
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -202,9 +207,9 @@ def choose_plan(
     key: str = "",
     steps: int = 3,
 ) -> tuple[ExecPlan, dict[str, float]]:
-    """Pick the training plan (never compiled: torch.compile measured 0.75x for training
-    here). Returns the plan and the measured seconds per step of each candidate (empty when
-    nothing was measured)."""
+    """Pick the training plan (never compiled: torch.compile trained at 0.23-0.81x the speed
+    of eager bf16 here). Returns the plan and the measured seconds per step of each
+    candidate (empty when nothing was measured)."""
     device = resolve_device(device)
     if device.startswith("cuda"):
         return _cuda_plan(device, precision, channels_last, False), {}

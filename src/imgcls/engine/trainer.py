@@ -1,26 +1,60 @@
 """The training loop. It fits on a screen; checkpointing, early stopping and logging hang off
-a few hooks (Lightning's Callback idea without its machinery)."""
+a few hooks (:mod:`imgcls.engine.callbacks`), and what a step minimises is an objective the
+trainer is given (cross-entropy here, the semi-supervised methods in :mod:`imgcls.ssl`).
+
+The trainer takes small settings objects, not the run configuration: what the optimiser,
+the loop and the execution plan need, resolved before training starts."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainConfig
 from ..errors import ImgclsError
-from ..models import is_external, model_info
 from ..models.transfer import freeze_backbone, set_frozen_bn_eval, split_backbone_head, unfreeze
 from ..progress import make_progress
+from .checkpoint import Checkpoint, restore_rng
 from .ema import ModelEMA
 from .evaluate import basic_metrics, predict_logits
 from .precision import ExecPlan
 from .schedules import lr_at
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The optimiser, its learning-rate schedule and gradient clipping."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1  # peak learning rate, resolved
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    backbone_lr_scale: float = 1.0
+    schedule: str = "onecycle"
+    warmup_epochs: float = 0.0
+    step_size: int = 5
+    gamma: float = 0.1
+    grad_clip: float = 0.0
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How long the loop runs and what it does around the steps."""
+
+    epochs: int = 10
+    ema: float = 0.0
+    freeze: str = "none"
+    unfreeze_after: int = 0
+    nonfinite_patience: int = 5
+    nonfinite_limit: int = 25
 
 
 @dataclass
@@ -30,97 +64,120 @@ class TrainState:
     epoch: int = 0  # epoch in progress
     batch: int = 0  # next batch index inside that epoch
     step: int = 0  # optimisation steps done
-    best_top1: float = -1.0
-    best_epoch: int = 0  # 1-based epoch of the best val accuracy (0: none yet)
-    bad_epochs: int = 0
     stop: bool = False
     ema_updates: int = 0
     bad_steps: int = 0  # consecutive steps with a non-finite loss
     skipped_steps: int = 0  # all of them, for the record
     lr_factor: float = 1.0  # lowered after every nonfinite_patience bad steps in a row
+    # the plan, when it differs from the settings (a --budget re-plans it): 0 = as set
+    epochs: int = 0
+    steps_per_epoch: int = 0
     # running sums of the epoch in progress, so a resumed epoch reports the whole epoch
     epoch_loss_sum: float = 0.0
     epoch_correct: int = 0
     epoch_seen: int = 0
     epoch_seconds: float = 0.0
-    epoch_mask_sum: float = 0.0  # semi-supervised: share of confident pseudo-labels, summed
-    # FreeMatch: running means of the unlabelled batches' top confidence and class
-    # probabilities, from which its thresholds follow (empty before the first step)
-    ssl_confidence: float = 0.0
-    ssl_class_probs: list[float] = field(default_factory=list)
 
-
-class TrainingDiverged(ImgclsError):
-    """The loss stayed non-finite for too many steps in a row."""
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 class Callback:
-    """Hooks called by :class:`Trainer`; override what you need."""
+    """Hooks called by :class:`Trainer`; override what you need (the run's own callbacks are
+    in :mod:`imgcls.engine.callbacks`). A callback with state returns it from ``state_dict``;
+    the checkpoint holds it under ``key`` and a resumed run gives it back."""
+
+    key: str = ""  # name of the state in the checkpoint (empty: the callback keeps none)
 
     def on_train_start(self, trainer: Trainer) -> None: ...
     def on_step_end(self, trainer: Trainer) -> None: ...
     def on_epoch_end(self, trainer: Trainer, record: dict) -> None: ...
     def on_train_end(self, trainer: Trainer) -> None: ...
 
+    def state_dict(self) -> dict:
+        return {}
 
-def default_lr(cfg: TrainConfig) -> float:
-    """SGD: 0.1 per 128 images that a step back-propagates through (the linear scaling rule),
-    which with ``--unlabeled`` counts the ``ssl_ratio`` x batch unlabelled images too: on
-    Fashion-MNIST with 1,000 labels, fastnet_s and FreeMatch at batch 64, peaks of 0.05 /
-    0.1 / 0.2 gave 0.883 / 0.889 / 0.894 in 12 minutes, and 0.908 / 0.907 in 90-95 minutes
-    (benchmarks/README.md)."""
-    if cfg.lr is not None:
-        return cfg.lr
-    if cfg.optimizer != "sgd":
-        return 1e-3
-    scale = 1.0 if is_external(cfg.model) else model_info(cfg.model).lr_scale
-    images = cfg.batch_size * (1 + cfg.ssl_ratio if cfg.unlabeled else 1)
-    return 0.1 * images / 128 * scale
+    def load_state_dict(self, state: dict) -> None: ...
 
 
-def label_smoothing(cfg: TrainConfig) -> float:
-    if cfg.label_smoothing is not None:
-        return cfg.label_smoothing
-    return 0.0 if cfg.unlabeled else 0.1
+class TrainingDiverged(ImgclsError):
+    """The loss stayed non-finite for too many steps in a row."""
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+class CrossEntropy:
+    """The supervised objective: cross-entropy of the labelled batch, optionally weighted
+    by class and label-smoothed. Objectives with state (the semi-supervised ones) return it
+    from ``state_dict`` for the checkpoint and may add numbers to the epoch's record."""
+
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
+        self.weight, self.label_smoothing = weight, label_smoothing
+
+    def to(self, device: str | torch.device) -> CrossEntropy:
+        if self.weight is not None:
+            self.weight = self.weight.to(device)
+        return self
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), y, weight=self.weight,
+                               label_smoothing=self.label_smoothing)
+
+    def __call__(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, step: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits of ``x``, loss) for optimisation step ``step``."""
+        logits = forward(x)
+        return logits, self.loss(logits, y)
+
+    def epoch_record(self, batches: int) -> dict[str, float]:
+        """Numbers of the epoch just ended (``batches`` steps) for its metrics record."""
+        return {}
+
+    def end_epoch(self) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def make_optimizer(model: nn.Module, o: OptimSettings) -> torch.optim.Optimizer:
     """SGD / Adam / AdamW; no weight decay on biases and normalisation weights (1-d); the
-    backbone's groups carry ``lr_scale`` = ``cfg.backbone_lr_scale``.
+    backbone's groups carry ``lr_scale`` = ``o.backbone_lr_scale``.
 
     Frozen parameters are in the optimizer too: without gradients they are not updated, and
     unfreezing later needs no new optimizer (so checkpoints and resume stay simple)."""
     backbone, head = split_backbone_head(model)
     groups = []
-    for params, scale in ((backbone, cfg.backbone_lr_scale), (head, 1.0)):
+    for params, scale in ((backbone, o.backbone_lr_scale), (head, 1.0)):
         for decay in (True, False):
             ps = [p for p in params if (p.ndim > 1) == decay]
             if ps:
-                groups.append({"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0,
+                groups.append({"params": ps, "weight_decay": o.weight_decay if decay else 0.0,
                                "lr_scale": scale})
-    lr = default_lr(cfg)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
-    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=lr)
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum,
+                               nesterov=o.nesterov and o.momentum > 0)
+    cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=o.lr)
 
 
 class Trainer:
-    """Runs ``cfg.epochs`` epochs of ``train_loader``, validating on ``val_loader`` after each."""
+    """Runs ``loop.epochs`` epochs of ``train_loader``, validating on ``val_loader`` after
+    each, minimising ``objective`` (default: plain cross-entropy)."""
 
     def __init__(
         self,
         model: nn.Module,
         train_loader: object,
         val_loader: object | None,
-        cfg: TrainConfig,
         plan: ExecPlan,
+        *,
+        optim: OptimSettings,
+        loop: LoopSettings,
+        objective: CrossEntropy | None = None,
         callbacks: list[Callback] | None = None,
         log: Callable[[str], None] = print,
-        loss_weight: torch.Tensor | None = None,
         distributed: bool = False,
-        unlabeled: object | None = None,
     ) -> None:
         self.model = plan.prepare(model)
         # DDP averages gradients across processes; state dicts, EMA and validation use the
@@ -128,32 +185,40 @@ class Trainer:
         self.forward_model = (nn.parallel.DistributedDataParallel(self.model)
                               if distributed else self.model)
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.cfg, self.plan, self.log = cfg, plan, log
+        self.optim, self.loop, self.plan, self.log = optim, loop, plan, log
+        self.objective = (objective or CrossEntropy()).to(plan.device)
         self.callbacks = callbacks or []
-        self.unlabeled = unlabeled  # an UnlabeledLoader for semi-supervised training
-        self.loss_weight = loss_weight.to(plan.device) if loss_weight is not None else None
-        self.optimizer = make_optimizer(self.model, cfg)
-        self.label_smoothing = label_smoothing(cfg)
+        self.optimizer = make_optimizer(self.model, optim)
         self.scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None
-        self.ema = ModelEMA(self.model, cfg.ema) if cfg.ema > 0 else None
+        self.ema = ModelEMA(self.model, loop.ema) if loop.ema > 0 else None
         self.state = TrainState()
         # BatchNorm statistics are updated by the forward pass itself: a step whose loss is
         # not finite restores them from this copy, so a skipped step leaves no trace.
         self._buffers = list(self.model.buffers())
         self._buffer_copy = [b.clone() for b in self._buffers]
+        self.epochs = loop.epochs
         self.steps_per_epoch = len(train_loader)
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.total_steps = self.steps_per_epoch * self.epochs
         self.history: list[dict] = []
 
     def set_epochs(self, epochs: int) -> None:
-        """Change the length of the run (the schedule stretches or shrinks to fit)."""
-        self.cfg = self.cfg.replace(epochs=epochs)
+        """Change the length of the run (the schedule stretches or shrinks to fit); the new
+        plan is part of the state, so a resumed run keeps it."""
+        self.epochs = self.state.epochs = epochs
         self.total_steps = self.steps_per_epoch * epochs
 
     def set_steps_per_epoch(self, steps: int) -> None:
         """Shorten the epochs (from the current one on) to ``steps`` batches."""
-        self.train_loader.max_batches = self.steps_per_epoch = steps
-        self.total_steps = steps * self.cfg.epochs
+        self.train_loader.max_batches = self.steps_per_epoch = self.state.steps_per_epoch = steps
+        self.total_steps = steps * self.epochs
+
+    def load_state(self, state: TrainState) -> None:
+        """Take over a checkpoint's counters, and the plan they were made under."""
+        self.state = state
+        if state.steps_per_epoch:
+            self.set_steps_per_epoch(state.steps_per_epoch)
+        if state.epochs:
+            self.set_epochs(state.epochs)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -161,10 +226,15 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def lr(self, step: int) -> float:
-        c = self.cfg
-        return lr_at(step, self.total_steps, default_lr(c), schedule=c.schedule,
-                     warmup_steps=int(c.warmup_epochs * self.steps_per_epoch),
-                     steps_per_epoch=self.steps_per_epoch, step_size=c.step_size, gamma=c.gamma)
+        o = self.optim
+        return lr_at(step, self.total_steps, o.lr, schedule=o.schedule,
+                     warmup_steps=int(o.warmup_epochs * self.steps_per_epoch),
+                     steps_per_epoch=self.steps_per_epoch, step_size=o.step_size, gamma=o.gamma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The training forward pass, under the plan's autocast."""
+        with self.plan.autocast():
+            return self.forward_model(x)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -175,13 +245,7 @@ class Trainer:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         if self._buffers:
             torch._foreach_copy_(self._buffer_copy, self._buffers)
-        if self.unlabeled is not None:
-            logits, loss = self.semi_supervised_loss(x, y)
-        else:
-            with self.plan.autocast():
-                logits = self.forward_model(x)
-            loss = F.cross_entropy(logits.float(), y, weight=self.loss_weight,
-                                   label_smoothing=self.label_smoothing)
+        logits, loss = self.objective(self.forward, x, y, s.step)
         if not torch.isfinite(loss):
             self.skip_step(float(loss.detach()))
             return None
@@ -192,8 +256,8 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-        if self.cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -204,67 +268,10 @@ class Trainer:
         s.step += 1
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
-    def semi_supervised_loss(self, x: torch.Tensor, y: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """FixMatch (Sohn et al. 2020): the weak view's confident predictions (max probability
-        >= ``ssl_threshold``) are hard labels for the strong view; the weak view needs no
-        gradient, so it has a forward pass of its own without one (1.8x faster per step
-        than passing it through backward too, measured). ``freematch``: the same with the
-        thresholds of :meth:`freematch_thresholds`. ``pseudo`` (Lee 2013): the confident
-        predictions are labels for the weak view itself, in one pass with the labelled
-        batch. ``distill`` (Noisy Student, Xie et al. 2020): a fixed teacher's class
-        probabilities, worked out once before training, are soft targets for the strong view;
-        every unlabelled image teaches."""
-        c = self.cfg
-        weak, strong, teacher = self.unlabeled.batch(self.state.step)
-        n = len(x)
-        if c.ssl in ("fixmatch", "freematch"):
-            with torch.no_grad(), self.plan.autocast():
-                out_weak = self.forward_model(weak).float()
-        with self.plan.autocast():
-            out = self.forward_model(torch.cat([x, weak if c.ssl == "pseudo" else strong])).float()
-        target = out[n:]
-        if c.ssl == "pseudo":
-            out_weak = target
-        logits = out[:n]
-        loss = F.cross_entropy(logits, y, weight=self.loss_weight,
-                               label_smoothing=self.label_smoothing)
-        if c.ssl == "distill":
-            self.state.epoch_mask_sum += 1.0
-            return logits, loss + c.ssl_weight * F.cross_entropy(target, teacher)
-        probs = out_weak.detach().softmax(1)
-        conf, pseudo = probs.max(1)
-        if c.ssl == "freematch":
-            mask = (conf >= self.freematch_thresholds(probs, conf)[pseudo]).float()
-        else:
-            mask = (conf >= c.ssl_threshold).float()
-        unsup = (F.cross_entropy(target, pseudo, reduction="none") * mask).mean()
-        self.state.epoch_mask_sum += float(mask.mean())
-        return logits, loss + c.ssl_weight * unsup
-
-    def freematch_thresholds(self, probs: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
-        """FreeMatch's self-adaptive thresholds (Wang et al. 2023), one per class: the
-        running mean (momentum 0.999, from 1/classes) of the model's top confidence on the
-        unlabelled batches, scaled by each class's running mean probability relative to the
-        largest. Low while the model is unsure, so the unlabelled images teach from the first
-        steps instead of waiting for confidences of 0.95; lower for the classes it is least
-        sure of. Kept in the train state, so a resumed run goes on with the same values; a
-        batch with non-finite predictions (its step will be skipped) leaves them as they are."""
-        s, m = self.state, 0.999
-        if not s.ssl_class_probs:
-            s.ssl_confidence = 1.0 / probs.shape[1]
-            s.ssl_class_probs = [s.ssl_confidence] * probs.shape[1]
-        p = torch.tensor(s.ssl_class_probs)
-        if torch.isfinite(probs).all():
-            s.ssl_confidence = m * s.ssl_confidence + (1 - m) * float(conf.mean())
-            p = m * p + (1 - m) * probs.mean(0).cpu()
-            s.ssl_class_probs = p.tolist()
-        return (s.ssl_confidence * p / p.max()).to(probs.device)
-
     def skip_step(self, loss: float) -> None:
         """Leave weights, optimizer and BatchNorm statistics as they were; halve the learning
         rate after ``nonfinite_patience`` bad steps in a row, stop after ``nonfinite_limit``."""
-        s, c = self.state, self.cfg
+        s, c = self.state, self.loop
         if self._buffers:
             torch._foreach_copy_(self._buffers, self._buffer_copy)
         s.bad_steps += 1
@@ -292,14 +299,14 @@ class Trainer:
             cb.on_train_start(self)
         s = self.state
         with make_progress() as bar:
-            while s.epoch < self.cfg.epochs and not s.stop:
+            while s.epoch < self.epochs and not s.stop:
                 self.run_epoch(bar)
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
 
     def frozen(self, epoch: int) -> bool:
-        c = self.cfg
+        c = self.loop
         return c.freeze == "backbone" and (c.unfreeze_after == 0 or epoch < c.unfreeze_after)
 
     def run_epoch(self, bar: object) -> None:
@@ -309,9 +316,9 @@ class Trainer:
         # Freezing is a function of the epoch, so a resumed run freezes exactly as before.
         if self.frozen(s.epoch):
             set_frozen_bn_eval(freeze_backbone(self.model))
-        elif self.cfg.freeze == "backbone":
+        elif self.loop.freeze == "backbone":
             unfreeze(self.model)
-        task = bar.add_task(f"epoch {s.epoch + 1}/{self.cfg.epochs}",
+        task = bar.add_task(f"epoch {s.epoch + 1}/{self.epochs}",
                             total=self.steps_per_epoch, completed=s.batch, info="")
         t0, seen0 = time.perf_counter() - s.epoch_seconds, s.epoch_seen
         for x, y in self.train_loader.iter_from(s.batch):
@@ -338,15 +345,14 @@ class Trainer:
                   "train_loss": s.epoch_loss_sum / seen, "train_top1": s.epoch_correct / seen,
                   "train_images_per_s": s.epoch_seen / max(s.epoch_seconds, 1e-9),
                   "epoch_time_s": s.epoch_seconds}
-        if self.unlabeled is not None:
-            record["train_pseudo_label_rate"] = s.epoch_mask_sum / max(s.batch, 1)
+        record.update(self.objective.epoch_record(s.batch))
         if not math.isfinite(record["train_loss"]):
             self.log(f"warning: epoch {s.epoch + 1} train loss is {record['train_loss']}")
         record.update(self.validate())
         bar.remove_task(task)
         s.epoch, s.batch = s.epoch + 1, 0
         s.epoch_loss_sum, s.epoch_correct, s.epoch_seen, s.epoch_seconds = 0.0, 0, 0, 0.0
-        s.epoch_mask_sum = 0.0
+        self.objective.end_epoch()
         self.history.append(record)
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
@@ -355,3 +361,37 @@ class Trainer:
         if self.ema is not None:
             self.state.ema_updates = self.ema.updates
         return asdict(self.state)
+
+    def checkpoint(self, meta: dict) -> Checkpoint:
+        """Everything a resumed run needs: weights, EMA, optimizer, scaler, the counters and
+        the state of the objective and of every callback (``meta`` added to the header)."""
+        callbacks = {cb.key: cb.state_dict() for cb in self.callbacks if cb.key}
+        return Checkpoint(
+            model=self.model.state_dict(),
+            meta={"state": self.state_dict(), "objective": self.objective.state_dict(),
+                  "callbacks": callbacks, **meta},
+            ema=self.ema.state_dict() if self.ema else None,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler else None)
+
+    def restore(self, ckpt: Checkpoint, epochs: int | None = None) -> None:
+        """Continue from ``ckpt`` exactly (RNG states included); ``epochs`` given replaces the
+        planned number."""
+        self.model.load_state_dict(ckpt.model)
+        self.load_state(TrainState.from_dict(ckpt.meta["state"]))
+        if epochs is not None:
+            self.set_epochs(epochs)
+        self.objective.load_state_dict(ckpt.meta.get("objective", {}))
+        saved = ckpt.meta.get("callbacks", {})
+        for cb in self.callbacks:
+            if cb.key in saved:
+                cb.load_state_dict(saved[cb.key])
+        if self.ema is not None and ckpt.ema is not None:
+            self.ema.load_state_dict(ckpt.ema)
+            self.ema.updates = self.state.ema_updates
+        if ckpt.optimizer is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+        if self.scaler is not None and ckpt.scaler:
+            self.scaler.load_state_dict(ckpt.scaler)
+        restore_rng(ckpt.rng["tensors"], ckpt.rng["info"])
+        self.state.stop = False

@@ -70,8 +70,8 @@ def parity_images(run: Path, pre: Preprocess, n: int = PARITY_IMAGES, log: Log =
     from ..config import read_yaml
     from ..data.dataset import ArrayDataset
     from ..data.images import ImageDecodeError
+    from ..data.prepare import conform
     from ..data.sources import load_source
-    from ..pipeline import conform
 
     try:
         cfg = read_yaml(run / "config.yaml")
@@ -201,7 +201,7 @@ def export_model(run: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLi
     that holds the preprocessing, the tensor names and the parity figures. The file is only
     written when the parity check passes."""
     from .. import __version__
-    from ..pipeline import load_run_model
+    from ..run import load_run_model
     from ..utils import atomic_write_bytes, write_json
 
     if fmt not in FORMATS:

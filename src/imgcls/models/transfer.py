@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..engine.checkpoint import read_safetensors
 from ..errors import ModelError, RunError
+from ..utils import read_safetensors
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # Wrappers that prefix every key: DataParallel/DDP ("module.") and torch.compile ("_orig_mod.").

@@ -1,16 +1,21 @@
 """The HTTP server: Open Inference Protocol v2 routes, ``/predict``, ``/metrics``, dynamic
-batching, limits. Every error a client can cause is a 4xx ``{"error": ...}``."""
+batching, limits. Every error a client can cause is a 4xx ``{"error": ...}``.
+
+:func:`create_app` registers each group of routes (health and metadata, infer, ``/predict``,
+metrics) with the :class:`Served` state they share; the body limits and request metrics sit in
+the ASGI middleware of :mod:`.edge`."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
@@ -29,12 +34,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..data.images import MAX_PIXELS
 from ..errors import ConfigError, ImgclsError
 from . import protocol
+from .edge import Edge
 from .predictor import Predictor
 from .protocol import HTTPError
 
+if TYPE_CHECKING:
+    from ..preprocess import Preprocess
+
 log = logging.getLogger("imgcls.serve")
 INLINE_BYTES = 64 * 1024
-ASGIApp = Callable[..., Awaitable[None]]
 
 
 class Metrics:
@@ -156,85 +164,89 @@ class Batcher:
         self.executor.shutdown(wait=False)
 
 
-async def _send_json(send: Callable, status: int, obj: dict, close: bool = False) -> None:
-    body = json.dumps(obj).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
-    if close:  # the unread rest of the body must not be parsed as a next request
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+@dataclass
+class Served:
+    """What the routes share: the served model and its fixed facts, the request limits, and
+    the batcher that the app's lifespan starts (``ready`` once the warm-up run is done)."""
 
+    predictor: Predictor
+    name: str
+    metrics: Metrics
+    max_batch: int
+    max_delay_s: float
+    queue_size: int
+    timeout_s: float
+    max_pixels: int
+    ready: bool = False
+    labels: list[str] = field(init=False)
+    _batcher: Batcher | None = field(default=None, init=False)
 
-class Edge:
-    """ASGI middleware at the edge: reads a POST body up to ``max_body`` bytes (413 from
-    Content-Length before reading, or as soon as the streamed size passes it), records the
-    metrics, and turns anything that escapes the app into a logged JSON 500 instead of a
-    dropped connection."""
+    def __post_init__(self) -> None:
+        self.labels = list(self.predictor.pre.class_names)
 
-    def __init__(self, app: ASGIApp, max_body: int, metrics: Metrics) -> None:
-        self.app, self.max_body, self.metrics = app, max_body, metrics
+    @property
+    def pre(self) -> Preprocess:
+        return self.predictor.pre
 
-    async def _body(self, scope: dict, receive: Callable) -> bytes | tuple[int, str] | None:
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit():
-            return 400, "Content-Length must be a number"
-        if int(length) > self.max_body:
-            return 413, f"request body of {int(length):,} bytes is over the limit of " \
-                        f"{self.max_body:,}"
-        chunks, size = [], 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return None
-            chunks.append(msg.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body:
-                return 413, f"request body is over the limit of {self.max_body:,} bytes"
-            if not msg.get("more_body"):
-                return b"".join(chunks)
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI):  # noqa: ANN201
+        """Start the batcher, warm the model up, serve; then stop the batcher."""
+        batcher = Batcher(self.predictor, self.max_batch, self.max_delay_s, self.queue_size,
+                          self.metrics)
+        batcher.start()
+        self._batcher = batcher
+        # the first run pays for allocation and kernel selection: not a client's request
+        c, s, _ = self.predictor.input_shape
+        out = await batcher.submit(np.zeros((1, c, s, s), np.uint8))
+        if out.shape != (1, len(self.labels)):
+            raise ImgclsError(f"the model returns {out.shape[1:]} scores for "
+                              f"{len(self.labels)} class names")
+        # Everything allocated so far (model, app, imports) lives as long as the server: keep
+        # it out of the garbage collector's full passes, whose pauses set the tail latency.
+        gc.collect()
+        gc.freeze()
+        self.ready = True
+        self.metrics.ready.set(1)
+        log.info("model %s ready (%s backend)", self.name, self.predictor.backend)
+        yield
+        self.ready = False
+        self.metrics.ready.set(0)
+        await batcher.stop()  # uvicorn has finished the in-flight requests by now
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        t0, status = time.perf_counter(), [0]
+    def check_model(self, model_name: str, version: str | None = None) -> None:
+        """404 unless the URL names this server's model (version 1 or none)."""
+        if model_name != self.name or version not in (None, "1"):
+            raise HTTPError(f"unknown model {model_name!r}" + (f" version {version!r}"
+                            if version else "") + f"; this server has {self.name!r} version 1",
+                            404)
 
-        async def send_(msg: dict) -> None:
-            if msg["type"] == "http.response.start":
-                status[0] = msg["status"]
-            await send(msg)
+    def batcher(self) -> Batcher:
+        if not self.ready:
+            raise HTTPError("the model is not ready yet", 503)
+        assert self._batcher is not None
+        return self._batcher
 
+    async def run(self, images: np.ndarray) -> np.ndarray:
+        return await self.batcher().submit(images)
+
+    async def limited(self, coro: Awaitable) -> object:
+        """``coro``'s result, or 504 after the request timeout."""
         try:
-            if scope["method"] in ("POST", "PUT", "PATCH"):
-                body = await self._body(scope, receive)
-                if body is None:  # the client went away
-                    return
-                if isinstance(body, tuple):
-                    return await _send_json(send_, body[0], {"error": body[1]}, close=True)
-                receive = _replay(body, receive)
-            await self.app(scope, receive, send_)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if not status[0]:
-                await _send_json(send_, 500, {"error": "internal server error (logged)"})
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route, str(status[0] or 499)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            return await asyncio.wait_for(coro, self.timeout_s)
+        except TimeoutError:
+            raise HTTPError(f"the request took longer than {self.timeout_s:g} s", 504) from None
 
-
-def _replay(body: bytes, receive: Callable) -> Callable:
-    """An ASGI receive that gives the body already read, then waits on the real one (for the
-    disconnect message)."""
-    given = False
-
-    async def replay() -> dict:
-        nonlocal given
-        if given:
-            return await receive()
-        given = True
-        return {"type": "http.request", "body": body, "more_body": False}
-    return replay
+    def metadata(self) -> dict:
+        """The OIP v2 model metadata."""
+        c, s, _ = self.predictor.input_shape
+        return {
+            "name": self.name, "versions": ["1"],
+            "platform": "onnxruntime_onnx" if self.predictor.backend == "onnx" else "pytorch",
+            "inputs": [{"name": protocol.INPUT_NAME, "datatype": "UINT8",
+                        "shape": [-1, c, s, s]}],
+            "outputs": [{"name": protocol.OUTPUT_NAME, "datatype": "FP32",
+                         "shape": [-1, len(self.labels)]}],
+        }
 
 
 def create_app(predictor: Predictor, name: str | None = None, *, max_batch: int = 32,
@@ -246,38 +258,25 @@ def create_app(predictor: Predictor, name: str | None = None, *, max_batch: int 
     if min(max_batch, timeout_s, max_body_mb, queue_size) <= 0 or max_delay_ms < 0:
         raise ConfigError("max batch, timeout, max body size and queue size must be positive, "
                           "max delay not negative")
-    name = name or predictor.name
-    pre = predictor.pre
-    labels = list(pre.class_names)
     metrics = Metrics(max_batch)
-    state: dict = {"ready": False, "batcher": None}
-    c, s, _ = predictor.input_shape
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):  # noqa: ANN202
-        batcher = Batcher(predictor, max_batch, max_delay_ms / 1000, queue_size, metrics)
-        batcher.start()
-        state["batcher"] = batcher
-        # the first run pays for allocation and kernel selection: not a client's request
-        out = await batcher.submit(np.zeros((1, c, s, s), np.uint8))
-        if out.shape != (1, len(labels)):
-            raise ImgclsError(f"the model returns {out.shape[1:]} scores for "
-                              f"{len(labels)} class names")
-        # Everything allocated so far (model, app, imports) lives as long as the server: keep
-        # it out of the garbage collector's full passes, whose pauses set the tail latency.
-        gc.collect()
-        gc.freeze()
-        state["ready"] = True
-        metrics.ready.set(1)
-        log.info("model %s ready (%s backend)", name, predictor.backend)
-        yield
-        state["ready"] = False
-        metrics.ready.set(0)
-        await batcher.stop()  # uvicorn has finished the in-flight requests by now
-
-    app = FastAPI(title="imgcls inference server", version=__version__, lifespan=lifespan,
+    served = Served(predictor, name or predictor.name, metrics, max_batch, max_delay_ms / 1000,
+                    queue_size, timeout_s, max_pixels)
+    app = FastAPI(title="imgcls inference server", version=__version__,
+                  lifespan=served.lifespan,
                   description="Open Inference Protocol v2 (KServe / Triton REST) for an "
                               "imgcls model, plus a multipart /predict.")
+    _add_error_handlers(app)
+    _add_health_and_metadata_routes(app, served)
+    _add_infer_route(app, served)
+    _add_predict_route(app, served)
+    _add_metrics_route(app, metrics)
+    app.add_middleware(Edge, max_body=int(max_body_mb * 2**20), metrics=metrics)
+    app.state.metrics = metrics
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answers ``{"error": message}`` with its status (a client's: 4xx)."""
 
     @app.exception_handler(HTTPError)
     async def _http_error(_: Request, e: HTTPError) -> JSONResponse:
@@ -292,32 +291,10 @@ def create_app(predictor: Predictor, name: str | None = None, *, max_batch: int 
         msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         return JSONResponse({"error": msg or "invalid request"}, 400)
 
-    def model(model_name: str, version: str | None = None) -> None:
-        if model_name != name or version not in (None, "1"):
-            raise HTTPError(f"unknown model {model_name!r}" + (f" version {version!r}"
-                            if version else "") + f"; this server has {name!r} version 1", 404)
 
-    def batcher() -> Batcher:
-        if not state["ready"]:
-            raise HTTPError("the model is not ready yet", 503)
-        return state["batcher"]
-
-    async def run(images: np.ndarray) -> np.ndarray:
-        return await batcher().submit(images)
-
-    async def limited(coro: Awaitable) -> object:
-        try:
-            return await asyncio.wait_for(coro, timeout_s)
-        except TimeoutError:
-            raise HTTPError(f"the request took longer than {timeout_s:g} s", 504) from None
-
-    metadata = {
-        "name": name, "versions": ["1"],
-        "platform": "onnxruntime_onnx" if predictor.backend == "onnx" else "pytorch",
-        "inputs": [{"name": protocol.INPUT_NAME, "datatype": "UINT8", "shape": [-1, c, s, s]}],
-        "outputs": [{"name": protocol.OUTPUT_NAME, "datatype": "FP32",
-                     "shape": [-1, len(labels)]}],
-    }
+def _add_health_and_metadata_routes(app: FastAPI, served: Served) -> None:
+    """OIP v2 liveness, readiness (server and model) and metadata (server and model)."""
+    from .. import __version__
 
     @app.get("/v2/health/live", tags=["health"])
     async def live() -> dict:
@@ -325,97 +302,116 @@ def create_app(predictor: Predictor, name: str | None = None, *, max_batch: int 
 
     @app.get("/v2/health/ready", tags=["health"])
     async def ready() -> JSONResponse:
-        return JSONResponse({"ready": state["ready"]}, 200 if state["ready"] else 503)
+        return JSONResponse({"ready": served.ready}, 200 if served.ready else 503)
 
     @app.get("/v2", tags=["metadata"])
     async def server_metadata() -> dict:
         return {"name": "imgcls", "version": __version__,
                 "extensions": ["binary_tensor_data", "classification"]}
 
+    metadata = served.metadata()
+
     @app.get("/v2/models/{model_name}", tags=["metadata"])
     @app.get("/v2/models/{model_name}/versions/{version}", tags=["metadata"])
     async def model_metadata(model_name: str, version: str | None = None) -> dict:
-        model(model_name, version)
+        served.check_model(model_name, version)
         return metadata
 
     @app.get("/v2/models/{model_name}/ready", tags=["health"])
     @app.get("/v2/models/{model_name}/versions/{version}/ready", tags=["health"])
     async def model_ready(model_name: str, version: str | None = None) -> JSONResponse:
-        model(model_name, version)
-        return JSONResponse({"name": name, "ready": state["ready"]},
-                            200 if state["ready"] else 503)
+        served.check_model(model_name, version)
+        return JSONResponse({"name": served.name, "ready": served.ready},
+                            200 if served.ready else 503)
 
-    infer_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"},
-            "inputs": {"type": "array", "items": {"type": "object", "properties": {
-                "name": {"type": "string", "enum": [protocol.INPUT_NAME]},
-                "datatype": {"type": "string", "enum": ["UINT8", "FP32", "BYTES"]},
-                "shape": {"type": "array", "items": {"type": "integer"}},
-                "data": {"type": "array", "items": {}}}}},
-            "outputs": {"type": "array", "items": {"type": "object", "properties": {
-                "name": {"type": "string", "enum": [protocol.OUTPUT_NAME]},
-                "parameters": {"type": "object", "properties": {
-                    "classification": {"type": "integer"},
-                    "binary_data": {"type": "boolean"}}}}}}}}}}}}
 
-    @app.post("/v2/models/{model_name}/infer", tags=["inference"], openapi_extra=infer_doc)
+# The OpenAPI description of the infer request body (the route reads the raw body itself).
+INFER_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string", "enum": [protocol.INPUT_NAME]},
+            "datatype": {"type": "string", "enum": ["UINT8", "FP32", "BYTES"]},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "data": {"type": "array", "items": {}}}}},
+        "outputs": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string", "enum": [protocol.OUTPUT_NAME]},
+            "parameters": {"type": "object", "properties": {
+                "classification": {"type": "integer"},
+                "binary_data": {"type": "boolean"}}}}}}}}}}}}
+
+
+async def _infer(served: Served, body: bytes, header: str | None) -> tuple[bytes, int | None]:
+    """Parse an infer request body, classify it, encode the response (and the length of its
+    JSON header when binary outputs follow)."""
+    # Small pixel tensors are parsed on the event loop (a thread hop would cost more than the
+    # parsing); large bodies and image files are parsed in a thread.
+    small = len(body) <= INLINE_BYTES
+    pre, max_pixels = served.pre, served.max_pixels
+    with served.batcher().expecting():
+        req, binary = (protocol.split_body(body, header) if small else
+                       await asyncio.to_thread(protocol.split_body, body, header))
+        specs = protocol.parse_outputs(req)  # cheap checks before decoding images
+        if small and protocol.input_datatype(req) != "BYTES":
+            images = protocol.parse_inputs(req, binary, pre, max_pixels)
+        else:
+            images = await asyncio.to_thread(protocol.parse_inputs, req, binary, pre,
+                                             max_pixels)
+    probs = await served.run(images)
+    return protocol.encode_response(served.name, req, probs, specs, served.labels)
+
+
+def _add_infer_route(app: FastAPI, served: Served) -> None:
+    """The OIP v2 infer route, JSON or binary tensors, with and without a version."""
+
+    @app.post("/v2/models/{model_name}/infer", tags=["inference"], openapi_extra=INFER_DOC)
     @app.post("/v2/models/{model_name}/versions/{version}/infer", tags=["inference"],
-              openapi_extra=infer_doc, include_in_schema=False)
+              openapi_extra=INFER_DOC, include_in_schema=False)
     async def infer(model_name: str, request: Request, version: str | None = None) -> Response:
         """Classify a UINT8/FP32 pixel tensor or BYTES image files (Triton's binary tensor
         extension and classification parameter included)."""
-        model(model_name, version)
+        served.check_model(model_name, version)
         if request.headers.get("content-encoding", "identity") != "identity":
             raise HTTPError("compressed request bodies are not accepted", 415)
         body = await request.body()
         header = request.headers.get(protocol.HEADER_LENGTH)
-
-        async def work() -> tuple[bytes, int | None]:
-            # Small pixel tensors are parsed on the event loop (a thread hop would cost more
-            # than the parsing); large bodies and image files are parsed in a thread.
-            small = len(body) <= INLINE_BYTES
-            with batcher().expecting():
-                req, binary = (protocol.split_body(body, header) if small else
-                               await asyncio.to_thread(protocol.split_body, body, header))
-                specs = protocol.parse_outputs(req)  # cheap checks before decoding images
-                if small and protocol.input_datatype(req) != "BYTES":
-                    images = protocol.parse_inputs(req, binary, pre, max_pixels)
-                else:
-                    images = await asyncio.to_thread(protocol.parse_inputs, req, binary, pre,
-                                                     max_pixels)
-            probs = await run(images)
-            return protocol.encode_response(name, req, probs, specs, labels)
-
-        content, head_len = await limited(work())
+        content, head_len = await served.limited(_infer(served, body, header))
         if head_len is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream",
                         headers={"Inference-Header-Content-Length": str(head_len)})
 
+
+async def _predict(served: Served, files: list[UploadFile], top_k: int) -> dict:
+    """Top-k classes of each uploaded file, as ``/predict`` answers them."""
+    data = [await f.read() for f in files]
+    names = [f.filename or f"file {i}" for i, f in enumerate(files)]
+    with served.batcher().expecting():
+        images = await asyncio.to_thread(protocol.decode_files, data, served.pre,
+                                         served.max_pixels, names)
+    probs = await served.run(images)
+    idx = protocol.top_k(probs, min(top_k, probs.shape[1]))
+    labels = served.labels
+    return {"model": served.name, "predictions": [
+        {"file": names[i], "top_k": [
+            {"index": int(j), "label": labels[j] if j < len(labels) else str(j),
+             "probability": float(probs[i, j])} for j in idx[i]]}
+        for i in range(len(files))]}
+
+
+def _add_predict_route(app: FastAPI, served: Served) -> None:
+    """``/predict``: multipart image files in, top-k classes out."""
+
     @app.post("/predict", tags=["inference"])
     async def predict(files: list[UploadFile] = File(..., description="image files"),
                       top_k: int = Query(5, ge=1, description="classes per image")) -> dict:
         """Top-k classes of each uploaded image file (multipart field ``files``)."""
-        async def work() -> dict:
-            data = [await f.read() for f in files]
-            names = [f.filename or f"file {i}" for i, f in enumerate(files)]
-            with batcher().expecting():
-                images = await asyncio.to_thread(protocol.decode_files, data, pre, max_pixels,
-                                                 names)
-            probs = await run(images)
-            idx = protocol.top_k(probs, min(top_k, probs.shape[1]))
-            return {"model": name, "predictions": [
-                {"file": names[i], "top_k": [
-                    {"index": int(j), "label": labels[j] if j < len(labels) else str(j),
-                     "probability": float(probs[i, j])} for j in idx[i]]}
-                for i in range(len(files))]}
-        return await limited(work())
+        return await served.limited(_predict(served, files, top_k))
+
+
+def _add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
+    """``/metrics`` in the Prometheus text format (left out of the OpenAPI schema)."""
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    app.add_middleware(Edge, max_body=int(max_body_mb * 2**20), metrics=metrics)
-    app.state.metrics = metrics
-    return app

@@ -90,7 +90,7 @@ def load_predictor(target: str | os.PathLike, backend: str = "auto", device: str
     fp32 keeps its probabilities identical to ``imgcls predict``."""
     from ..engine.precision import choose_inference_plan, resolve_device
     from ..export import read_sidecar
-    from ..pipeline import load_run_model
+    from ..run import load_run_model
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

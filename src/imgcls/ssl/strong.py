@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .augment import erase
+from ..data.augment import erase
 
 N_OPS = 2
 

@@ -1,0 +1,350 @@
+"""``imgcls train``: config -> data -> model -> execution plan -> trainer -> run folder, and
+resume. Orchestration only: each step's work lives in ``data``, ``models``, ``engine`` and
+``ssl``; the configuration is resolved here, once, before training starts, and written once.
+
+(Named ``training`` rather than ``train`` so that the module does not shadow the
+``imgcls.train`` function, as ``evaluation`` does not shadow ``imgcls.evaluate``.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import (
+    DEFAULT_EPOCHS,
+    TrainConfig,
+    default_label_smoothing,
+    default_lr,
+    parse_duration,
+    tta_mode,
+)
+from .data.augment import choose_augment
+from .data.dataset import ArrayDataset
+from .data.prepare import (
+    Decoding,
+    PreparedData,
+    class_weights,
+    make_loader,
+    prepare_data,
+)
+from .data.sources import Source, load_source
+from .data.splits import write_split_manifest
+from .distributed import DistInfo, broadcast, finish, gather, init_distributed, weights_checksum
+from .engine.budget import Budget, epochs_for_budget
+from .engine.callbacks import (
+    BestModel,
+    Callback,
+    Checkpointing,
+    EarlyStopping,
+    MetricsLog,
+    TensorBoard,
+)
+from .engine.checkpoint import Checkpoint, load_latest, previous_path
+from .engine.evaluate import basic_metrics, predict_logits
+from .engine.precision import ExecPlan, choose_plan, eval_plan, measure_step, resolve_device
+from .engine.trainer import (
+    CrossEntropy,
+    LoopSettings,
+    OptimSettings,
+    Trainer,
+)
+from .errors import ConfigError, RunError
+from .models import create_model, is_external
+from .models.transfer import load_pretrained
+from .preprocess import Preprocess
+from .run import RunDir, default_run_name, load_run_model, model_meta, save_model_file
+from .utils import atomic_write_text, settings_from, write_json, write_yaml
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    test: dict[str, float] | None
+    history: list[dict]
+    plan: ExecPlan
+    seconds: float
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+
+def build_model(cfg: TrainConfig, pre: Preprocess, log: Log = print) -> nn.Module:
+    """The model for ``cfg``, with ``cfg.pretrained`` weights loaded when given (``hub``: the
+    timm / torchvision model's own pretrained weights, where the network allows)."""
+    torch.manual_seed(cfg.seed)
+    hub = cfg.pretrained == "hub"
+    if hub and not is_external(cfg.model):
+        raise ConfigError("--pretrained hub is for timm/<name> and tv/<name> models; give "
+                          "imgcls models a run folder or a weights file")
+    model = create_model(cfg.model, num_classes=len(pre.class_names), in_chans=pre.in_chans,
+                         input_size=pre.input_size, **cfg.model_kwargs,
+                         **({"pretrained": True} if hub else {}))
+    if cfg.pretrained and not hub:
+        load_pretrained(model, cfg.pretrained, log=log, class_names=pre.class_names)
+    return model
+
+
+def plan_epochs(cfg: TrainConfig, plan: ExecPlan, model: nn.Module, example: tuple,
+                train_steps: int, data: PreparedData, log: Log) -> tuple[int, float]:
+    """(epochs, train_fraction): given, the default, or what fits in ``--budget``. The
+    budget's first estimate times a few steps now, not the plan's cached timings: those may
+    come from another hour of a machine whose speed varies (here 1.6x: a cached 253 ms/step
+    planned 17 epochs of a 19-minute budget, and the first epoch's 400 ms cut them to 11,
+    squeezing the schedule's warm-up)."""
+    if cfg.epochs is not None:
+        return cfg.epochs, cfg.train_fraction
+    if not cfg.budget:
+        return DEFAULT_EPOCHS, cfg.train_fraction
+    step_s = measure_step(model, plan, example)
+    if cfg.unlabeled:
+        # a semi-supervised step also trains on ssl_ratio x the batch of unlabelled images
+        # (fixmatch and freematch add a forward pass of their weak view, about a third of a
+        # step); the first epochs' measured time corrects the estimate
+        step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl in ("fixmatch", "freematch") else 1)
+    epochs, fraction = epochs_for_budget(
+        parse_duration(cfg.budget), step_s, train_steps, len(data.val) if data.val else 0,
+        example[0].shape[0])
+    log(f"budget {cfg.budget}: {epochs} epoch(s)"
+        f"{f' of {fraction:.0%} of the training set' if fraction < 1 else ''} at "
+        f"{1000 * step_s:.0f} ms/step")
+    return epochs, fraction
+
+
+def prepare(cfg: TrainConfig, source: Source | None = None, log: Log = print
+            ) -> tuple[Source, PreparedData, ArrayDataset | None]:
+    """The data ``cfg`` names (or ``source``), split and decoded, and its unlabelled images."""
+    source = source or load_source(cfg.data, cfg.data_dir)
+    data = prepare_data(source, val_split=cfg.val_split, seed=cfg.seed,
+                        labels_per_class=cfg.labels_per_class, image_size=cfg.image_size,
+                        channels=cfg.channels, decoding=settings_from(Decoding, cfg))
+    if not cfg.unlabeled:
+        return source, data, None
+    from .ssl import unlabeled_images
+
+    return source, data, unlabeled_images(cfg, data, data.skipped, log)
+
+
+def _resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunDir]:
+    run = RunDir.open(cfg.resume, need_model=False)
+    if not run.config.exists():
+        raise RunError(f"{cfg.resume}: no config.yaml, not a run folder")
+    saved = TrainConfig.from_yaml(run.config)
+    # Only the number of epochs may change on resume (to extend a finished run); anything
+    # else would make the resumed run differ from an uninterrupted one.
+    return saved.replace(resume=cfg.resume, epochs=cfg.epochs or saved.epochs,
+                         progress=cfg.progress), run
+
+
+def _last_checkpoint(run: RunDir, log: Log, write: bool) -> Checkpoint | None:
+    """The run's last checkpoint (or the one before it, when that one is damaged); None when
+    there is none yet (killed before its first checkpoint: the run starts from the
+    beginning). Only ``write`` touches files (rank 0)."""
+    if write:
+        for stale in run.last_checkpoint.parent.glob(".*.tmp"):  # writes cut short by a kill
+            stale.unlink(missing_ok=True)
+    if not (run.last_checkpoint.exists() or previous_path(run.last_checkpoint).exists()):
+        log(f"{run.path}: no checkpoint yet; starting from the beginning")
+        return None
+    ckpt, used = load_latest(run.last_checkpoint)
+    if used != run.last_checkpoint:
+        log(f"warning: {run.last_checkpoint} is damaged; resuming from {used}")
+    return ckpt
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
+           ) -> tuple[TrainConfig, RunDir, DistInfo, Log, Checkpoint | None, bool]:
+    """The configuration (a resumed run's own), the process settings, torchrun's ranks, the
+    run folder and, on resume, its last checkpoint and whether ``--epochs`` was given."""
+    if cfg is None:
+        cfg = TrainConfig.from_dict(overrides)  # a recipe fills in what overrides leave out
+    elif overrides:
+        cfg = cfg.replace(**overrides)
+    run, epochs_given = None, cfg.epochs is not None
+    if cfg.resume:  # the run's own settings (threads, determinism, ...) apply from here on
+        cfg, run = _resume_config(cfg)
+    if not cfg.progress:
+        os.environ["IMGCLS_NO_PROGRESS"] = "1"
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    ddp = init_distributed(cfg.device)
+    if not ddp.is_main:
+        log = _quiet  # one voice: rank 0 speaks for the run
+    if ddp.is_main and not cfg.resume:
+        run = RunDir.create(cfg.out, cfg.name, default_run_name(cfg.model, cfg.data))
+    run = RunDir(broadcast(str(run.path) if run else "", ddp))
+    ckpt = _last_checkpoint(run, log, ddp.is_main) if cfg.resume else None
+    return cfg, run, ddp, log, ckpt, epochs_given
+
+
+def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | None = None,
+          callbacks: list[Callback] | None = None, **overrides: object) -> TrainResult:
+    """Train a model as ``cfg`` (plus keyword overrides) says; returns the finished run.
+    ``source`` replaces ``cfg.data`` with data already in memory (used by ``Classifier.fit``).
+    Under ``torchrun`` every process calls this; rank 0 writes the run."""
+    t_start = time.perf_counter()
+    cfg, run, ddp, log, ckpt, epochs_given = _setup(cfg, overrides, log)
+    source, data, unlabeled = prepare(cfg, source, log)
+    pre = data.preprocess
+    model = build_model(cfg, pre, log)
+    plan, timings, example, steps = _execution_plan(cfg, model, data, ddp)
+    epochs, fraction = plan_epochs(cfg, plan, model, example, steps, data, log)
+    if ckpt is not None:  # a resumed budget run goes on re-planning, unless --epochs is given
+        budget_plans = "budget" in ckpt.meta.get("callbacks", {}) and not epochs_given
+    else:  # the budget plans the run unless --epochs was given
+        budget_plans = bool(cfg.budget) and cfg.epochs is None
+    cfg = cfg.replace(epochs=epochs, train_fraction=fraction, lr=default_lr(cfg),
+                      label_smoothing=default_label_smoothing(cfg))
+    measured = ", ".join(f"{k} {1000 * v:.0f} ms/step" for k, v in timings.items())
+    log(f"execution plan: {measured + ' -> ' if measured else ''}{plan.describe()}")
+    aug = choose_augment(cfg.augment, cfg.epochs, pre.input_size, data.flip_ok, flip=cfg.flip,
+                         translate=cfg.translate, rotate=cfg.rotate, erase=cfg.erase)
+    train_loader = make_loader(data.train, pre, train=True, augment=aug, **plan.placement,
+                               batch_size=cfg.batch_size, seed=cfg.seed, sampler=cfg.sampler,
+                               train_fraction=cfg.train_fraction, workers=cfg.workers,
+                               rank=ddp.rank, world_size=ddp.world_size)
+    val_loader = (make_loader(data.val, pre, train=False, workers=cfg.workers, **plan.placement,
+                              batch_size=max(256, cfg.batch_size)) if data.val else None)
+    if cfg.sync_bn and ddp.active:
+        if not plan.device.startswith("cuda"):
+            raise ConfigError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # the budget's clock starts before a teacher's labelling pass, which it counts
+    budget = (Budget(parse_duration(cfg.budget), cfg.budget, log, ddp=ddp,
+                     partial_epochs=cfg.train_fraction < 1) if budget_plans else None)
+    objective = CrossEntropy(class_weights(data.train) if cfg.class_weights == "auto" else None,
+                             cfg.label_smoothing)
+    if unlabeled is not None:
+        from .ssl import ssl_objective
+
+        objective = ssl_objective(cfg, data, unlabeled, objective, aug, train_loader.batch_size,
+                                  plan, ddp, log)
+    trainer = Trainer(model, train_loader, val_loader, plan,
+                      optim=settings_from(OptimSettings, cfg),
+                      loop=settings_from(LoopSettings, cfg), objective=objective, log=log,
+                      distributed=ddp.active)
+    meta = model_meta(cfg.model, cfg.model_kwargs, pre)
+    best = _add_callbacks(trainer, cfg, run, meta, budget, ddp, log, callbacks or [])
+    if ckpt is not None:
+        trainer.restore(ckpt, cfg.epochs if epochs_given else None)
+        if ddp.is_main:
+            run.truncate_metrics(trainer.state.epoch)
+        log(f"resumed {run.path} at epoch {trainer.state.epoch + 1}, "
+            f"batch {trainer.state.batch}")
+    elif ddp.is_main:
+        if cfg.resume:
+            run.truncate_metrics(0)
+        else:
+            write_yaml(run.config, cfg.to_dict())  # resolved, written once
+        _describe_start(run, cfg, data, source, model, ddp, log)
+    history = trainer.fit()
+    checksums = gather(weights_checksum(trainer.model), ddp)
+    finish(ddp)
+    if not ddp.is_main:
+        return TrainResult(run, None, history, plan, time.perf_counter() - t_start)
+    skipped = _write_skipped(run, data.skipped, (train_loader, val_loader), log)
+    test = _final_test(run, cfg, data, plan, log)
+    seconds = time.perf_counter() - t_start
+    write_json(run.summary, {"test": test, "best_val_top1": best.top1, "best_epoch": best.epoch,
+                             "epochs": trainer.epochs, "seconds": seconds,
+                             "plan": plan.describe(), "timings_s_per_step": timings,
+                             "skipped_images": len(skipped), "world_size": ddp.world_size,
+                             "ranks_identical": len(set(checksums)) == 1})
+    return TrainResult(run, test, history, plan, seconds)
+
+
+def _execution_plan(cfg: TrainConfig, model: nn.Module, data: PreparedData, ddp: DistInfo
+                    ) -> tuple[ExecPlan, dict[str, float], tuple, int]:
+    """(the plan, the measured seconds per step of each candidate, an example batch, the
+    steps of a full epoch): rank 0 measures, every rank follows it on its own device."""
+    device = resolve_device(cfg.device)
+    if device == "cuda" and ddp.active:
+        device = f"cuda:{ddp.local_rank}"
+    probe = make_loader(data.train, data.preprocess, train=True, device=device,
+                        batch_size=cfg.batch_size, seed=cfg.seed, sampler=cfg.sampler,
+                        train_fraction=cfg.train_fraction, workers=cfg.workers)
+    example = next(iter(probe))
+    plan, timings = broadcast(
+        choose_plan(model, example, device=device, precision=cfg.precision,
+                    channels_last=cfg.channels_last, key=cfg.model) if ddp.is_main else None,
+        ddp)
+    return ExecPlan(device, plan.precision, plan.channels_last), timings, example, len(probe)
+
+
+def _add_callbacks(trainer: Trainer, cfg: TrainConfig, run: RunDir, meta: dict,
+                   budget: Budget | None, ddp: DistInfo, log: Log, extra: list[Callback]
+                   ) -> BestModel:
+    """The run's callbacks, in the order their work must happen after an epoch: re-plan the
+    budget, keep the best model, stop early, log the metrics, then checkpoint all of it;
+    rank 0 alone writes. The caller's callbacks come last."""
+    def save(t: Trainer) -> None:
+        if ddp.is_main:
+            save_model_file(run.model_file, t.eval_model.state_dict(), meta)
+
+    best = BestModel(save)
+    cbs: list[Callback] = [budget] if budget else []
+    cbs.append(best)
+    if cfg.early_stop:
+        cbs.append(EarlyStopping(cfg.early_stop, log))
+    cbs.append(MetricsLog(run if ddp.is_main else None, log))
+    if ddp.is_main:
+        cbs.append(Checkpointing(run.last_checkpoint, meta, cfg.checkpoint_every))
+        if cfg.tensorboard:
+            cbs.append(TensorBoard(run.tensorboard))
+    trainer.callbacks = cbs + extra
+    return best
+
+
+def _describe_start(run: RunDir, cfg: TrainConfig, data: PreparedData, source: Source,
+                    model: nn.Module, ddp: DistInfo, log: Log) -> None:
+    if data.train_idx is not None:
+        write_split_manifest(run.split, source.train, data.train_idx, data.val_idx)
+    pre = data.preprocess
+    n = sum(p.numel() for p in model.parameters())
+    log(f"run {run.path}: {cfg.model} ({n / 1e6:.2f}M params) on {data.source}, "
+        f"{len(data.train)} train / {len(data.val) if data.val else 0} val images, "
+        f"{pre.in_chans}x{pre.input_size}x{pre.input_size}"
+        + (f", {ddp.world_size} processes" if ddp.active else ""))
+    if data.val is None and data.test is None:
+        log("warning: no validation or test images: nothing will measure this model "
+            "(--val-split 0.1 holds a tenth of the training images out)")
+
+
+def _write_skipped(run: RunDir, skipped: list[str], loaders: tuple, log: Log) -> list[str]:
+    """Images found unreadable, decoded up front or while streaming, listed in the run."""
+    skipped = skipped + sorted(set().union(*(getattr(ld, "skipped", set()) for ld in loaders)))
+    if skipped:
+        atomic_write_text(run.skipped, "".join(s + "\n" for s in skipped))
+        log(f"skipped {len(skipped)} unreadable image(s), listed in {run.skipped}")
+    return skipped
+
+
+def _final_test(run: RunDir, cfg: TrainConfig, data: PreparedData, plan: ExecPlan, log: Log
+                ) -> dict[str, float] | None:
+    """The saved model's figures on the test split, with the run's TTA, in fp32."""
+    if data.test is None:
+        return None
+    model, pre, _ = load_run_model(run.path, device=plan.device)
+    test_plan = eval_plan(plan.device)
+    loader = make_loader(data.test, pre, train=False, workers=cfg.workers, **test_plan.placement,
+                         batch_size=max(256, cfg.batch_size))
+    logits, labels = predict_logits(model, loader, test_plan, tta=tta_mode(cfg, data.flip_ok))
+    test = basic_metrics(logits, labels)
+    log(f"test: loss {test['loss']:.4f}  top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f} "
+        f"({test['n']} images)")
+    return test

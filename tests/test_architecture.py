@@ -1,0 +1,32 @@
+"""The layering that docs/architecture.md describes, checked: inference does not load the
+training code, and no source file or function grows past what a reader can hold."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "imgcls"
+
+
+def test_the_inference_side_does_not_import_the_trainer():
+    code = ("import sys, imgcls, imgcls.serve.app, imgcls.export, imgcls.predict, "
+            "imgcls.evaluation; imgcls.load; "
+            "print(sorted(m for m in sys.modules if m.startswith(('imgcls.engine.trainer', "
+            "'imgcls.training', 'imgcls.ssl'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_files_and_functions_stay_small():
+    long_files, long_functions = [], []
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        if text.count("\n") > 450:
+            long_files.append(path.name)
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if node.end_lineno - node.lineno + 1 > 90:
+                    long_functions.append(f"{path.name}:{node.name}")
+    assert long_files == [] and long_functions == []

@@ -1,0 +1,81 @@
+"""The command line's surface: the config flags in sections, one name per concept."""
+
+import json
+import re
+from dataclasses import fields
+
+import pytest
+
+from imgcls.cli import build_parser, main
+from imgcls.config import TrainConfig
+from imgcls.config_flags import CONFIG_GROUPS
+
+
+def help_of(capsys, *command: str) -> str:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--help"])
+    return capsys.readouterr().out
+
+
+def sections(text: str) -> dict[str, list[str]]:
+    """The flags of each section of an argparse help text ('title:' lines)."""
+    out: dict[str, list[str]] = {}
+    title = None
+    for line in text.splitlines():
+        if re.match(r"^\S.*:$", line):
+            title = line[:-1]
+            out[title] = []
+        elif title and (m := re.match(r"^  (--[\w-]+)", line)):
+            out[title].append(m.group(1))
+    return out
+
+
+def test_every_config_field_is_in_exactly_one_section():
+    """A new TrainConfig field must be given a section in CONFIG_GROUPS."""
+    grouped = [name for names in CONFIG_GROUPS.values() for name in names]
+    assert len(grouped) == len(set(grouped)), "a field is in two sections"
+    assert set(grouped) == {f.name for f in fields(TrainConfig)}
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "tune"])
+def test_config_flags_are_shown_in_sections(capsys, command):
+    got = sections(help_of(capsys, command))
+    for title, names in CONFIG_GROUPS.items():
+        assert got[title] == [*(["--config"] if title == "presets" else []),
+                              *("--" + n.replace("_", "-") for n in names)], title
+    expected = ["presets", "data", "model", "optimisation", "augmentation", "semi-supervised",
+                "execution", "run folder and lifecycle"]
+    assert [t for t in got if t in CONFIG_GROUPS] == expected
+    assert "--image-size" in got["data"] and "--ssl-ratio" in got["semi-supervised"]
+
+
+@pytest.mark.parametrize(("command", "size", "channels"), [("models", 32, 3), ("bench", 28, 1)])
+def test_image_size_and_channels_as_train_names_them(capsys, command, size, channels):
+    def shape(*flags: str) -> tuple[int, int]:
+        args = build_parser().parse_args([command, *flags])
+        return args.image_size, args.channels
+
+    other = 4 - channels  # 1 <-> 3
+    assert shape() == (size, channels)
+    assert shape("--image-size", "40", "--channels", str(other)) == (40, other)
+    # the former spellings still parse, to the same settings, and are not advertised
+    assert shape("--input-size", "40") == (40, channels)
+    assert shape("--in-chans", str(other)) == (size, other)
+    with pytest.raises(SystemExit):
+        shape("--in-chans", "2")
+    text = help_of(capsys, command)
+    assert "--image-size" in text and "--channels" in text
+    assert "--input-size" not in text and "--in-chans" not in text
+
+
+def test_models_with_image_size_and_channels(capsys):
+    from imgcls.models import create_model
+
+    assert main(["models", "--family", "seed", "--image-size", "28", "--channels", "1",
+                 "--no-latency", "--format", "json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"seed_keras_cnn", "seed_torch_cnn"}
+    for name, r in rows.items():
+        m = create_model(name, num_classes=10, in_chans=1, input_size=28)
+        assert r["input_size"] == 28 and "latency_ms" not in r
+        assert r["params"] == sum(p.numel() for p in m.parameters())  # one input channel
