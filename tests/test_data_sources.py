@@ -36,7 +36,7 @@ def test_embedded_sample_is_real_stratified_fashion_mnist():
 def test_idx_source_from_data_dir(tmp_path):
     write_idx_set(tmp_path)
     s = load_source("mnist", data_dir=tmp_path)
-    assert len(s.train) == 40 and len(s.test) == 10 and not s.flip_ok
+    assert len(s.train) == 40 and len(s.test) == 10
     assert torch.equal(s.train.images[:, 0, 0, 0].long(), s.train.labels * 20)
     with pytest.raises(DataError, match="no mnist IDX files"):
         load_source("mnist", data_dir=tmp_path / "nothing")
@@ -83,7 +83,7 @@ def test_cifar_pickle_cannot_run_code(tmp_path):
 def test_digits_has_fixed_test_split():
     a, b = load_source("digits"), load_source("digits")
     assert len(a.train) + len(a.test) == 1797 and torch.equal(a.test.labels, b.test.labels)
-    assert a.train.images.max() == 255 and not a.flip_ok
+    assert a.train.images.max() == 255
 
 
 def test_folder_scan_and_bad_files_are_skipped(color_folder):

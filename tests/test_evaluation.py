@@ -98,20 +98,39 @@ def test_predict_folder_with_a_corrupt_file(run, evaluated, tmp_path, capsys):
     d, labels = mixed_folder(tmp_path)
     recs = imgcls.predict(run, [str(d)], top_k=3)
     assert len(recs) == 5 and "error" in recs[4] and "e_corrupt.png" in recs[4]["error"]
+    assert set(recs[4]) == {"file", "error"}
     names = imgcls.load(run).classes
     good = [r for r in recs if "error" not in r]
-    assert all(len(r["top"]) == 3 and r["top"][0][1] >= r["top"][1][1] for r in good)
+    for r in good:  # one shape: the API's, predict's JSON and CSV, the server's /predict
+        assert set(r) == {"file", "label", "probability", "top_k"}
+        assert [set(c) for c in r["top_k"]] == [{"label", "probability"}] * 3
+        assert r["top_k"][0]["probability"] >= r["top_k"][1]["probability"]
+        assert r["label"] == r["top_k"][0]["label"]
+        assert r["probability"] == r["top_k"][0]["probability"]
     assert sum(r["label"] == names[y] for r, y in zip(good, labels)) >= 2
     out = tmp_path / "p.csv"
     assert main(["predict", str(run), str(d), "--format", "csv", "-o", str(out)]) == 0
+    # only the predicted files count as written predictions; the unreadable one is named
+    assert "wrote 4 prediction(s)" in capsys.readouterr().err
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert list(rows[0]) == ["file", "label", "probability", "top_k", "error"]
     assert len(rows) == 5 and rows[4]["error"] and rows[0]["label"] in names
-    assert main(["predict", str(run), str(d / "*.png"), "--format", "json"]) == 0
+    top = json.loads(rows[0]["top_k"])  # the same list of {label, probability} as JSON's
+    assert [set(c) for c in top] == [{"label", "probability"}] * 3
+    assert float(rows[0]["probability"]) == top[0]["probability"]
+    assert rows[0]["label"] == top[0]["label"]
+    assert main(["predict", str(run), str(d / "*.png"), "--format", "json",
+                 "-o", str(tmp_path / "p.json")]) == 0
     printed = capsys.readouterr()
-    data = json.loads(printed.out)
+    data = json.loads((tmp_path / "p.json").read_text())
     assert [r["file"].split("/")[-1] for r in data] == ["a_gray.png", "c_rgba.png", "e_corrupt.png"]
+    assert data[0] == recs[0]  # the CLI's JSON is the API's records
+    assert "wrote 2 prediction(s)" in printed.err and "1 file(s) could not be read" in printed.err
     assert "cannot read" in printed.err and "2 predicted, 1 unreadable" in printed.err
     assert main(["predict", str(run), str(d / "table_of_nothing")]) == 2
+    # one path on its own, as a str or a Path
+    one = imgcls.predict(run, d / "a_gray.png", top_k=3)
+    assert one == imgcls.predict(run, str(d / "a_gray.png"), top_k=3) == recs[:1]
 
 
 def test_cli_eval(run, capsys):

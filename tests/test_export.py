@@ -48,6 +48,30 @@ def test_onnx_export_passes_parity_and_writes_the_sidecar(run, onnx_path):
     np.testing.assert_allclose(probs, imgcls.load(run).predict(x), atol=1e-5)
 
 
+def test_the_onnx_file_carries_its_own_metadata(run, onnx_path, tmp_path):
+    _, pre, _ = load_run_model(run)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["class_names"]) == pre.class_names
+    assert (json.loads(meta["input_size"]), json.loads(meta["in_chans"])) == (8, 1)
+    assert (meta["layout"], meta["color_order"], meta["input_dtype"]) == ("NCHW", "L", "uint8")
+    assert json.loads(meta["mean"]) == pre.mean and json.loads(meta["std"]) == pre.std
+    assert json.loads(meta["temperature"]) == pre.temperature
+    assert meta["resize"] == pre.resize and meta["imgcls_version"] == imgcls.__version__
+    assert (meta["input_name"], meta["output_names"]) == ("images", "probabilities,logits")
+    side = json.loads((run / "model.onnx.json").read_text())
+    assert (side["layout"], side["color_order"], side["input_dtype"]) == ("NCHW", "L", "uint8")
+    # the file alone is enough: served without its sidecar, it predicts as the run does
+    from imgcls.serve import load_predictor
+
+    alone = tmp_path / "alone.onnx"
+    alone.write_bytes(onnx_path.read_bytes())
+    predictor = load_predictor(alone)
+    assert predictor.backend == "onnx" and predictor.pre == pre
+    x = np.random.default_rng(1).integers(0, 256, (4, 1, 8, 8), dtype=np.uint8)
+    np.testing.assert_allclose(predictor(x), imgcls.load(run).predict(x), atol=1e-5)
+
+
 def test_a_wrong_export_fails_loudly_and_writes_nothing(run, tmp_path, monkeypatch):
     def forward(self, images):  # normalisation forgotten: the classic deployment bug
         logits = self.model(images.float() / 255).float()

@@ -58,12 +58,13 @@ def test_reset_classifier_and_reload(name, tmp_path):
 
 
 def test_networks_without_normalisation_get_a_tenth_of_the_sgd_rate():
-    from imgcls.config import TrainConfig, default_lr
+    from imgcls.config import TrainConfig
+    from imgcls.defaults import default_lr
 
     assert default_lr(TrainConfig(model="resnet20", batch_size=256)) == pytest.approx(0.2)
-    assert default_lr(TrainConfig(model="vgg16_bn")) == pytest.approx(0.1)
+    assert default_lr(TrainConfig(model="vgg16_bn", batch_size=128)) == pytest.approx(0.1)
     for name in ("vgg16", "squeezenet1_0", "squeezenet1_1"):
-        assert default_lr(TrainConfig(model=name)) == pytest.approx(0.01)
+        assert default_lr(TrainConfig(model=name, batch_size=128)) == pytest.approx(0.01)
     assert default_lr(TrainConfig(model="vgg16", lr=0.05)) == 0.05  # explicit wins
     # semi-supervised: the unlabelled images of a step count too (64 + 3 x 64)
     ssl = TrainConfig(model="fastnet_s", batch_size=64, unlabeled="rest")

@@ -10,8 +10,8 @@ import imgcls
 from imgcls.engine.checkpoint import load_checkpoint
 from imgcls.engine.trainer import Callback, TrainingDiverged
 
-FAST = dict(data="digits", batch_size=64, precision="fp32", channels_last="no",
-            progress=False, log=lambda _: None)
+FAST = dict(data="digits", model="seed_torch_cnn", batch_size=64, precision="fp32",
+            channels_last="no", progress=False, log=lambda _: None)
 
 
 class PoisonSteps(Callback):

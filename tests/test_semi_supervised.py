@@ -14,8 +14,9 @@ from imgcls.ssl.propagate import knn_graph, propagate_labels
 from imgcls.training import prepare
 from imgcls.utils import read_safetensors
 
-KW = dict(data="digits", labels_per_class=5, epochs=20, batch_size=16, lr=0.05,
-          precision="fp32", channels_last="no", progress=False, log=lambda _: None, seed=1)
+KW = dict(data="digits", model="seed_torch_cnn", labels_per_class=5, epochs=20, batch_size=16,
+          lr=0.05, precision="fp32", channels_last="no", progress=False, log=lambda _: None,
+          seed=1)
 
 
 def test_fixmatch_and_pseudo_labels_train(tmp_path):

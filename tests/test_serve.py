@@ -103,6 +103,7 @@ def test_triton_client_health_and_metadata(triton_client, run):
     assert m["name"] == "digits" and m["platform"] == "onnxruntime_onnx"
     assert m["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 1, 8, 8]}]
     assert m["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    assert m["parameters"]["labels"] == [str(i) for i in range(10)]  # the output's columns
     with pytest.raises(InferenceServerException, match="unknown model"):
         triton_client.get_model_metadata("nope")
 
@@ -172,7 +173,7 @@ def test_fp32_nhwc_and_base64_bytes_give_the_same_answer(http, images):
         np.testing.assert_allclose(out["data"], ref, atol=1e-6)
 
 
-def test_predict_multipart(http, run, images):
+def test_predict_multipart(http, run, images, tmp_path):
     data = [encode(images[i], "PNG") for i in range(3)]
     files = [("files", (f"d{i}.png", d, "image/png")) for i, d in enumerate(data)]
     r = http.post("/predict", files=files, params={"top_k": 2})
@@ -181,14 +182,71 @@ def test_predict_multipart(http, run, images):
     expected = imgcls.load(run).predict(data)
     assert [p["file"] for p in preds] == ["d0.png", "d1.png", "d2.png"]
     for p, e in zip(preds, expected):
-        assert len(p["top_k"]) == 2 and p["top_k"][0]["index"] == e.argmax()
-        assert p["top_k"][0]["label"] == str(e.argmax())
+        assert len(p["top_k"]) == 2 and p["top_k"][0]["label"] == str(e.argmax())
         assert p["top_k"][0]["probability"] == pytest.approx(e.max(), abs=1e-4)
+        assert p["label"] == p["top_k"][0]["label"]
+        assert p["probability"] == p["top_k"][0]["probability"]
+    # the same shape as imgcls.predict / `imgcls predict --format json`
+    for i, d in enumerate(data):
+        (tmp_path / f"d{i}.png").write_bytes(d)
+    api = imgcls.predict(run, [str(tmp_path / f"d{i}.png") for i in range(3)], top_k=2)
+    for p, a in zip(preds, api):
+        assert set(p) == set(a) == {"file", "label", "probability", "top_k"}
+        assert [set(c) for c in p["top_k"]] == [set(c) for c in a["top_k"]]
+        assert p["label"] == a["label"]
+        assert p["probability"] == pytest.approx(a["probability"], abs=1e-4)
 
 
-def test_openapi_schema(http):
+def test_predict_multipart_answers_each_file(http, images):
+    good = encode(images[0], "PNG")
+    files = [("files", ("a.png", good, "image/png")),
+             ("files", ("bad.png", b"not an image", "image/png")),
+             ("files", ("c.png", encode(images[1], "JPEG"), "image/jpeg"))]
+    r = http.post("/predict", files=files, params={"top_k": 3})
+    assert r.status_code == 200, r.text
+    a, bad, c = r.json()["predictions"]
+    assert a["file"] == "a.png" and len(a["top_k"]) == 3 and "error" not in a
+    assert c["file"] == "c.png" and len(c["top_k"]) == 3 and "error" not in c
+    assert set(bad) == {"file", "error"} and bad["error"].startswith("bad.png: ")
+    # none readable: 400, naming each file
+    r = http.post("/predict", files=[("files", ("x.png", b"", "image/png")),
+                                     ("files", ("y.png", b"nope", "image/png"))])
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("x.png: ") and "; y.png: " in r.json()["error"]
+
+
+def test_top_level_classification_parameter(http, images):
+    x = tensor(images[:2])
+    r = http.post("/v2/models/digits/infer",
+                  json={"inputs": [x], "parameters": {"classification": 3}})
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    assert out["datatype"] == "BYTES" and out["shape"] == [2, 3]
+    assert all(len(s.split(":")) == 3 for s in out["data"])
+    # with outputs named, it applies to each of them unless the output says otherwise
+    r = http.post("/v2/models/digits/infer", json={
+        "inputs": [x], "parameters": {"classification": 3},
+        "outputs": [{"name": "probabilities"}]})
+    assert r.json()["outputs"][0]["shape"] == [2, 3]
+    r = http.post("/v2/models/digits/infer", json={
+        "inputs": [x], "parameters": {"classification": 3},
+        "outputs": [{"name": "probabilities", "parameters": {"classification": 1}}]})
+    assert r.json()["outputs"][0]["shape"] == [2, 1]  # the output's own parameter wins
+    r = http.post("/v2/models/digits/infer", json={
+        "inputs": [x], "parameters": {"classification": 3},
+        "outputs": [{"name": "probabilities", "parameters": {"classification": 0}}]})
+    assert r.json()["outputs"][0]["shape"] == [2, 10]  # 0: the probabilities themselves
+    r = http.post("/v2/models/digits/infer",
+                  json={"inputs": [x], "parameters": {"classification": -1}})
+    assert r.status_code == 400 and "classification" in r.json()["error"]
+
+
+def test_openapi_schema_without_cdn_pages(http):
     paths = http.get("/openapi.json").json()["paths"]
     assert {"/v2/models/{model_name}/infer", "/predict", "/v2/health/ready"} <= set(paths)
+    # FastAPI's /docs and /redoc load their scripts from a CDN (blank offline): not served
+    assert http.get("/docs").status_code == 404
+    assert http.get("/redoc").status_code == 404
 
 
 # --------------------------------------------------------------------------- bad input

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import imgcls
 from imgcls.cli import main
@@ -28,7 +29,7 @@ def test_short_real_training_beats_chance_and_writes_the_run(tmp_path):
     rec = r.run.read_metrics()[0]
     assert rec["epoch"] == 1 and rec["val_top1"] > 0.5
     _, meta = read_safetensors(r.path / "model.safetensors")
-    assert meta["model"] == "seed_torch_cnn"
+    assert meta["model"] == "fastnet_s"  # the default, chosen for 28 px images
     assert meta["preprocess"]["class_names"][0] == "T-shirt/top"
     assert meta["preprocess"]["input_size"] == 28 and meta["preprocess"]["in_chans"] == 1
     # the split manifest holds the stratified 10% of the sample's training images
@@ -105,6 +106,56 @@ def test_keras_like_fit_evaluate_predict(tmp_path):
     assert res["top1"] > 0.8
     probs = clf.predict(x[1500:1510])
     assert probs.shape == (10, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_fit_takes_string_labels_and_predict_one_file(tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0)[..., None].astype(np.float32)
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                      "nine"])
+    y = names[d.target]  # string labels, as Keras users often hold them
+    clf = imgcls.Classifier("seed_keras_cnn", **FAST)
+    clf.fit(x[:1500], y[:1500], epochs=3, batch_size=32, out=str(tmp_path), verbose=False,
+            augment="none", image_size=16, validation_data=(x[1500:1600], y[1500:1600]))
+    assert clf.classes == sorted(names.tolist())  # sorted distinct names
+    res = clf.evaluate(x[1600:], y[1600:])  # string labels here too
+    assert res["top1"] > 0.7
+    assert res == clf.evaluate(x[1600:], [clf.classes.index(v) for v in y[1600:]])
+    with pytest.raises(imgcls.DataError, match="'ten' are not among the classes"):
+        clf.evaluate(x[:1], ["ten"])
+    # one image file, as a str or a Path: probabilities of shape (1, classes)
+    path = tmp_path / "digit.png"
+    Image.fromarray((x[1600, ..., 0] * 255).round().astype(np.uint8)).save(path)
+    one = clf.predict(str(path))
+    assert one.shape == (1, 10)
+    np.testing.assert_allclose(clf.predict(path), one)
+    np.testing.assert_allclose(clf.predict([str(path)]), one)
+    np.testing.assert_allclose(clf.predict(x[1600:1601]), one, atol=1e-6)
+
+
+def test_a_second_fit_continues_from_the_current_weights(tmp_path):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = d.images[:600, None].astype(np.float32) / 16.0, d.target[:600]
+    clf = imgcls.Classifier("seed_keras_cnn", **FAST)
+    clf.fit(x, y, epochs=2, batch_size=32, out=str(tmp_path), verbose=False, augment="none",
+            image_size=16, validation_split=0.1)
+    first = clf.run_path
+    trained = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    # a learning rate too small to move a weight: what the second fit ends with is what it
+    # started from, the first fit's weights (a fresh model would end at its initialisation)
+    clf.fit(x, y, epochs=1, batch_size=32, out=str(tmp_path), verbose=False, augment="none",
+            image_size=16, validation_split=0.1, lr=1e-12)
+    assert clf.run_path != first  # a new run folder, trained from the first one's weights
+    cfg = yaml.safe_load((clf.run_path / "config.yaml").read_text())
+    assert cfg["pretrained"] == str(first)
+    now = clf.model.state_dict()
+    for k, v in trained.items():
+        torch.testing.assert_close(now[k], v, atol=1e-6, rtol=0, msg=k)
 
 
 def test_cli_train_eval_and_data_info(tmp_path, capsys):

@@ -72,13 +72,47 @@ def as_uint8_images(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def _labels(y: np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(y))
+def _label_names(y: object) -> np.ndarray | None:
+    """``y`` as an array of str when its labels are class names, else None."""
+    if isinstance(y, torch.Tensor):
+        return None
+    a = np.asarray(y)
+    if a.dtype.kind in "US" or (a.dtype.kind == "O" and a.size
+                                and all(isinstance(v, str | bytes) for v in a.ravel())):
+        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in a.ravel()]
+                        ).reshape(a.shape)
+    return None
+
+
+def _labels(y: np.ndarray | torch.Tensor | list, n: int,
+            classes: list[str] | None = None) -> torch.Tensor:
+    """Labels as class indices (N,): integers, one-hot rows, or class names (looked up in
+    ``classes``)."""
+    names = _label_names(y)
+    if names is not None:
+        if names.shape != (n,):
+            raise DataError(f"labels must have shape ({n},), got {names.shape}")
+        index = {c: i for i, c in enumerate(classes or [])}
+        unknown = sorted(set(names.tolist()) - index.keys())
+        if unknown:
+            raise DataError(f"labels {', '.join(map(repr, unknown[:5]))} are not among the "
+                            f"classes {classes}")
+        return torch.tensor([index[v] for v in names.tolist()], dtype=torch.long)
+    try:
+        t = torch.as_tensor(np.asarray(y))
+    except (TypeError, ValueError):
+        raise DataError("labels must be integers, one-hot rows or class names") from None
     if t.dim() == 2:  # one-hot, as keras.utils.to_categorical makes
         t = t.argmax(1)
     if t.shape != (n,):
         raise DataError(f"labels must have shape ({n},) or ({n}, classes), got {tuple(t.shape)}")
-    return t.long()
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise DataError("labels must be integers, one-hot rows or class names")
+    t = t.long()
+    if t.numel() and (t.min() < 0 or (classes and t.max() >= len(classes))):
+        raise DataError(f"labels must lie in 0..{len(classes) - 1 if classes else 'classes'}, "
+                        f"got {int(t.min())}..{int(t.max())}")
+    return t
 
 
 class Classifier:
@@ -106,22 +140,31 @@ class Classifier:
     def classes(self) -> list[str]:
         return self.preprocess.class_names if self.preprocess else []
 
-    def fit(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
+    def fit(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | list, *,
             epochs: int = 10, batch_size: int = 128, validation_split: float = 0.0,
             validation_data: tuple | None = None, class_names: list[str] | None = None,
             out: str = "runs", verbose: bool = True, **config: object) -> History:
-        """Train on in-memory images (any layout :func:`as_uint8_images` takes) and labels;
-        writes a run folder under ``out`` like ``imgcls train`` and keeps the best weights."""
+        """Train on in-memory images (any layout :func:`as_uint8_images` takes) and labels
+        (integers, one-hot rows or class names such as ``np.array(["cat", "dog", ...])``);
+        writes a run folder under ``out`` like ``imgcls train`` and keeps the best weights.
+
+        ``class_names`` default to the sorted distinct names of string labels, else "0",
+        "1", ... A second ``fit`` (or a ``fit`` after :func:`load`) continues from the current
+        weights, as Keras does: it trains with ``pretrained=<the current run folder>`` (the
+        weights of the same shape are loaded; the optimizer and the learning-rate schedule
+        start afresh) and writes a new run folder, which becomes :attr:`run_path`. Its classes
+        stay the current ones when the new labels are among them; pass ``pretrained=None``
+        to start from scratch."""
         images = as_uint8_images(x)
-        labels = _labels(y, len(images))
-        n_classes = int(labels.max()) + 1
-        if validation_data is not None:
-            val_x = as_uint8_images(validation_data[0])
-            n_classes = max(n_classes, int(_labels(validation_data[1], len(val_x)).max()) + 1)
-        classes = class_names or [str(i) for i in range(n_classes)]
-        train_ds = ArrayDataset(images, labels, classes)
-        val_ds = (ArrayDataset(val_x, _labels(validation_data[1], len(val_x)), classes)
-                  if validation_data is not None else None)
+        val_x = as_uint8_images(validation_data[0]) if validation_data is not None else None
+        ys = [y] + ([validation_data[1]] if validation_data is not None else [])
+        classes = list(class_names) if class_names else self._fit_classes(
+            ys, [len(images)] + ([len(val_x)] if val_x is not None else []))
+        train_ds = ArrayDataset(images, _labels(y, len(images), classes), classes)
+        val_ds = (ArrayDataset(val_x, _labels(validation_data[1], len(val_x), classes), classes)
+                  if val_x is not None else None)
+        if self.run_path is not None and "pretrained" not in config:
+            config["pretrained"] = str(self.run_path)  # continue from the current weights
         cfg = self.config.replace(epochs=epochs, batch_size=batch_size, out=out,
                                   val_split=validation_split if val_ds is None else 0.0,
                                   data="arrays", **config)
@@ -133,13 +176,31 @@ class Classifier:
         self.run_path = result.path
         return History.from_records(result.history)
 
+    def _fit_classes(self, ys: list, sizes: list[int]) -> list[str]:
+        """The class names of a ``fit`` without ``class_names``: the current ones when this
+        classifier has weights and the labels fit them, else the sorted distinct names of
+        string labels, else "0", "1", ... up to the largest integer label."""
+        current = self.classes if self.run_path is not None else []
+        names = [_label_names(y) for y in ys]
+        if any(n is not None for n in names):
+            if not all(n is not None for n in names):
+                raise DataError("training and validation labels must both be class names or "
+                                "both be integers")
+            found = sorted(set().union(*(set(n.ravel().tolist()) for n in names)))
+            return current if current and set(found) <= set(current) else found
+        n_classes = max(int(_labels(y, n).max()) + 1 for y, n in zip(ys, sizes))
+        return current if len(current) >= n_classes else [str(i) for i in range(n_classes)]
+
     def _require(self) -> tuple[torch.nn.Module, Preprocess]:
         if self.model is None or self.preprocess is None:
             raise RuntimeError("the classifier has no weights yet: call fit() or imgcls.load()")
         return self.model, self.preprocess
 
-    def _input(self, x: np.ndarray | torch.Tensor | list) -> torch.Tensor:
+    def _input(self, x: np.ndarray | torch.Tensor | list | str | os.PathLike | bytes
+               ) -> torch.Tensor:
         _, pre = self._require()
+        if isinstance(x, str | os.PathLike | bytes):  # one image file (or its bytes)
+            x = [x]
         if isinstance(x, list | tuple) and x and isinstance(x[0], str | os.PathLike | bytes):
             return pre.load_images(list(x))
         images = convert_channels(as_uint8_images(x), pre.in_chans)
@@ -156,19 +217,23 @@ class Classifier:
         loader = make_loader(ds, pre, train=False, batch_size=batch_size, **plan.placement)
         return predict_logits(model, loader, plan, tta=tta)
 
-    def evaluate(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
-                 batch_size: int = 256, tta: bool | str = False) -> dict[str, float]:
+    def evaluate(self, x: np.ndarray | torch.Tensor | list | str | os.PathLike,
+                 y: np.ndarray | torch.Tensor | list, *, batch_size: int = 256,
+                 tta: bool | str = False) -> dict[str, float]:
         """``{"loss", "top1", "top5", "n"}`` (the keys of every imgcls result) on images ``x``
-        with labels ``y``; ``tta``: False, "flip" (or True) or "shift"
-        (:func:`imgcls.engine.evaluate.tta_views`)."""
+        (arrays, or image files as :meth:`predict` takes them) with labels ``y`` (integers,
+        one-hot rows or names of :attr:`classes`); ``tta``: False, "flip" (or True) or
+        "shift" (:func:`imgcls.engine.evaluate.tta_views`)."""
         images = self._input(x)
-        logits, labels = self._logits(images, _labels(y, len(images)), batch_size, tta)
+        labels = _labels(y, len(images), self.classes)
+        logits, labels = self._logits(images, labels, batch_size, tta)
         return basic_metrics(logits, labels)
 
-    def predict(self, x: np.ndarray | torch.Tensor | list, *, batch_size: int = 256,
-                tta: bool | str = False) -> np.ndarray:
-        """Class probabilities (N, classes) for arrays, or for a list of image file paths;
-        ``tta`` as in :meth:`evaluate`."""
+    def predict(self, x: np.ndarray | torch.Tensor | list | str | os.PathLike | bytes, *,
+                batch_size: int = 256, tta: bool | str = False) -> np.ndarray:
+        """Class probabilities (N, classes), columns in the order of :attr:`classes`, for
+        arrays, a list of image files (paths or encoded bytes) or one image file (then N is
+        1); ``tta`` as in :meth:`evaluate`."""
         _, pre = self._require()
         logits, _ = self._logits(self._input(x), None, batch_size, tta)
         return torch.softmax(logits / pre.temperature, 1).numpy()

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from .config import TTA_MODES
 from .config_flags import DefaultsFormatter, add_config_flags, config_from_args
@@ -19,8 +20,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(config_from_args(args))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
-    if result.test:
-        print(f"test accuracy {result.test['top1']:.4f} ({result.test['n']} images)")
+    if result.held_out:
+        split, m = result.held_out
+        print(f"{split} accuracy {m['top1']:.4f} ({m['n']} images"
+              f"{'' if split == 'test' else '; no test split'})")
     print(f"run saved to {result.path} ({result.seconds:.0f} s)")
     return 0
 
@@ -32,7 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
     r = evaluate(args.run, args.data, args.split, data_dir=args.data_dir, tta=args.tta,
-                 calibrate=not args.no_calibrate, reject_below=args.reject_below,
+                 calibrate=args.calibrate, reject_below=args.reject_below,
                  ood_score=args.ood_score, report=not args.no_report,
                  batch_size=args.batch_size, device=args.device,
                  log=lambda m: print(m, file=sys.stderr))
@@ -79,6 +82,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                       reject_below=args.reject_below, score=args.ood_score,
                       device=args.device)
     errors = [r for r in records if "error" in r]
+    predicted = len(records) - len(errors)
     for r in errors:
         print(f"imgcls: cannot read {r['error']}", file=sys.stderr)
     if args.format in ("csv", "json"):
@@ -87,7 +91,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             from .utils import atomic_write_text
 
             atomic_write_text(args.output, text)
-            print(f"wrote {len(records)} predictions to {args.output}", file=sys.stderr)
+            print(f"wrote {predicted} prediction(s) to {args.output}"
+                  + (f" ({len(errors)} file(s) could not be read: rows with an error)"
+                     if errors else ""), file=sys.stderr)
         else:
             print(text, end="" if text.endswith("\n") else "\n")
     else:
@@ -97,10 +103,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         t = Table("file", "label", *[f"top {i + 1}" for i in range(args.top_k)])
         for r in records:
             if "error" not in r:
-                t.add_row(r["file"], r["label"], *[f"{lb} {p:.3f}" for lb, p in r["top"]])
+                t.add_row(r["file"], r["label"],
+                          *[f"{c['label']} {c['probability']:.3f}" for c in r["top_k"]])
         Console().print(t)
-    print(f"{len(records) - len(errors)} predicted, {len(errors)} unreadable", file=sys.stderr)
-    return 0 if len(errors) < len(records) else 1
+    print(f"{predicted} predicted, {len(errors)} unreadable", file=sys.stderr)
+    return 0 if predicted else 1
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
@@ -111,7 +118,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     info = describe(source)
     grid = sample_grid(source, args.grid) if args.grid else None
     if args.format == "json":
-        print(json.dumps(dict(info, grid=str(grid) if grid else None)))
+        print(json.dumps(dict(info, grid=str(Path(grid).resolve()) if grid else None)))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -129,7 +136,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     if "warning" in info:
         con.print(f"[yellow]warning:[/] {info['warning']}")
     if grid:
-        con.print(f"sample grid: {grid}")
+        con.print(f"wrote the sample grid to {Path(grid).resolve()} (--grid PATH, '' for none)")
     return 0
 
 
@@ -140,8 +147,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern, args.family)
     if not names:
-        print("no model matches", file=sys.stderr)
-        return 1
+        from .models import list_families
+
+        raise ImgclsError(f"no model matches; the families are {', '.join(list_families())}")
     rows = []
     for name in progress_bar(names, total=len(names), desc="measuring models"):
         rows += model_table([name], input_size=args.image_size, in_chans=args.channels,
@@ -204,14 +212,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     # --budget is the whole search's time here; each trial runs --epochs (default 10)
     budget = parse_duration(base.budget, "budget") if base.budget else None
     r = tune(base.replace(budget=None), args.study_dir, trials=args.trials, budget_s=budget,
-             study_name=args.study, seed=base.seed)
+             study_name=args.study, seed=base.seed, storage=args.storage)
     print(f"best val top-1 {r['value']:.4f} after {r['trials']} trials: {r['params']}")
     print(f"best config: {r['config']}  (imgcls train --config {r['config']})")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="imgcls", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="imgcls", description="Image classification: from a "
+                                "folder of labelled images to a trained, evaluated, calibrated "
+                                "and served model. `imgcls COMMAND --help` for each command.")
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"imgcls {__version__}")
@@ -245,36 +255,53 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="metrics, calibration, plots and report.html of a run")
     e.add_argument("run", help="run folder")
     e.add_argument("--data", default=None, help="data set name or path (default: the run's)")
-    e.add_argument("--data-dir", default=None)
+    e.add_argument("--data-dir", default=None, help="folder holding a named data set's files")
     e.add_argument("--reject-below", type=float, default=None,
                    help="answer 'unknown' below this score; reports accuracy and coverage")
-    e.add_argument("--ood-score", default="maxprob", choices=("maxprob", "energy"))
-    e.add_argument("--no-calibrate", action="store_true",
-                   help="keep the stored temperature instead of fitting one on val")
+    e.add_argument("--ood-score", default="maxprob", choices=("maxprob", "energy"),
+                   help="the score --reject-below thresholds")
+    e.add_argument("--calibrate", action="store_true",
+                   help="fit the temperature again on the validation split and store it in "
+                   "the run (changes its probabilities; training fitted one already)")
     e.add_argument("--no-report", action="store_true", help="no PNGs, no report.html")
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--split", default=None, choices=("train", "val", "test", "all"),
+                   help="default: test; without one, the run's validation split of its own "
+                   "data, or every image of other data (a folder of class folders)")
     e.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_MODES,
                    help="test-time augmentation: --tta (flip) averages each image's logits "
                    "with its mirror image's, as the final test of `imgcls train` does unless "
                    "digits; --tta shift also with both moved by one pixel (10 views)")
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--format", default="table", choices=("table", "json"))
+    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    e.add_argument("--format", default="table", choices=("table", "json"),
+                   help="tables on the terminal, or one JSON object")
+    _add_max_pixels(e)
     e.set_defaults(func=cmd_eval)
+
+
+def _add_max_pixels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="largest image decoded, in pixels (default 50,000,000); larger "
+                   "ones are reported unreadable")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="top-k labels and calibrated probabilities of images")
     pr.add_argument("run", help="run folder (or its model.safetensors)")
     pr.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
-    pr.add_argument("--top-k", type=int, default=3)
-    pr.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    pr.add_argument("--top-k", type=int, default=3, help="labels shown per image")
+    pr.add_argument("--format", default="table", choices=("table", "csv", "json"),
+                    help="json: per file {file, label, probability, top_k: [{label, "
+                    "probability}]} or {file, error}; csv: file,label,probability,top_k,error "
+                    "with top_k as that JSON list")
     pr.add_argument("--output", "-o", default=None, help="file for csv/json (default: stdout)")
     pr.add_argument("--reject-below", type=float, default=None,
                     help="label 'unknown' when the score is below this")
-    pr.add_argument("--ood-score", default="maxprob", choices=("maxprob", "energy"))
-    pr.add_argument("--batch-size", type=int, default=64)
-    pr.add_argument("--device", default="auto")
+    pr.add_argument("--ood-score", default="maxprob", choices=("maxprob", "energy"),
+                    help="the score --reject-below thresholds")
+    pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    pr.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    _add_max_pixels(pr)
     pr.set_defaults(func=cmd_predict)
 
 
@@ -294,6 +321,10 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--trials", type=int, default=20, help="finished trials to reach")
     tu.add_argument("--study", default="imgcls", help="study name inside the SQLite file")
     tu.add_argument("--study-dir", default="tune", help="folder of study.db, trials, best.yaml")
+    tu.add_argument("--storage", default=None,
+                    help="the study's Optuna storage instead of STUDY_DIR/study.db: an RDB URL "
+                    "(postgresql://user:pw@host/db) or journal:PATH (a journal file), for "
+                    "workers on several machines")
     add_config_flags(tu)
     tu.set_defaults(func=cmd_tune)
 
@@ -301,15 +332,16 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="training and inference speed against this machine's "
                        "measured GEMM peak")
-    b.add_argument("--model", default="fastnet_s")
+    b.add_argument("--model", default="fastnet_s", help="model name (imgcls models)")
     _add_image_shape_flags(b, size=28, channels=1)
     b.add_argument("--batch", type=int, default=256, help="training batch size")
     b.add_argument("--steps", type=int, default=20, help="timed training steps")
     b.add_argument("--compile", default="auto", choices=("auto", "yes", "no"),
                    help="consider torch.compile for inference")
-    b.add_argument("--no-onnx", action="store_true")
-    b.add_argument("--threads", type=int, default=None)
-    b.add_argument("--format", default="table", choices=("table", "json"))
+    b.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime runner")
+    b.add_argument("--threads", type=int, default=None, help="torch threads while timing")
+    b.add_argument("--format", default="table", choices=("table", "json"),
+                   help="a table, or one JSON object")
     b.set_defaults(func=cmd_bench)
 
 
@@ -318,7 +350,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("info", help="classes, counts, imbalance, mean/std, a sample grid")
     di.add_argument("data", help="data set name or path")
-    di.add_argument("--data-dir", default=None)
+    di.add_argument("--data-dir", default=None, help="folder holding a named data set's files")
     di.add_argument("--grid", default="samples.png", help="PNG path of the sample grid "
                     "('' for none)")
     di.add_argument("--format", default="table", choices=("table", "json"))
@@ -329,12 +361,14 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("models", help="every registered model: family, parameters, FLOPs, "
                        "CPU latency (batch 1) and throughput (batch 64)")
     m.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'resnet*'")
-    m.add_argument("--family", default=None)
+    m.add_argument("--family", default=None,
+                   help="only this family (a glob pattern, e.g. 'res*'); unknown: lists them")
     _add_image_shape_flags(m, size=32, channels=3)
     m.add_argument("--no-latency", action="store_true", help="skip the timing (fast)")
     m.add_argument("--batch", type=int, default=64, help="batch size of the throughput")
     m.add_argument("--threads", type=int, default=None, help="torch threads while timing")
-    m.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    m.add_argument("--format", default="table", choices=("table", "csv", "json"),
+                   help="a table, CSV or JSON")
     m.set_defaults(func=cmd_models)
 
 
@@ -342,7 +376,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export a run's model (preprocessing inside) to ONNX or "
                        "TorchScript, checked for parity with the PyTorch model")
     x.add_argument("run", help="run folder (or its model.safetensors)")
-    x.add_argument("--format", default="onnx", choices=("onnx", "torchscript"))
+    x.add_argument("--format", default="onnx", choices=("onnx", "torchscript"),
+                   help="ONNX (ONNX Runtime, any language) or TorchScript (torch)")
     x.add_argument("--out", default=None, help="output file (default: <run>/model.onnx or "
                    "<run>/model.torchscript.pt)")
     x.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 17)")
@@ -357,7 +392,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                     "exported model.onnx (local paths only)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless "
                     "you say otherwise)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     sv.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"),
                     help="auto: ONNX Runtime when the run has an up-to-date model.onnx")
     sv.add_argument("--name", default=None, help="model name in the URLs (default: the run "
@@ -376,8 +411,28 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     sv.set_defaults(func=cmd_serve)
 
 
+def _unknown_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   extra: list[str]) -> None:
+    """Exit with one error line naming each unknown flag and the nearest known one."""
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices[args.command]
+    known = [o for a in command._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
+    hints = []
+    for flag in (x for x in extra if x.startswith("-")):
+        close = difflib.get_close_matches(flag.split("=")[0], known, 1, 0.6)
+        hints.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
+    command.error(f"unknown flag(s): {', '.join(hints or extra)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unknown_flags(parser, args, extra)
+    if getattr(args, "max_pixels", None) and args.command != "train":
+        os.environ["IMGCLS_MAX_PIXELS"] = str(args.max_pixels)  # decoding threads see it
     try:
         return args.func(args)
     except ImgclsError as e:

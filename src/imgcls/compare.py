@@ -32,14 +32,21 @@ def compare(models: list[str], base: TrainConfig, out: str | os.PathLike,
     """Train every model of ``models`` with ``base`` (its budget or epochs) and write
     ``leaderboard.json``, ``leaderboard.md`` and ``leaderboard.png`` into ``out``."""
     out = Path(out)
-    rows = []
+    results = {}
     for name in models:
         log(f"--- {name}")
-        r = train(base.replace(model=name, out=str(out / "runs"), name=None), log=log)
-        _, pre, _ = load_run_model(r.path)
-        info = model_table([name], input_size=pre.input_size, in_chans=pre.in_chans,
-                           num_classes=len(pre.class_names), repeats=10, batch=64)[0]
-        rows.append({"model": name, "family": info["family"], "test_top1": r.test["top1"],
+        results[name] = train(base.replace(model=name, out=str(out / "runs"), name=None),
+                              log=log)
+    # the speed of every model measured together, interleaved: the front cannot depend on
+    # the order given or on how busy the machine was while one of them was timed
+    _, pre, _ = load_run_model(next(iter(results.values())).path)
+    table = {row["name"]: row for row in model_table(
+        list(results), input_size=pre.input_size, in_chans=pre.in_chans,
+        num_classes=len(pre.class_names), repeats=10, batch=64)}
+    rows = []
+    for name, r in results.items():
+        info = table[name]
+        rows.append({"model": name, "family": info["family"], "test_top1": r.held_out[1]["top1"],
                      "params": info["params"], "flops": info["flops"],
                      "latency_ms": info["latency_ms"], "throughput": info["throughput"],
                      "train_s": r.seconds, "epochs": len(r.history), "run": str(r.path)})

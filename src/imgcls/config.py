@@ -8,6 +8,7 @@ as ``config.yaml`` and is enough to repeat the run.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
@@ -38,8 +39,9 @@ class TrainConfig:
     val_split: float = _f(0.1, "fraction of the training images held out for validation "
                           "(stratified; 0 uses the source's own val split or none)")
     image_size: int | None = _f(None, "input size in pixels (default: the data's own size, "
-                                "or the median shorter side of a folder, max 224)")
-    channels: int | None = _f(None, "1 or 3 input channels (default: 1 when every image is "
+                                "or the median shorter side of a folder's images, at most "
+                                "64)")
+    channels: int | None = _f(None, "1 or 3 input channels (default: 1 when most images are "
                               "grayscale)")
     resize: str = _f("shorter_crop", "how images of another size are resized",
                      ("shorter_crop", "squash"))
@@ -47,6 +49,8 @@ class TrainConfig:
                         "--memory-limit-gb)", ("auto", "yes", "no"))
     memory_limit_gb: float = _f(4.0, "largest decoded data set held in memory, GiB")
     workers: int | None = _f(None, "decoding workers for streamed folders (default: cores)")
+    max_pixels: int = _f(50_000_000, "largest image decoded, in pixels (checked from the "
+                         "header first); larger ones are skipped and listed")
     labels_per_class: int | None = _f(None, "keep only this many labelled training images per "
                                       "class (stratified by --seed), e.g. for semi-supervised "
                                       "experiments")
@@ -69,7 +73,8 @@ class TrainConfig:
     ssl_weight: float = _f(1.0, "weight of the unlabelled loss")
     ssl_ratio: int = _f(3, "unlabelled images per labelled image in a step (FixMatch's mu)")
     # model
-    model: str = _f("seed_torch_cnn", "model name (`imgcls models` lists them)")
+    model: str | None = _f(None, "model name (`imgcls models` lists them; default: fastnet_s, "
+                           "a small residual CNN)")
     model_kwargs: dict = _f({}, "extra builder options, e.g. {width_mult: 0.5}")
     pretrained: str | None = _f(None, "initial weights: an imgcls run folder, a .safetensors or "
                                 "a .pth state dict; 'hub' for timm/ and tv/ models' own weights")
@@ -80,13 +85,16 @@ class TrainConfig:
     backbone_lr_scale: float = _f(1.0, "learning-rate multiplier of the backbone (fine-tuning "
                                   "with e.g. 0.1)")
     # optimisation
-    epochs: int | None = _f(None, "training epochs (default: 10, or as many as fit in --budget; "
-                            "on --resume: the run's own)")
+    epochs: int | None = _f(None, "training epochs (default: about 3,000 optimizer steps, "
+                            "10-300 epochs, within an 8-minute training time cap; or as many "
+                            "as fit in --budget; on --resume: the run's own)")
     train_fraction: float = _f(1.0, "share of the training set one epoch sees (a new random "
                                "part each epoch); --budget lowers it when not even one epoch fits")
     budget: str | None = _f(None, "time budget for training, e.g. 90s, 5m, 1.5h: the number of "
                             "epochs is chosen from the measured speed")
-    batch_size: int = _f(128, "images per optimisation step (global, over all processes)")
+    batch_size: int | None = _f(None, "images per optimisation step (global, over all "
+                                "processes; default: a power of two from 16 to 256 that gives "
+                                "about 40 steps per epoch or more)")
     optimizer: str = _f("sgd", "optimizer", ("sgd", "adam", "adamw"))
     lr: float | None = _f(None, "peak learning rate (default: 0.1 x batch/128 for SGD, as the "
                           "CIFAR ResNet recipe, counting the unlabelled images of a step "
@@ -109,23 +117,25 @@ class TrainConfig:
     nonfinite_patience: int = _f(5, "non-finite losses in a row (each step skipped) before the "
                                  "learning rate is halved")
     nonfinite_limit: int = _f(25, "non-finite losses in a row after which the run stops")
-    class_weights: str = _f("none", "weigh the loss by class: auto = inverse class frequency "
-                            "(N / (classes x count))", ("none", "auto"))
+    class_weights: str | None = _f(None, "weigh the loss by class: auto = inverse class "
+                                   "frequency (N / (classes x count)); default: auto when "
+                                   "the largest class has 3x the images of the smallest",
+                                   ("none", "auto"))
     sampler: str = _f("random", "training order: balanced draws every class equally often "
                       "(with replacement)", ("random", "balanced"))
     ema: float = _f(0.0, "decay of an exponential moving average of the weights (0: off; "
                     "e.g. 0.999); evaluated and saved instead of the raw weights")
     # augmentation
     augment: str = _f("auto", "augmentation preset (auto: light below 20 epochs, standard "
-                      "from 20; never flips digits)", ("auto", "none", "light", "standard",
-                                                       "strong"))
-    flip: bool | None = _f(None, "override the preset's horizontal flips")
+                      "from 20)", ("auto", "none", "light", "standard", "strong"))
+    flip: bool | None = _f(None, "horizontal flips (default: measured on the data, off where "
+                           "a mirror image changes the class, as for digits or text)")
     translate: int | None = _f(None, "override the preset's translation, pixels")
     rotate: float | None = _f(None, "override the preset's rotation, degrees")
     erase: float | None = _f(None, "override the preset's random-erasing probability")
     tta: str = _f("auto", "test-time augmentation of the final test: 'flip' averages the "
                   "logits of each image and its mirror image, 'shift' also of both moved by "
-                  "one pixel (10 views); auto: flip unless the data are digits",
+                  "one pixel (10 views); auto: flip when the run trains with flips",
                   ("auto", *TTA_MODES))
     # execution
     device: str = _f("auto", "cpu, cuda, cuda:N or auto")
@@ -164,15 +174,27 @@ class TrainConfig:
             if float in allowed and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
                 setattr(self, f.name, v)
+            if float in allowed and isinstance(v, str):  # YAML 1.1 reads 1e-2 as a string
+                try:
+                    v = float(v)
+                except ValueError:
+                    pass
+                else:
+                    setattr(self, f.name, v)
             if not isinstance(v, tuple(t for t in allowed if isinstance(t, type))):
                 raise ConfigError(f"{f.name}: expected {_type_name(allowed)}, got {v!r}")
             choices = f.metadata.get("choices")
             if choices and v not in choices:
                 raise ConfigError(f"{f.name}: must be one of {', '.join(choices)}, got {v!r}")
-        positive = ("epochs", "batch_size", "memory_limit_gb")
+        positive = ("epochs", "batch_size", "memory_limit_gb", "lr", "ssl_ratio", "max_pixels")
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip", "ssl_weight", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be 0 or more, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum: must be in [0, 1), got {self.momentum}")
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(f"train_fraction: must be in (0, 1], got {self.train_fraction}")
         if not 0 <= self.val_split < 1:
@@ -247,51 +269,21 @@ RECIPES: dict[str, dict] = {
 }
 
 
-# Defaults resolved from the rest of the configuration (and the data), once, before training.
-
-def default_lr(cfg: TrainConfig) -> float:
-    """SGD: 0.1 per 128 images that a step back-propagates through (the linear scaling rule),
-    which with ``--unlabeled`` counts the ``ssl_ratio`` x batch unlabelled images too: on
-    Fashion-MNIST with 1,000 labels, fastnet_s and FreeMatch at batch 64, peaks of 0.05 /
-    0.1 / 0.2 gave 0.883 / 0.889 / 0.894 in 12 minutes, and 0.908 / 0.907 in 90-95 minutes
-    (benchmarks/README.md)."""
-    if cfg.lr is not None:
-        return cfg.lr
-    if cfg.optimizer != "sgd":
-        return 1e-3
-    from .models import is_external, model_info
-
-    scale = 1.0 if is_external(cfg.model) else model_info(cfg.model).lr_scale
-    images = cfg.batch_size * (1 + cfg.ssl_ratio if cfg.unlabeled else 1)
-    return 0.1 * images / 128 * scale
-
-
-def default_label_smoothing(cfg: TrainConfig) -> float:
-    """0.1, or 0 when semi-supervised (smoothing would keep confidences under the
-    pseudo-label threshold)."""
-    if cfg.label_smoothing is not None:
-        return cfg.label_smoothing
-    return 0.0 if cfg.unlabeled else 0.1
-
-
-def tta_mode(cfg: TrainConfig, flip_ok: bool) -> str:
-    """The final test's TTA: auto is flip where mirror images are the same class (not for
-    digits), none elsewhere; an explicit mode is obeyed."""
-    if cfg.tta == "auto":
-        return "flip" if flip_ok else "none"
-    return cfg.tta
+DURATION_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+                  "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+                  "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600}
 
 
 def parse_duration(text: str, field_name: str = "duration") -> float:
-    """Seconds in '90', '90s', '5m', '1.5h'; ConfigError naming the field otherwise."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    t = str(text).strip().lower()
-    try:
-        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
-    except ValueError:
-        value = -1.0
+    """Seconds in '90', '90s', '5m', '5min', '5 minutes', '1.5h', '2 hours'; ConfigError
+    naming the field otherwise."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z]*)\s*", str(text).lower())
+    value = -1.0
+    if m and (m[2] == "" or m[2] in DURATION_UNITS):
+        value = float(m[1]) * DURATION_UNITS.get(m[2], 1)
     if value <= 0:
-        raise ConfigError(f"{field_name}: expected a duration like 90s, 5m or 1.5h, got {text!r}")
+        raise ConfigError(f"{field_name}: expected a duration like 90s, 5m, 5min or 1.5h, "
+                          f"got {text!r}")
     return value
 
 

@@ -33,7 +33,7 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
     "presets": ("recipe",),
     "data": ("data", "data_dir", "val_split", "image_size", "channels", "resize", "in_memory",
-             "memory_limit_gb", "workers"),
+             "memory_limit_gb", "workers", "max_pixels"),
     "model": ("model", "model_kwargs", "pretrained", "freeze", "unfreeze_after",
               "backbone_lr_scale"),
     "optimisation": ("epochs", "train_fraction", "budget", "batch_size", "optimizer", "lr",

@@ -1,8 +1,9 @@
 """``imgcls eval``: metrics, calibration, open-set rejection, plots and the HTML report.
 
-The temperature fitted here (on the validation split) is written into the run's
-``model.safetensors`` preprocessing, so predict, export and serve give calibrated
-probabilities without anyone passing it on.
+Evaluating a run never changes it: the calibration temperature is fitted when training ends
+(on the validation split) and stored in the run's ``model.safetensors``, so predict, export
+and serve give calibrated probabilities; ``calibrate=True`` (``imgcls eval --calibrate``)
+fits it again on purpose and stores the new one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .run import RunDir, load_run_model, set_temperature
 from .utils import write_json
 
 Log = Callable[[str], None]
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "all")
 
 
 def run_config(path: str | os.PathLike) -> TrainConfig | None:
@@ -44,19 +45,47 @@ def run_config(path: str | os.PathLike) -> TrainConfig | None:
 
 def split_dataset(source: Source, split: str, cfg: TrainConfig | None) -> Dataset:
     """The ``split`` of ``source`` as the run saw it: ``val`` and ``train`` are the run's own
-    held-out and training parts (same seed and fraction) when it split the training set."""
+    held-out and training parts (same seed and fraction) when it split the training set;
+    ``all`` is every image of a source without test or validation split (a folder of class
+    folders)."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if split == "test":
         ds = source.test
+    elif split == "all":
+        ds = source.train if source.val is None and source.test is None else None
     elif cfg is not None and cfg.val_split > 0:
         train_idx, val_idx = stratified_split(source.train.labels, cfg.val_split, cfg.seed)
         ds = source.train.subset(val_idx if split == "val" else train_idx)
     else:
         ds = source.val if split == "val" else source.train
     if ds is None:
-        raise DataError(f"{source.name}: has no {split} split")
+        raise DataError(f"{source.name}: has no {split} split" + (
+            " (all is for a folder of class folders without train/val/test)"
+            if split == "all" else ""))
     return ds
+
+
+def calibrate_run(run: RunDir, logits: torch.Tensor, labels: torch.Tensor, log: Log) -> float:
+    """Fit the temperature on validation ``logits`` (Guo et al. 2017) and store it in the
+    run's model file; returns it."""
+    temperature = fit_temperature(logits, labels)
+    set_temperature(run.path, temperature)
+    log(f"temperature {temperature:.3f} fitted on {len(labels)} val images, stored in "
+        f"{run.model_file}")
+    return temperature
+
+
+def default_split(source: Source, own: bool, log: Log) -> str:
+    """``test`` when the data have one; else the run's validation split of its own data, or
+    every image of other data (a folder of class folders), saying so."""
+    if source.test is not None:
+        return "test"
+    if own:
+        log(f"{source.name} has no test split: evaluating the run's validation split")
+        return "val"
+    log(f"{source.name} has no test split: evaluating all its images")
+    return "all"
 
 
 def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, tta: bool | str,
@@ -73,11 +102,11 @@ def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, t
 def evaluate(
     run: str | os.PathLike,
     data: str | None = None,
-    split: str = "test",
+    split: str | None = None,
     *,
     data_dir: str | None = None,
     tta: bool | str = False,
-    calibrate: bool = True,
+    calibrate: bool = False,
     reject_below: float | None = None,
     ood_score: str = "maxprob",
     report: bool = True,
@@ -85,7 +114,8 @@ def evaluate(
     device: str = "auto",
     log: Log = print,
 ) -> dict:
-    """Evaluate a run on ``split`` of ``data`` (default: the run's own data set).
+    """Evaluate a run on ``split`` of ``data`` (default: the run's own data set; the split:
+    its test split, else the run's validation split of its own data, else every image).
 
     Returns the classification report (loss, top-1/5, per-class precision/recall/F1 with
     macro and weighted averages, confusion matrix, most-confused pairs), the calibration
@@ -106,7 +136,9 @@ def evaluate(
     if list(source.classes) != list(pre.class_names):
         raise DataError(f"{data}: classes {source.classes} differ from the model's "
                         f"{pre.class_names}")
-    ds = split_dataset(source, split, cfg)
+    own = cfg is not None and data == cfg.data
+    split = split or default_split(source, own, log)
+    ds = split_dataset(source, split, cfg if own else None)
     logits, labels, arr, skipped = _logits(model, pre, ds, device, tta, batch_size,
                                            f"decoding {split}")
     result = classification_report(logits, labels, pre.class_names)
@@ -117,16 +149,13 @@ def evaluate(
     temperature = pre.temperature
     if calibrate:
         try:
-            val = split_dataset(source, "val", cfg)
+            val = split_dataset(source, "val", cfg if own else None)
         except DataError:
             val = None
         if val is not None:
             v_logits, v_labels, _, _ = _logits(model, pre, val, device, tta, batch_size,
                                                "decoding val")
-            temperature = fit_temperature(v_logits, v_labels)
-            set_temperature(rd.path, temperature)
-            log(f"temperature {temperature:.3f} fitted on {len(v_labels)} val images, "
-                f"stored in {rd.model_file}")
+            temperature = calibrate_run(rd, v_logits, v_labels, log)
         else:
             log("no validation split to fit a temperature on; keeping "
                 f"T = {temperature:.3f}")
@@ -134,7 +163,7 @@ def evaluate(
     pt = (logits / temperature).softmax(1)
     result["calibration"] = {
         "temperature": temperature,
-        "fitted_on": "val" if calibrate else "stored",
+        "fitted_on": "val, now" if calibrate else "stored",
         "ece_before": expected_calibration_error(p1, labels),
         "ece_after": expected_calibration_error(pt, labels),
         "nll_before": negative_log_likelihood(logits, labels),

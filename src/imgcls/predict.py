@@ -1,7 +1,9 @@
 """``imgcls predict``: top-k labels and calibrated probabilities for image files.
 
 Paths may be files, folders (searched recursively for image extensions) and glob patterns.
-A file that cannot be decoded is reported with its reason and the rest are predicted.
+A file that cannot be decoded is reported with its reason and the rest are predicted. Each
+file's record has the shape of :mod:`imgcls.results`, as the API and the server's
+``/predict`` answer it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
 from .metrics import unknown_scores
 from .preprocess import Preprocess
+from .results import failure, prediction, ranked
 from .run import load_run_model
 
 UNKNOWN = "unknown"
@@ -49,9 +52,9 @@ def predict_files(
     batch_size: int = 64, reject_below: float | None = None, score: str = "maxprob",
     device: str = "cpu",
 ) -> list[dict]:
-    """One record per file: ``top`` (label, probability) pairs, or ``error``."""
+    """One record per file (:mod:`imgcls.results`): ``file``, ``label``, ``probability`` and
+    ``top_k``, or ``file`` and ``error``."""
     records: list[dict] = []
-    k = min(top_k, len(pre.class_names))
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
         images, ok = [], []
@@ -60,31 +63,32 @@ def predict_files(
                 images.append(pre.load_image(f))
                 ok.append(f)
             except ImageDecodeError as e:
-                records.append({"file": str(f), "error": str(e)})
+                records.append(failure(str(f), str(e)))
         if not images:
             continue
         x = pre.normalize(torch.stack(images)).to(device)
         logits, _ = predict_logits(model, [(x, torch.zeros(len(x), dtype=torch.long))],
                                    eval_plan(device))
         probs = (logits / pre.temperature).softmax(1)
-        top_p, top_i = probs.topk(k, 1)
         scores = unknown_scores(logits, score, pre.temperature)
+        tops = ranked(probs.cpu().numpy(), pre.class_names, top_k)
         for j, f in enumerate(ok):
-            rec = {"file": str(f),
-                   "top": [(pre.class_names[i], round(float(p), 6))
-                           for p, i in zip(top_p[j].tolist(), top_i[j].tolist())]}
-            rec["label"] = rec["top"][0][0]
-            if reject_below is not None and float(scores[j]) < reject_below:
-                rec["label"] = UNKNOWN
-            records.append(rec)
+            rejected = reject_below is not None and float(scores[j]) < reject_below
+            records.append(prediction(str(f), tops[j], UNKNOWN if rejected else None))
     order = {str(f): i for i, f in enumerate(files)}
     return sorted(records, key=lambda r: order[r["file"]])
 
 
-def predict(run: str | os.PathLike, paths: list[str], *, top_k: int = 5, batch_size: int = 64,
-            reject_below: float | None = None, score: str = "maxprob",
-            device: str = "auto") -> list[dict]:
-    """Predict every image under ``paths`` with the run's model and preprocessing."""
+def predict(run: str | os.PathLike, paths: str | os.PathLike | list[str | os.PathLike], *,
+            top_k: int = 5, batch_size: int = 64, reject_below: float | None = None,
+            score: str = "maxprob", device: str = "auto") -> list[dict]:
+    """Predict every image under ``paths`` (one path or a list of files, folders and glob
+    patterns) with the run's model and preprocessing: one record per file,
+    ``{"file", "label", "probability", "top_k": [{"label", "probability"}, ...]}`` or
+    ``{"file", "error"}`` (:mod:`imgcls.results`)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
     device = resolve_device(device)
     model, pre, _ = load_run_model(run, device)
     files = expand_paths(paths)
@@ -95,7 +99,8 @@ def predict(run: str | os.PathLike, paths: list[str], *, top_k: int = 5, batch_s
 
 
 def to_csv(records: list[dict]) -> str:
-    """``file,label,prob,top_k,error``: top_k as ``label:prob`` joined by ``|``."""
+    """Columns ``file,label,probability,top_k,error``; ``top_k`` holds the record's JSON list
+    of ``{"label", "probability"}``; an unreadable file has only ``file`` and ``error``."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "label", "probability", "top_k", "error"])
@@ -103,10 +108,10 @@ def to_csv(records: list[dict]) -> str:
         if "error" in r:
             w.writerow([r["file"], "", "", "", r["error"]])
         else:
-            w.writerow([r["file"], r["label"], r["top"][0][1],
-                        "|".join(f"{lb}:{p:.6f}" for lb, p in r["top"]), ""])
+            w.writerow([r["file"], r["label"], r["probability"],
+                        json.dumps(r["top_k"], ensure_ascii=False), ""])
     return buf.getvalue()
 
 
 def to_json(records: list[dict]) -> str:
-    return json.dumps(records, indent=1)
+    return json.dumps(records, indent=1, ensure_ascii=False)

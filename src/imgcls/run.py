@@ -106,6 +106,20 @@ class RunDir:
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in keep))
 
 
+def ensure_writable(out: str | os.PathLike) -> None:
+    """Prove that run folders can be made in ``out`` before any data is loaded; the run's
+    own folder is made once the run is resolved, so a run that fails before training
+    leaves nothing that looks like a run."""
+    probe = Path(out) / PROBE
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"{out}: cannot create or write the run folder there "
+                       f"({e.strerror or e}); choose another --out") from e
+
+
 def _taken(path: Path) -> bool:
     """A folder holds something other than what a run killed while being created leaves
     behind: an empty ``checkpoints/``, the write probe, a temp file of an atomic write cut

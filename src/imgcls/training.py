@@ -8,6 +8,7 @@ resume. Orchestration only: each step's work lives in ``data``, ``models``, ``en
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -17,25 +18,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import (
-    DEFAULT_EPOCHS,
-    TrainConfig,
-    default_label_smoothing,
-    default_lr,
-    parse_duration,
-    tta_mode,
-)
+from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration
 from .data.augment import choose_augment
 from .data.dataset import ArrayDataset
 from .data.prepare import (
-    Decoding,
     PreparedData,
     class_weights,
     make_loader,
-    prepare_data,
 )
 from .data.sources import Source, load_source
 from .data.splits import write_split_manifest
+from .defaults import (
+    TIME_CAP,
+    Decision,
+    default_label_smoothing,
+    default_lr,
+    resolve_data,
+    tta_mode,
+)
 from .distributed import DistInfo, broadcast, finish, gather, init_distributed, weights_checksum
 from .engine.budget import Budget, epochs_for_budget
 from .engine.callbacks import (
@@ -43,6 +43,7 @@ from .engine.callbacks import (
     Callback,
     Checkpointing,
     EarlyStopping,
+    LearningCheck,
     MetricsLog,
     TensorBoard,
 )
@@ -59,7 +60,14 @@ from .errors import ConfigError, RunError
 from .models import create_model, is_external
 from .models.transfer import load_pretrained
 from .preprocess import Preprocess
-from .run import RunDir, default_run_name, load_run_model, model_meta, save_model_file
+from .run import (
+    RunDir,
+    default_run_name,
+    ensure_writable,
+    load_run_model,
+    model_meta,
+    save_model_file,
+)
 from .utils import atomic_write_text, settings_from, write_json, write_yaml
 
 Log = Callable[[str], None]
@@ -72,6 +80,7 @@ class TrainResult:
     history: list[dict]
     plan: ExecPlan
     seconds: float
+    held_out: tuple[str, dict[str, float]] | None = None  # (split, metrics): test, else val
 
     @property
     def path(self) -> Path:
@@ -124,14 +133,16 @@ def prepare(cfg: TrainConfig, source: Source | None = None, log: Log = print
             ) -> tuple[Source, PreparedData, ArrayDataset | None]:
     """The data ``cfg`` names (or ``source``), split and decoded, and its unlabelled images."""
     source = source or load_source(cfg.data, cfg.data_dir)
-    data = prepare_data(source, val_split=cfg.val_split, seed=cfg.seed,
-                        labels_per_class=cfg.labels_per_class, image_size=cfg.image_size,
-                        channels=cfg.channels, decoding=settings_from(Decoding, cfg))
+    cfg, data, _ = resolve_data(cfg, source)
+    return source, data, _unlabeled(cfg, data, log)
+
+
+def _unlabeled(cfg: TrainConfig, data: PreparedData, log: Log) -> ArrayDataset | None:
     if not cfg.unlabeled:
-        return source, data, None
+        return None
     from .ssl import unlabeled_images
 
-    return source, data, unlabeled_images(cfg, data, data.skipped, log)
+    return unlabeled_images(cfg, data, data.skipped, log)
 
 
 def _resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunDir]:
@@ -139,10 +150,21 @@ def _resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunDir]:
     if not run.config.exists():
         raise RunError(f"{cfg.resume}: no config.yaml, not a run folder")
     saved = TrainConfig.from_yaml(run.config)
-    # Only the number of epochs may change on resume (to extend a finished run); anything
-    # else would make the resumed run differ from an uninterrupted one.
+    # Only the number of epochs may change on resume (to extend a finished run), and whether
+    # progress bars show; anything else would make the resumed run differ from an
+    # uninterrupted one, so a key given with another value is an error, not ignored.
+    defaults, given = TrainConfig().to_dict(), cfg.to_dict()
+    changed = [k for k, v in given.items() if k not in RESUMABLE and v != defaults[k]
+               and v != getattr(saved, k)]
+    if changed:
+        raise ConfigError(f"{cfg.resume}: {', '.join(changed)} cannot change on --resume "
+                          f"(the run has {', '.join(f'{k} {getattr(saved, k)!r}' for k in changed)}"
+                          "); only --epochs can. Start a new run to train otherwise")
     return saved.replace(resume=cfg.resume, epochs=cfg.epochs or saved.epochs,
                          progress=cfg.progress), run
+
+
+RESUMABLE = ("resume", "epochs", "progress")  # what --resume may be given besides the run
 
 
 def _last_checkpoint(run: RunDir, log: Log, write: bool) -> Checkpoint | None:
@@ -166,9 +188,9 @@ def _quiet(_: str) -> None:
 
 
 def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
-           ) -> tuple[TrainConfig, RunDir, DistInfo, Log, Checkpoint | None, bool]:
-    """The configuration (a resumed run's own), the process settings, torchrun's ranks, the
-    run folder and, on resume, its last checkpoint and whether ``--epochs`` was given."""
+           ) -> tuple[TrainConfig, RunDir | None, DistInfo, Log, Checkpoint | None, bool]:
+    """The configuration (a resumed run's own), the process settings, torchrun's ranks and,
+    on resume, the run folder, its last checkpoint and whether ``--epochs`` was given."""
     if cfg is None:
         cfg = TrainConfig.from_dict(overrides)  # a recipe fills in what overrides leave out
     elif overrides:
@@ -178,6 +200,7 @@ def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
         cfg, run = _resume_config(cfg)
     if not cfg.progress:
         os.environ["IMGCLS_NO_PROGRESS"] = "1"
+    os.environ["IMGCLS_MAX_PIXELS"] = str(cfg.max_pixels)  # decoding threads and workers
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -186,8 +209,7 @@ def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
     if not ddp.is_main:
         log = _quiet  # one voice: rank 0 speaks for the run
     if ddp.is_main and not cfg.resume:
-        run = RunDir.create(cfg.out, cfg.name, default_run_name(cfg.model, cfg.data))
-    run = RunDir(broadcast(str(run.path) if run else "", ddp))
+        ensure_writable(cfg.out)  # now; the run's own folder once the run is resolved
     ckpt = _last_checkpoint(run, log, ddp.is_main) if cfg.resume else None
     return cfg, run, ddp, log, ckpt, epochs_given
 
@@ -199,20 +221,23 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     Under ``torchrun`` every process calls this; rank 0 writes the run."""
     t_start = time.perf_counter()
     cfg, run, ddp, log, ckpt, epochs_given = _setup(cfg, overrides, log)
-    source, data, unlabeled = prepare(cfg, source, log)
+    source = source or load_source(cfg.data, cfg.data_dir)
+    cfg, data, decisions = resolve_data(cfg, source)
+    unlabeled = _unlabeled(cfg, data, log)
     pre = data.preprocess
     model = build_model(cfg, pre, log)
     plan, timings, example, steps = _execution_plan(cfg, model, data, ddp)
     epochs, fraction = plan_epochs(cfg, plan, model, example, steps, data, log)
-    if ckpt is not None:  # a resumed budget run goes on re-planning, unless --epochs is given
-        budget_plans = "budget" in ckpt.meta.get("callbacks", {}) and not epochs_given
-    else:  # the budget plans the run unless --epochs was given
-        budget_plans = bool(cfg.budget) and cfg.epochs is None
+    budget_kind = _budget_kind(cfg, ckpt, epochs_given, decisions)
+    restarts = 0 if cfg.lr is not None else 2  # a learning rate given is not overridden
     cfg = cfg.replace(epochs=epochs, train_fraction=fraction, lr=default_lr(cfg),
-                      label_smoothing=default_label_smoothing(cfg))
+                      label_smoothing=default_label_smoothing(cfg), tta=tta_mode(cfg, cfg.flip))
+    if decisions:
+        log("defaults chosen from the data (each flag overrides its own):\n"
+            + "\n".join(d.line() for d in decisions))
     measured = ", ".join(f"{k} {1000 * v:.0f} ms/step" for k, v in timings.items())
     log(f"execution plan: {measured + ' -> ' if measured else ''}{plan.describe()}")
-    aug = choose_augment(cfg.augment, cfg.epochs, pre.input_size, data.flip_ok, flip=cfg.flip,
+    aug = choose_augment(cfg.augment, cfg.epochs, pre.input_size, cfg.flip,
                          translate=cfg.translate, rotate=cfg.rotate, erase=cfg.erase)
     train_loader = make_loader(data.train, pre, train=True, augment=aug, **plan.placement,
                                batch_size=cfg.batch_size, seed=cfg.seed, sampler=cfg.sampler,
@@ -224,9 +249,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         if not plan.device.startswith("cuda"):
             raise ConfigError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    # the budget's clock starts before a teacher's labelling pass, which it counts
-    budget = (Budget(parse_duration(cfg.budget), cfg.budget, log, ddp=ddp,
-                     partial_epochs=cfg.train_fraction < 1) if budget_plans else None)
+    budget = _budget(budget_kind, cfg, log, ddp)  # before a teacher's pass, which it counts
     objective = CrossEntropy(class_weights(data.train) if cfg.class_weights == "auto" else None,
                              cfg.label_smoothing)
     if unlabeled is not None:
@@ -238,8 +261,62 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
                       optim=settings_from(OptimSettings, cfg),
                       loop=settings_from(LoopSettings, cfg), objective=objective, log=log,
                       distributed=ddp.active)
+    if run is None:  # a new run: its folder now that the run is resolved
+        run = RunDir(broadcast(str(RunDir.create(cfg.out, cfg.name, default_run_name(
+            cfg.model, cfg.data)).path) if ddp.is_main else "", ddp))
     meta = model_meta(cfg.model, cfg.model_kwargs, pre)
-    best = _add_callbacks(trainer, cfg, run, meta, budget, ddp, log, callbacks or [])
+    checks = LearningCheck(max(data.train.counts()) / len(data.train), len(pre.class_names),
+                           log, after=_ramp_epochs(cfg), restarts=restarts)
+    best = _add_callbacks(trainer, cfg, run, meta, [budget, checks], ddp, log, callbacks or [])
+    _start(trainer, run, cfg, ckpt, epochs_given, data, source, model, ddp, log)
+    history = trainer.fit()
+    checksums = gather(weights_checksum(trainer.model), ddp)
+    finish(ddp)
+    if not ddp.is_main:
+        return TrainResult(run, None, history, plan, time.perf_counter() - t_start)
+    skipped = _write_skipped(run, data.skipped, (train_loader, val_loader), log)
+    _calibrate(run, cfg, data, plan, log)
+    held_out = _held_out(run, cfg, data, plan, log)
+    test = held_out[1] if held_out and held_out[0] == "test" else None
+    seconds = time.perf_counter() - t_start
+    write_json(run.summary, {
+        "test": test, "held_out": held_out and {"split": held_out[0], **held_out[1]},
+        "best_val_top1": best.top1, "best_epoch": best.epoch, "epochs": trainer.epochs,
+        "restarts": trainer.state.restarts, "lr_factor": trainer.state.lr_factor,
+        "seconds": seconds, "plan": plan.describe(), "timings_s_per_step": timings,
+        "skipped_images": len(skipped), "world_size": ddp.world_size,
+        "ranks_identical": len(set(checksums)) == 1})
+    return TrainResult(run, test, history, plan, seconds, held_out)
+
+
+def _budget_kind(cfg: TrainConfig, ckpt: Checkpoint | None, epochs_given: bool,
+                 decisions: list[Decision]) -> str | None:
+    """``budget`` when ``--budget`` plans the epochs (unless they were given; a resumed
+    budget run goes on re-planning), ``cap`` when the epochs are a default (a time cap on
+    them), else None."""
+    if ckpt is not None:
+        if "budget" not in ckpt.meta.get("callbacks", {}) or epochs_given:
+            return None
+        return "budget" if cfg.budget else "cap"
+    if cfg.budget and cfg.epochs is None:
+        return "budget"
+    return "cap" if any(d.key == "epochs" for d in decisions) else None
+
+
+def _budget(kind: str | None, cfg: TrainConfig, log: Log, ddp: DistInfo) -> Budget | None:
+    if kind == "budget":
+        return Budget(parse_duration(cfg.budget), f"budget {cfg.budget}", log, ddp=ddp,
+                      partial_epochs=cfg.train_fraction < 1)
+    if kind == "cap":
+        return Budget(parse_duration(TIME_CAP), f"time cap {TIME_CAP}", log, ddp=ddp,
+                      max_epochs=cfg.epochs)
+    return None
+
+
+def _start(trainer: Trainer, run: RunDir, cfg: TrainConfig, ckpt: Checkpoint | None,
+           epochs_given: bool, data: PreparedData, source: Source, model: nn.Module,
+           ddp: DistInfo, log: Log) -> None:
+    """Resume from ``ckpt``, or write the resolved config (once) and describe the run."""
     if ckpt is not None:
         trainer.restore(ckpt, cfg.epochs if epochs_given else None)
         if ddp.is_main:
@@ -252,20 +329,13 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         else:
             write_yaml(run.config, cfg.to_dict())  # resolved, written once
         _describe_start(run, cfg, data, source, model, ddp, log)
-    history = trainer.fit()
-    checksums = gather(weights_checksum(trainer.model), ddp)
-    finish(ddp)
-    if not ddp.is_main:
-        return TrainResult(run, None, history, plan, time.perf_counter() - t_start)
-    skipped = _write_skipped(run, data.skipped, (train_loader, val_loader), log)
-    test = _final_test(run, cfg, data, plan, log)
-    seconds = time.perf_counter() - t_start
-    write_json(run.summary, {"test": test, "best_val_top1": best.top1, "best_epoch": best.epoch,
-                             "epochs": trainer.epochs, "seconds": seconds,
-                             "plan": plan.describe(), "timings_s_per_step": timings,
-                             "skipped_images": len(skipped), "world_size": ddp.world_size,
-                             "ranks_identical": len(set(checksums)) == 1})
-    return TrainResult(run, test, history, plan, seconds)
+
+
+def _ramp_epochs(cfg: TrainConfig) -> int:
+    """The epoch by which a run should have learnt something: 3, or the end of the learning
+    rate's ramp (one-cycle rises over the first quarter of the steps) when that is later."""
+    ramp = 0.25 * cfg.epochs if cfg.schedule == "onecycle" else cfg.warmup_epochs
+    return max(3, math.ceil(ramp))
 
 
 def _execution_plan(cfg: TrainConfig, model: nn.Module, data: PreparedData, ddp: DistInfo
@@ -287,17 +357,18 @@ def _execution_plan(cfg: TrainConfig, model: nn.Module, data: PreparedData, ddp:
 
 
 def _add_callbacks(trainer: Trainer, cfg: TrainConfig, run: RunDir, meta: dict,
-                   budget: Budget | None, ddp: DistInfo, log: Log, extra: list[Callback]
-                   ) -> BestModel:
-    """The run's callbacks, in the order their work must happen after an epoch: re-plan the
-    budget, keep the best model, stop early, log the metrics, then checkpoint all of it;
-    rank 0 alone writes. The caller's callbacks come last."""
+                   first: list[Callback | None], ddp: DistInfo, log: Log,
+                   extra: list[Callback]) -> BestModel:
+    """The run's callbacks, in the order their work must happen after an epoch: ``first``
+    (re-plan the budget, check that the model learns), keep the best model, stop early, log
+    the metrics, then checkpoint all of it; rank 0 alone writes. The caller's callbacks come
+    last."""
     def save(t: Trainer) -> None:
         if ddp.is_main:
             save_model_file(run.model_file, t.eval_model.state_dict(), meta)
 
     best = BestModel(save)
-    cbs: list[Callback] = [budget] if budget else []
+    cbs: list[Callback] = [cb for cb in first if cb is not None]
     cbs.append(best)
     if cfg.early_stop:
         cbs.append(EarlyStopping(cfg.early_stop, log))
@@ -313,7 +384,8 @@ def _add_callbacks(trainer: Trainer, cfg: TrainConfig, run: RunDir, meta: dict,
 def _describe_start(run: RunDir, cfg: TrainConfig, data: PreparedData, source: Source,
                     model: nn.Module, ddp: DistInfo, log: Log) -> None:
     if data.train_idx is not None:
-        write_split_manifest(run.split, source.train, data.train_idx, data.val_idx)
+        unreadable = {m.split(": ", 1)[0] for m in data.skipped}  # "path: reason"
+        write_split_manifest(run.split, source.train, data.train_idx, data.val_idx, unreadable)
     pre = data.preprocess
     n = sum(p.numel() for p in model.parameters())
     log(f"run {run.path}: {cfg.model} ({n / 1e6:.2f}M params) on {data.source}, "
@@ -334,17 +406,35 @@ def _write_skipped(run: RunDir, skipped: list[str], loaders: tuple, log: Log) ->
     return skipped
 
 
-def _final_test(run: RunDir, cfg: TrainConfig, data: PreparedData, plan: ExecPlan, log: Log
-                ) -> dict[str, float] | None:
-    """The saved model's figures on the test split, with the run's TTA, in fp32."""
-    if data.test is None:
+def _calibrate(run: RunDir, cfg: TrainConfig, data: PreparedData, plan: ExecPlan, log: Log
+               ) -> None:
+    """Fit the calibration temperature of the finished model on the validation split and
+    store it in the run's model file: the model is final when training ends."""
+    if data.val is None:
+        return
+    from .evaluation import calibrate_run
+
+    model, pre, _ = load_run_model(run.path, device=plan.device)
+    val_plan = eval_plan(plan.device)
+    loader = make_loader(data.val, pre, train=False, workers=cfg.workers, **val_plan.placement,
+                         batch_size=max(256, cfg.batch_size))
+    calibrate_run(run, *predict_logits(model, loader, val_plan), log)
+
+
+def _held_out(run: RunDir, cfg: TrainConfig, data: PreparedData, plan: ExecPlan, log: Log
+              ) -> tuple[str, dict[str, float]] | None:
+    """The saved model's figures on the test split (else the validation split, saying so),
+    with the run's TTA, in fp32: (split, metrics)."""
+    split, ds = ("test", data.test) if data.test is not None else ("val", data.val)
+    if ds is None:
         return None
     model, pre, _ = load_run_model(run.path, device=plan.device)
     test_plan = eval_plan(plan.device)
-    loader = make_loader(data.test, pre, train=False, workers=cfg.workers, **test_plan.placement,
+    loader = make_loader(ds, pre, train=False, workers=cfg.workers, **test_plan.placement,
                          batch_size=max(256, cfg.batch_size))
-    logits, labels = predict_logits(model, loader, test_plan, tta=tta_mode(cfg, data.flip_ok))
-    test = basic_metrics(logits, labels)
-    log(f"test: loss {test['loss']:.4f}  top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f} "
-        f"({test['n']} images)")
-    return test
+    logits, labels = predict_logits(model, loader, test_plan, tta=tta_mode(cfg, cfg.flip))
+    m = basic_metrics(logits, labels)
+    note = "" if split == "test" else "; the data have no test split"
+    log(f"{split}: loss {m['loss']:.4f}  top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f} "
+        f"({m['n']} images{note})")
+    return split, m

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import DEFAULT_EPOCHS, TrainConfig
 from .engine.trainer import Callback, Trainer
 from .training import Log, train
 from .utils import write_yaml
@@ -47,24 +47,45 @@ class _Report(Callback):
             raise optuna.TrialPruned()
 
 
+def open_storage(url: str) -> object:
+    """An Optuna storage: ``journal:PATH`` is a journal file (shared through a network file
+    system), anything else an RDB URL (``sqlite:///...``, ``postgresql://...``)."""
+    import optuna
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    return url
+
+
 def tune(base: TrainConfig, out: str | os.PathLike, *, trials: int = 20,
          budget_s: float | None = None, study_name: str = "imgcls", seed: int = 0,
-         log: Log = print) -> dict:
-    """Run (or resume) the study in ``out/study.db`` until it has ``trials`` finished trials or
-    ``budget_s`` seconds have passed; write ``best.yaml`` and ``search.png``. Returns the best
-    trial's value and configuration."""
+         storage: str | None = None, log: Log = print) -> dict:
+    """Run (or resume) the study in ``storage`` (default: ``out/study.db``, SQLite) until it
+    has ``trials`` finished trials or ``budget_s`` seconds have passed; write ``best.yaml``
+    and ``search.png``. Several processes, on one machine or many, may work on one study.
+    Returns the best trial's value and configuration."""
     import optuna
 
     if base.val_split <= 0:
         raise ValueError("tuning needs a validation split (--val-split > 0)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if base.epochs is None:  # every trial trains the same number of epochs
+        base = base.replace(epochs=DEFAULT_EPOCHS)
+    where = storage or f"sqlite:///{out / 'study.db'}"
     study = optuna.create_study(
-        study_name=study_name, storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True,
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+        study_name=study_name, storage=open_storage(where), load_if_exists=True,
+        direction="maximize",
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    # Every start of the study (a resumed search, each of several workers) samples with a
+    # seed of its own: the same seed would repeat the earlier trials' parameters exactly.
+    # constant_liar keeps concurrent workers from proposing the same point.
+    study.sampler = optuna.samplers.TPESampler(
+        seed=hash((seed, len(study.trials), os.getpid())) % 2**31, constant_liar=True)
     done = [t for t in study.trials if t.state.is_finished()]
-    log(f"study {study_name} in {out / 'study.db'}: {len(done)} trial(s) done, "
+    log(f"study {study_name} in {where}: {len(done)} trial(s) done, "
         f"{max(0, trials - len(done))} to go")
 
     def objective(trial: optuna.Trial) -> float:

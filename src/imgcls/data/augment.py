@@ -37,11 +37,12 @@ class Augment:
 
 
 def preset(name: str, image_size: int, flip_ok: bool = True) -> Augment:
-    """Named presets scaled to the image size; ``flip_ok=False`` (digits) never flips.
+    """Named presets scaled to the image size; ``flip_ok=False`` never flips.
 
-    ``light`` is flips only: on Fashion-MNIST with 10 epochs, adding 2-pixel translations
-    cost 0.7 points of test accuracy (0.933 -> 0.926, benchmarks/README.md); translation and
-    erasing pay off in longer runs, which ``auto`` gives ``standard``."""
+    ``light`` is flips only (without flips, a small shift instead): on Fashion-MNIST with 10
+    epochs, adding 2-pixel translations cost 0.7 points of test accuracy (0.933 -> 0.926,
+    benchmarks/README.md); translation and erasing pay off in longer runs, which ``auto``
+    gives ``standard``."""
     if name not in PRESETS:
         raise ValueError(f"augment preset must be one of {', '.join(PRESETS)}, got {name!r}")
     t = max(1, round(image_size / 14))
@@ -51,7 +52,7 @@ def preset(name: str, image_size: int, flip_ok: bool = True) -> Augment:
         "standard": Augment(flip=True, translate=t, erase=0.25),
         "strong": Augment(flip=True, translate=2 * t, rotate=10.0, erase=0.5),
     }[name]
-    if not flip_ok and name == "light":  # digits: a small shift instead of the mirror
+    if not flip_ok and name == "light":  # a small shift instead of the mirror
         aug = Augment(translate=t)
     return Augment(aug.flip and flip_ok, aug.translate, aug.rotate, aug.erase)
 
@@ -59,16 +60,17 @@ def preset(name: str, image_size: int, flip_ok: bool = True) -> Augment:
 AUTO_STANDARD_EPOCHS = 20  # ``auto`` is light below this many epochs, standard from it
 
 
-def choose_augment(name: str, epochs: int, image_size: int, flip_ok: bool, *,
-                   flip: bool | None = None, translate: int | None = None,
+def choose_augment(name: str, epochs: int, image_size: int, flips: bool, *,
+                   translate: int | None = None,
                    rotate: float | None = None, erase: float | None = None) -> Augment:
-    """The preset ``name`` (``auto``: light below 20 epochs, standard from there), with each
-    setting given (not None) replacing the preset's."""
+    """The preset ``name`` (``auto``: light below 20 epochs, standard from there), with
+    horizontal flips as ``flips`` says and each other setting given (not None) replacing the
+    preset's."""
     if name == "auto":
         name = "light" if epochs < AUTO_STANDARD_EPOCHS else "standard"
-    aug = preset(name, image_size, flip_ok)
+    aug = preset(name, image_size, flips)
     return Augment(
-        flip=aug.flip if flip is None else flip,
+        flip=flips,
         translate=aug.translate if translate is None else translate,
         rotate=aug.rotate if rotate is None else rotate,
         erase=aug.erase if erase is None else erase,

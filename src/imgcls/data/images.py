@@ -20,6 +20,7 @@ pixel is decoded, so a decompression bomb costs nothing.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +32,8 @@ from ..errors import DataError
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = 50_000_000  # the default limit; IMGCLS_MAX_PIXELS (set by --max-pixels) raises it
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-
-# Pillow's own bomb check would raise a warning or error with its own limit; ours comes first.
-Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageDecodeError(DataError):
@@ -48,8 +46,16 @@ def _open(source: str | Path | bytes, max_pixels: int) -> Image.Image:
         fp = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open(source, "rb")
     except OSError as e:
         raise ImageDecodeError(f"{name}: cannot read file ({e.strerror or e})") from e
+    if fp.seek(0, io.SEEK_END) == 0:
+        fp.close()
+        raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+    fp.seek(0)
     try:
         img = Image.open(fp, formats=sorted(ALLOWED_FORMATS))
+    except Image.DecompressionBombError as e:  # Pillow's own guard, left as it is
+        fp.close()
+        raise ImageDecodeError(f"{name}: too many pixels, over the limit of Pillow's "
+                               f"decompression-bomb guard ({e})") from e
     except UnidentifiedImageError as e:
         fp.close()
         raise ImageDecodeError(
@@ -102,13 +108,20 @@ def _to_array(img: Image.Image, channels: int) -> np.ndarray:
     return a[:, :, None] if a.ndim == 2 else a
 
 
+def pixel_limit() -> int:
+    """The largest image decoded: ``IMGCLS_MAX_PIXELS`` when set (``--max-pixels``; an
+    environment variable, so that decoding threads and worker processes see it too)."""
+    return int(os.environ.get("IMGCLS_MAX_PIXELS") or MAX_PIXELS)
+
+
 def decode_image(
-    source: str | Path | bytes, channels: int, max_pixels: int = MAX_PIXELS
+    source: str | Path | bytes, channels: int, max_pixels: int | None = None
 ) -> torch.Tensor:
-    """Decode an image file (path or bytes) into a ``uint8`` tensor of shape (C, H, W)."""
+    """Decode an image file (path or bytes) into a ``uint8`` tensor of shape (C, H, W), refusing
+    images of more than ``max_pixels`` (default :func:`pixel_limit`)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    img = _open(source, max_pixels)
+    img = _open(source, max_pixels or pixel_limit())
     try:
         a = _to_array(img, channels)
     except Exception as e:

@@ -18,19 +18,27 @@ from ..errors import DataError
 from ..progress import progress_bar
 from ..utils import cache_dir
 from .dataset import ArrayDataset, FileDataset
-from .images import ImageDecodeError, decode_image, probe_image, resize_to
+from .images import ImageDecodeError, decode_image, pixel_limit, probe_image, resize_to
+
+
+def grayscale_share(ds: FileDataset, limit: int = 2000) -> tuple[int, int]:
+    """(grayscale images, images probed) among up to ``limit`` of ``ds`` (header reads)."""
+    step = max(1, len(ds) // limit)
+    gray = probed = 0
+    for p in ds.paths[::step]:
+        try:
+            gray += probe_image(p)[2]
+            probed += 1
+        except ImageDecodeError:
+            continue
+    return gray, probed
 
 
 def infer_channels(ds: FileDataset, limit: int = 2000) -> int:
-    """1 when every probed image is grayscale, else 3 (header reads only)."""
-    step = max(1, len(ds) // limit)
-    for p in ds.paths[::step]:
-        try:
-            if not probe_image(p)[2]:
-                return 3
-        except ImageDecodeError:
-            continue
-    return 1
+    """1 when most probed images are grayscale, else 3: one colour photo among many scans
+    does not make the model a colour model (its colour is reduced to luma)."""
+    gray, probed = grayscale_share(ds, limit)
+    return 1 if probed and gray * 2 > probed else 3
 
 
 def infer_image_size(ds: FileDataset, limit: int = 200) -> int:
@@ -50,7 +58,7 @@ def infer_image_size(ds: FileDataset, limit: int = 200) -> int:
 
 def cache_key(ds: FileDataset, size: int, channels: int, resize: str) -> str:
     """A stable key of the files (paths, sizes, modification times) and the decoding."""
-    h = hashlib.sha256(f"v1|{size}|{channels}|{resize}".encode())
+    h = hashlib.sha256(f"v1|{size}|{channels}|{resize}|{pixel_limit()}".encode())
     for p in ds.paths:
         try:
             st = os.stat(p)

@@ -39,7 +39,6 @@ class PreparedData:
     val: Dataset | None
     test: Dataset | None
     preprocess: Preprocess
-    flip_ok: bool
     source: str
     train_idx: object = None
     val_idx: object = None
@@ -118,7 +117,7 @@ def prepare_data(source: Source, *, val_split: float = 0.1, seed: int = 0,
     if empty:
         raise DataError(f"{source.name}: no usable training images for class(es) {empty}")
     pre = Preprocess(size, channels, mean, std, list(full.classes), resize=decoding.resize)
-    return PreparedData(train, val, test, pre, source.flip_ok, source.name, train_idx, val_idx,
+    return PreparedData(train, val, test, pre, source.name, train_idx, val_idx,
                         skipped, rest)
 
 

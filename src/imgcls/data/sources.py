@@ -60,8 +60,6 @@ class Source:
     train: Dataset
     test: Dataset | None = None
     val: Dataset | None = None
-    # Horizontal flips change the meaning of digits; folders and clothes are fine.
-    flip_ok: bool = True
 
     @property
     def classes(self) -> list[str]:
@@ -142,8 +140,7 @@ def _download_all(urls: list[str], dest: Path, name: str, hint: str) -> None:
 def _load_idx_source(name: str, data_dir: str | None) -> Source:
     folder = _find_idx_folder(name, data_dir)
     classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
-    return Source(name, _idx_split(folder, "train", classes), _idx_split(folder, "t10k", classes),
-                  flip_ok=name != "mnist")
+    return Source(name, _idx_split(folder, "train", classes), _idx_split(folder, "t10k", classes))
 
 
 def _load_sample(_: str, __: str | None) -> Source:
@@ -241,7 +238,7 @@ def _load_digits(_: str, __: str | None) -> Source:
     # The digits have no official test split: a fixed stratified 20% (seed 0, whatever the
     # run's seed) plays that part so that every run is scored on the same images.
     train_idx, test_idx = stratified_split(ds.labels, DIGITS_TEST_FRACTION, seed=0)
-    return Source("digits", ds.subset(train_idx), ds.subset(test_idx), flip_ok=False)
+    return Source("digits", ds.subset(train_idx), ds.subset(test_idx))
 
 
 # --------------------------------------------------------------------------- folders, CSV

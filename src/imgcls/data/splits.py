@@ -35,9 +35,10 @@ def stratified_split(
 
 
 def write_split_manifest(path: str | Path, dataset: Dataset, train_idx: np.ndarray,
-                         val_idx: np.ndarray) -> None:
+                         val_idx: np.ndarray, unreadable: set[str] = frozenset()) -> None:
     """``split.csv``: one row per training-source image, ``item,label,split``, where item is a
-    file path for folders and manifests and the index for in-memory data sets."""
+    file path for folders and manifests and the index for in-memory data sets; a file in
+    ``unreadable`` (skipped when decoding) has the split ``unreadable``, not train or val."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path" if isinstance(dataset, FileDataset) else "index", "label", "split"])
@@ -48,7 +49,8 @@ def write_split_manifest(path: str | Path, dataset: Dataset, train_idx: np.ndarr
         if split[i] is None:
             continue
         item = str(dataset.paths[i]) if isinstance(dataset, FileDataset) else i
-        w.writerow([item, dataset.classes[labels[i]], split[i]])
+        w.writerow([item, dataset.classes[labels[i]],
+                    "unreadable" if item in unreadable else split[i]])
     atomic_write_text(path, buf.getvalue())
 
 

@@ -34,9 +34,11 @@ class Budget(Callback):
     key = "budget"
 
     def __init__(self, budget_s: float, label: str, log: Callable[[str], None], *,
-                 partial_epochs: bool = False, ddp: DistInfo | None = None) -> None:
+                 partial_epochs: bool = False, max_epochs: int | None = None,
+                 ddp: DistInfo | None = None) -> None:
         self.budget_s, self.label, self.log, self.ddp = budget_s, label, log, ddp or DistInfo()
         self.partial = partial_epochs  # epochs over part of the training set
+        self.max_epochs = max_epochs  # a time cap on a planned run: never more than planned
         # the first epoch is timed from here, after the one-time work the budget counts
         # (a teacher's labelling pass)
         self.start = self.epoch_end = time.perf_counter()
@@ -70,7 +72,7 @@ class Budget(Callback):
         fit = t.state.step + max(0, int((left - val_s) / (1.05 * per_step)))
         steps = broadcast(min(t.steps_per_epoch, fit), self.ddp)
         if steps < t.steps_per_epoch:
-            self.log(f"budget {self.label}: {per_step:.2f}s per step; the epoch is cut "
+            self.log(f"{self.label}: {per_step:.2f}s per step; the epoch is cut "
                      f"to {steps} of its {t.steps_per_epoch} planned steps")
             t.set_steps_per_epoch(steps)
 
@@ -96,9 +98,11 @@ class Budget(Callback):
         fit, planned = max(done, done + int(left / (1.05 * pace))), t.epochs
         overrun = (planned - done) * pace > left
         spare = fit > planned + max(1, 0.03 * planned)
+        if self.max_epochs:
+            fit = min(fit, self.max_epochs)
         epochs = broadcast(fit if done <= 2 or overrun or spare else planned, self.ddp)
         if epochs != t.epochs:
-            self.log(f"budget {self.label}: {pace:.1f}s per epoch; {epochs} epochs "
+            self.log(f"{self.label}: {pace:.1f}s per epoch; {epochs} epochs "
                      f"instead of {t.epochs}")
             t.set_epochs(epochs)
 

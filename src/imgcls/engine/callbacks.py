@@ -4,6 +4,7 @@ metrics log and TensorBoard. Each keeps its own state, which the checkpoint hold
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,38 @@ class BestModel(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.top1, self.epoch = state["top1"], state["epoch"]
 
+    def on_restart(self, t: Trainer) -> None:
+        self.top1, self.epoch = -1.0, 0
+
+
+class LearningCheck(Callback):
+    """After ``after`` epochs (by then the learning rate has risen to its peak), a run whose
+    training accuracy is still at the largest class's share, or whose loss is still at chance
+    level (ln of the number of classes), is not learning: it says so and, when ``restarts``
+    are left, starts over at a tenth of the learning rate (the usual cause is a rate too high
+    for the model)."""
+
+    def __init__(self, majority_share: float, classes: int, log: Log, *, after: int = 3,
+                 restarts: int = 2) -> None:
+        self.majority, self.chance_loss = majority_share, math.log(classes)
+        self.log, self.after, self.restarts = log, after, restarts
+
+    def on_epoch_end(self, t: Trainer, record: dict) -> None:
+        if record["epoch"] != self.after:
+            return
+        acc, loss = record["train_top1"], record["train_loss"]
+        if acc > self.majority + 0.02 and loss < 0.97 * self.chance_loss:
+            return
+        why = (f"after {self.after} epochs, training accuracy {acc:.3f} (the largest class is "
+               f"{self.majority:.3f} of the images) and loss {loss:.3f} (chance: "
+               f"{self.chance_loss:.3f}): the model is not learning, most likely a learning "
+               "rate too high for it (or labels unrelated to the images)")
+        if t.state.restarts < self.restarts:
+            self.log(f"warning: {why}; starting over at a tenth of the learning rate")
+            t.request_restart(0.1)
+        else:
+            self.log(f"warning: {why}; try a lower --lr or another --model")
+
 
 class EarlyStopping(Callback):
     """Stops after ``patience`` epochs without a better validation top-1."""
@@ -65,6 +98,9 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
 
+    def on_restart(self, t: Trainer) -> None:
+        self.best, self.bad_epochs = -1.0, 0
+
 
 class MetricsLog(Callback):
     """One line per epoch on the log and, when ``run`` is given, one record in
@@ -81,6 +117,11 @@ class MetricsLog(Callback):
         self.log(f"epoch {record['epoch']:>3}/{t.epochs}  train loss "
                  f"{record['train_loss']:.4f} acc {record['train_top1']:.4f}{val}  "
                  f"{record['train_images_per_s']:,.0f} img/s  {record['epoch_time_s']:.1f}s")
+
+
+    def on_restart(self, t: Trainer) -> None:
+        if self.run is not None:
+            self.run.truncate_metrics(0)
 
 
 class Checkpointing(Callback):
@@ -101,6 +142,9 @@ class Checkpointing(Callback):
 
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
         self.save(t)
+
+    def on_restart(self, t: Trainer) -> None:
+        self.save(t)  # a resumed run starts over too
 
 
 class TensorBoard(Callback):

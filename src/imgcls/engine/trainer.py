@@ -69,6 +69,7 @@ class TrainState:
     bad_steps: int = 0  # consecutive steps with a non-finite loss
     skipped_steps: int = 0  # all of them, for the record
     lr_factor: float = 1.0  # lowered after every nonfinite_patience bad steps in a row
+    restarts: int = 0  # times the run started over (a run that did not learn)
     # the plan, when it differs from the settings (a --budget re-plans it): 0 = as set
     epochs: int = 0
     steps_per_epoch: int = 0
@@ -94,6 +95,7 @@ class Callback:
     def on_step_end(self, trainer: Trainer) -> None: ...
     def on_epoch_end(self, trainer: Trainer, record: dict) -> None: ...
     def on_train_end(self, trainer: Trainer) -> None: ...
+    def on_restart(self, trainer: Trainer) -> None: ...
 
     def state_dict(self) -> dict:
         return {}
@@ -192,6 +194,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None
         self.ema = ModelEMA(self.model, loop.ema) if loop.ema > 0 else None
         self.state = TrainState()
+        self.restart_lr_factor = 0.0  # set by request_restart
+        self._initial = {"model": {k: v.clone() for k, v in self.model.state_dict().items()}}
         # BatchNorm statistics are updated by the forward pass itself: a step whose loss is
         # not finite restores them from this copy, so a skipped step leaves no trace.
         self._buffers = list(self.model.buffers())
@@ -297,13 +301,35 @@ class Trainer:
     def fit(self) -> list[dict]:
         for cb in self.callbacks:
             cb.on_train_start(self)
-        s = self.state
         with make_progress() as bar:
-            while s.epoch < self.epochs and not s.stop:
-                self.run_epoch(bar)
+            while True:
+                while self.state.epoch < self.epochs and not self.state.stop:
+                    self.run_epoch(bar)
+                if not self.restart_lr_factor:
+                    break
+                self.restart()
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
+
+    def request_restart(self, lr_factor: float) -> None:
+        """Start over after this epoch, from the initial weights, with the learning rate
+        scaled by ``lr_factor`` (for a run that is not learning)."""
+        self.restart_lr_factor, self.state.stop = lr_factor, True
+
+    def restart(self) -> None:
+        s = self.state
+        self.model.load_state_dict(self._initial["model"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self._initial["model"])
+            self.ema.updates = 0
+        self.optimizer.state.clear()  # momentum and Adam's moments
+        self.state = TrainState(lr_factor=s.lr_factor * self.restart_lr_factor,
+                                restarts=s.restarts + 1, epochs=s.epochs,
+                                steps_per_epoch=s.steps_per_epoch)
+        self.restart_lr_factor, self.history = 0.0, []
+        for cb in self.callbacks:
+            cb.on_restart(self)
 
     def frozen(self, epoch: int) -> bool:
         c = self.loop

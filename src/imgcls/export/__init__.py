@@ -23,14 +23,18 @@ from torch import nn
 from ..errors import ConfigError, ImgclsError
 from ..preprocess import Preprocess
 
-__all__ = ["FORMATS", "ProbabilityModel", "check_parity", "export_model", "parity_images",
-           "read_sidecar", "reference_probs"]
+__all__ = ["FORMATS", "ProbabilityModel", "check_parity", "export_model", "input_facts",
+           "onnx_metadata", "parity_images", "preprocess_from_metadata", "read_sidecar",
+           "reference_probs"]
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 INPUT_NAME, OUTPUT_NAMES = "images", ("probabilities", "logits")
 PARITY_IMAGES = 256
 PROB_TOLERANCE = 1e-3
 MIN_OPSET = 17
+LAYOUT = "NCHW"
+# ONNX metadata_props whose values are JSON (lists, numbers); the other values are plain text
+JSON_KEYS = ("class_names", "mean", "std", "input_size", "in_chans", "temperature")
 
 Log = Callable[[str], None]
 
@@ -96,9 +100,41 @@ def parity_images(run: Path, pre: Preprocess, n: int = PARITY_IMAGES, log: Log =
         return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8), "64 random images"
 
 
-def _onnx_bytes(wrapper: ProbabilityModel, example: torch.Tensor, opset: int, log: Log
-                ) -> tuple[bytes, int]:
-    """The serialised ONNX model and its actual opset (the exporter may not reach a low one)."""
+def input_facts(pre: Preprocess) -> dict:
+    """What a client must know to build the exported model's input, beyond the preprocessing:
+    the memory layout, the channel order of the decoded image and the pixel type."""
+    return {"layout": LAYOUT, "color_order": "RGB" if pre.in_chans == 3 else "L",
+            "input_dtype": "uint8"}
+
+
+def onnx_metadata(pre: Preprocess, version: str) -> dict[str, str]:
+    """The ONNX model's ``metadata_props`` (so the file alone is enough to use it): the class
+    names, mean/std (JSON lists), input size, channels, temperature (JSON numbers), layout,
+    colour order, input dtype, resize rule, tensor names and imgcls version (text)."""
+    d = pre.to_dict()
+    meta = {k: json.dumps(d[k]) for k in JSON_KEYS}
+    meta.update(input_facts(pre), resize=pre.resize, interpolation=pre.interpolation,
+                input_name=INPUT_NAME, output_names=",".join(OUTPUT_NAMES),
+                imgcls_version=version)
+    return meta
+
+
+def preprocess_from_metadata(meta: dict[str, str]) -> Preprocess:
+    """The :class:`Preprocess` that :func:`onnx_metadata` wrote (e.g. from onnxruntime's
+    ``session.get_modelmeta().custom_metadata_map``); ImgclsError when it is not there."""
+    missing = [k for k in JSON_KEYS if k not in meta]
+    if missing:
+        raise ImgclsError(f"the ONNX model holds no imgcls metadata ({', '.join(missing)} "
+                          "missing); re-run `imgcls export` or keep its .json sidecar")
+    d = {k: json.loads(meta[k]) for k in JSON_KEYS}
+    return Preprocess.from_dict(dict(d, **{k: meta[k] for k in ("resize", "interpolation")
+                                           if k in meta}))
+
+
+def _onnx_bytes(wrapper: ProbabilityModel, example: torch.Tensor, opset: int, log: Log,
+                metadata: dict[str, str] | None = None) -> tuple[bytes, int]:
+    """The serialised ONNX model (with ``metadata`` as its ``metadata_props``) and its actual
+    opset (the exporter may not reach a low one)."""
     import onnx
 
     names = dict(input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), opset_version=opset)
@@ -124,6 +160,11 @@ def _onnx_bytes(wrapper: ProbabilityModel, example: torch.Tensor, opset: int, lo
                               dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)},
                               **names)
         proto = onnx.load_from_string(buf.getvalue())
+    if metadata:
+        kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in metadata]
+        del proto.metadata_props[:]
+        for key, value in [*kept, *metadata.items()]:
+            proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     actual = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     if actual != opset:
@@ -198,8 +239,10 @@ def export_model(run: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLi
                  opset: int = 18, log: Log = print) -> Path:
     """Export the run's model as ``fmt`` (``onnx`` or ``torchscript``) to ``out`` (default
     ``<run>/model.onnx`` or ``<run>/model.torchscript.pt``) with a ``<out>.json`` sidecar
-    that holds the preprocessing, the tensor names and the parity figures. The file is only
-    written when the parity check passes."""
+    that holds the preprocessing, the input's layout, colour order and dtype, the tensor
+    names and the parity figures. An ONNX file also carries all but the parity figures in
+    its own ``metadata_props`` (:func:`onnx_metadata`). The file is only written when the
+    parity check passes."""
     from .. import __version__
     from ..run import load_run_model
     from ..utils import atomic_write_bytes, write_json
@@ -216,7 +259,7 @@ def export_model(run: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLi
     # batch 2: torch.export specialises a size-1 dimension to a constant
     example = torch.zeros(2, pre.in_chans, pre.input_size, pre.input_size, dtype=torch.uint8)
     if fmt == "onnx":
-        data, opset = _onnx_bytes(wrapper, example, opset, log)
+        data, opset = _onnx_bytes(wrapper, example, opset, log, onnx_metadata(pre, __version__))
     else:
         data = _torchscript_bytes(wrapper, example)
     images, where = parity_images(run_dir, pre, log=log)
@@ -227,7 +270,7 @@ def export_model(run: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLi
     write_json(f"{out}.json", {
         "format": fmt, **({"opset": opset} if fmt == "onnx" else {}),
         "imgcls_version": __version__, "model": meta["model"], "run": str(run_dir.resolve()),
-        **pre.to_dict(),
+        **pre.to_dict(), **input_facts(pre),
         "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, c, s, s]}],
         "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, len(pre.class_names)]}
                     for n in OUTPUT_NAMES],

@@ -57,13 +57,14 @@ def _ensure_loaded() -> None:
 
 
 def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
-    """Registered model names, sorted, optionally filtered by a glob pattern and family."""
+    """Registered model names, sorted, optionally filtered by glob patterns of the name and
+    of the family."""
     _ensure_loaded()
     names = sorted(_REGISTRY)
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
     if family:
-        names = [n for n in names if _REGISTRY[n].family == family]
+        names = [n for n in names if fnmatch.fnmatch(_REGISTRY[n].family, family)]
     return names
 
 

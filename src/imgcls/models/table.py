@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import statistics
-import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError, ModelError
+from ..utils import atomic_write_text, cache_dir
 from ._registry import create_model, is_external, model_info
 
 FORMATS = ("table", "csv", "json")
@@ -35,56 +36,99 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def _median_seconds(model: nn.Module, x: torch.Tensor, repeats: int, warmup: int = 2) -> float:
+def _timer(model: nn.Module, x: torch.Tensor, threads: int) -> object:
+    from torch.utils import benchmark
+
+    return benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
+
+
+def measure_latency(models: dict[str, nn.Module], make_input: object, *, batch: int = 64,
+                    rounds: int = 5, threads: int | None = None,
+                    min_run_time: float = 0.1) -> dict[str, tuple[float, float]]:
+    """{name: (latency in seconds at batch 1, images/s at ``batch``)}, measured with
+    ``torch.utils.benchmark`` (blocked autorange: as many calls per block as fill
+    ``min_run_time``) at a fixed number of ``threads``, the models interleaved over
+    ``rounds`` rounds and each figure the median of its rounds: a machine whose speed drifts
+    affects every model alike, and the result does not depend on the order given."""
+    threads = threads or torch.get_num_threads()
+    one, many = make_input(1), make_input(batch)
+    timers = {name: (_timer(m, one, threads), _timer(m, many, threads))
+              for name, m in models.items()}
+    times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in models}
     with torch.inference_mode():
-        for _ in range(warmup):  # first calls pay for allocation and kernel selection
-            model(x)
-        times = []
-        for _ in range(max(1, repeats)):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for m in models.values():  # first calls pay for allocation and kernel selection
+            m(one), m(many)
+        for _ in range(rounds):
+            for name, (t1, tb) in timers.items():
+                times[name][0].append(t1.blocked_autorange(min_run_time=min_run_time).median)
+                times[name][1].append(tb.blocked_autorange(min_run_time=min_run_time).median)
+    return {n: (statistics.median(a), batch / statistics.median(b))
+            for n, (a, b) in times.items()}
+
+
+def _static_row(name: str, input_size: int, in_chans: int, num_classes: int
+                ) -> tuple[dict[str, Any], nn.Module | None]:
+    """The row's family, parameters and FLOPs, from the cache when measured before (so that
+    listing is instant), with the built model when it had to be built."""
+    row: dict[str, Any] = {"family": _family(name), "name": name, "input_size": input_size}
+    key = f"{name}|{input_size}|{in_chans}|{num_classes}|{torch.__version__}"
+    cache = _cache()
+    if key in cache:
+        return {**row, **cache[key]}, None
+    model = create_model(name, num_classes=num_classes, in_chans=in_chans,
+                         input_size=input_size).eval()
+    counted = {"params": sum(p.numel() for p in model.parameters()),
+               "flops": count_flops(model, torch.randn(1, in_chans, input_size, input_size))}
+    cache[key] = counted
+    _save_cache(cache)
+    return {**row, **counted}, model
+
+
+def _cache_path() -> Path:
+    return cache_dir() / "model_table.json"
+
+
+def _cache() -> dict:
+    try:
+        return json.loads(_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_cache(cache: dict) -> None:
+    atomic_write_text(_cache_path(), json.dumps(cache))
 
 
 def model_table(names: list[str], *, input_size: int = 32, in_chans: int = 3,
                 num_classes: int = 10, latency: bool = True, batch: int = 64,
                 repeats: int = 5, threads: int | None = None) -> list[dict[str, Any]]:
-    """One row per model: family, name, params, flops (per image at ``input_size``) and, with
-    ``latency``, latency_ms (CPU, batch 1, median), throughput (images/s at ``batch``) and the
-    CPU threads used (``threads``, torch's setting when None; restored afterwards).
-    A model that cannot be built or run at this size gets an ``error`` field instead."""
-    saved = torch.get_num_threads()
-    if threads:
-        # On a busy machine, torch's threads spin waiting for each other: pinning one thread
-        # can be 100x faster at batch 1 than the default, so say which was used.
-        torch.set_num_threads(threads)
-    try:
-        return [_row(name, input_size, in_chans, num_classes, latency, batch, repeats)
-                for name in names]
-    finally:
-        torch.set_num_threads(saved)
-
-
-def _row(name: str, input_size: int, in_chans: int, num_classes: int, latency: bool,
-         batch: int, repeats: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"family": _family(name), "name": name, "input_size": input_size}
-    try:
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans,
-                             input_size=input_size).eval()
-        one = torch.randn(1, in_chans, input_size, input_size)
-        row["params"] = sum(p.numel() for p in model.parameters())
-        row["flops"] = count_flops(model, one)
-        if latency:
-            row["latency_ms"] = 1000 * _median_seconds(model, one, repeats)
-            many = torch.randn(batch, in_chans, input_size, input_size)
-            row["throughput"] = batch / _median_seconds(model, many, repeats)
-            row["threads"] = torch.get_num_threads()
-    except (ModelError, RuntimeError, ValueError) as e:
-        # RuntimeError/ValueError: built, but the input is too small for its down-sampling.
-        row = {"family": row["family"], "name": name, "input_size": input_size,
-               "error": str(e).splitlines()[0]}
-    return row
+    """One row per model: family, name, params, flops (per image at ``input_size``; cached
+    per model and shape) and, with ``latency``, latency_ms (CPU, batch 1), throughput
+    (images/s at ``batch``) and the CPU threads used (:func:`measure_latency`, ``repeats``
+    rounds). A model that cannot be built or run at this size gets an ``error`` field."""
+    rows, models = [], {}
+    for name in names:
+        try:
+            row, model = _static_row(name, input_size, in_chans, num_classes)
+            if latency:
+                models[name] = model or create_model(
+                    name, num_classes=num_classes, in_chans=in_chans,
+                    input_size=input_size).eval()
+        except (ModelError, RuntimeError, ValueError) as e:
+            # RuntimeError/ValueError: built, but the input is too small for its down-sampling
+            row = {"family": _family(name), "name": name, "input_size": input_size,
+                   "error": str(e).splitlines()[0]}
+        rows.append(row)
+    if models:
+        threads = threads or torch.get_num_threads()
+        speed = measure_latency(models, lambda n: torch.randn(n, in_chans, input_size,
+                                                              input_size),
+                                batch=batch, rounds=repeats, threads=threads)
+        for row in rows:
+            if row["name"] in speed:
+                lat, thr = speed[row["name"]]
+                row.update(latency_ms=1000 * lat, throughput=thr, threads=threads)
+    return rows
 
 
 def _text_table(rows: list[dict[str, Any]]) -> str:

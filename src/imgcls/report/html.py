@@ -90,7 +90,7 @@ def _html(run: RunDir, r: dict, files: dict[str, Path]) -> str:
         f"<h1>{html.escape(run.path.name)}</h1>",
         f"<p class='sub'>{html.escape(r['model'])} on {html.escape(r['data'])}, "
         f"{html.escape(r['split'])} split, {r['n']} images"
-        f"{', flip TTA' if r['tta'] else ''}{skipped}</p>",
+        f"{_tta_note(r['tta'])}{skipped}</p>",
         "<div>" + "".join(f"<span class='kpi'><b>{v:.4f}</b>{html.escape(k)}</span>"
                           for k, v in kpis) + "</div>",
     ]
@@ -180,3 +180,10 @@ def _model_card(run: RunDir, r: dict) -> str:
         "- Metrics come from one evaluation split; small classes have wide uncertainty.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _tta_note(tta: bool | str | None) -> str:
+    """The report's words for the evaluation's TTA: True and "flip" are the flip views,
+    "shift" the 10 views, False / None / "none" none."""
+    mode = "flip" if tta is True else (tta or "none")
+    return "" if mode == "none" else f", {mode} TTA"

@@ -42,7 +42,7 @@ def serve(target: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, 
     plan = getattr(predictor, "plan", None)
     print(f"serving {name or predictor.name} ({predictor.backend} backend"
           f"{f', {plan.describe()}' if plan else ''}) on "
-          f"http://{host}:{port}  (OpenAPI at /docs, metrics at /metrics)")
+          f"http://{host}:{port}  (OpenAPI schema at /openapi.json, metrics at /metrics)")
     # uvicorn answers SIGTERM with a graceful shutdown and then raises the signal again, which
     # by default kills the process (status -15) although every request was answered. Turned
     # into the KeyboardInterrupt that uvicorn.run catches, a drained stop exits 0, like Ctrl-C.

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.images import MAX_PIXELS
 from ..errors import ConfigError, ImgclsError
+from ..results import failure, prediction, ranked
 from . import protocol
 from .edge import Edge
 from .predictor import Predictor
@@ -246,6 +247,8 @@ class Served:
                         "shape": [-1, c, s, s]}],
             "outputs": [{"name": protocol.OUTPUT_NAME, "datatype": "FP32",
                          "shape": [-1, len(self.labels)]}],
+            # the class of each output column (a field that OIP clients pass through)
+            "parameters": {"labels": list(self.labels)},
         }
 
 
@@ -261,8 +264,10 @@ def create_app(predictor: Predictor, name: str | None = None, *, max_batch: int 
     metrics = Metrics(max_batch)
     served = Served(predictor, name or predictor.name, metrics, max_batch, max_delay_ms / 1000,
                     queue_size, timeout_s, max_pixels)
+    # No /docs or /redoc pages: FastAPI's load their scripts from a CDN, blank offline and
+    # a third party's code in a served page; /openapi.json describes the API.
     app = FastAPI(title="imgcls inference server", version=__version__,
-                  lifespan=served.lifespan,
+                  lifespan=served.lifespan, docs_url=None, redoc_url=None,
                   description="Open Inference Protocol v2 (KServe / Triton REST) for an "
                               "imgcls model, plus a multipart /predict.")
     _add_error_handlers(app)
@@ -383,20 +388,20 @@ def _add_infer_route(app: FastAPI, served: Served) -> None:
 
 
 async def _predict(served: Served, files: list[UploadFile], top_k: int) -> dict:
-    """Top-k classes of each uploaded file, as ``/predict`` answers them."""
+    """``/predict``'s answer: per uploaded file, in order, its top-k classes or the reason it
+    cannot be read (:mod:`imgcls.results`); 400 only when no file can be read."""
     data = [await f.read() for f in files]
     names = [f.filename or f"file {i}" for i, f in enumerate(files)]
     with served.batcher().expecting():
-        images = await asyncio.to_thread(protocol.decode_files, data, served.pre,
-                                         served.max_pixels, names)
-    probs = await served.run(images)
-    idx = protocol.top_k(probs, min(top_k, probs.shape[1]))
-    labels = served.labels
+        decoded = await asyncio.to_thread(protocol.decode_each, data, served.pre,
+                                          served.max_pixels, names)
+    good = [d for d in decoded if not isinstance(d, str)]
+    if not good:
+        raise HTTPError("; ".join(decoded), 400)
+    tops = iter(ranked(await served.run(np.stack(good)), served.labels, top_k))
     return {"model": served.name, "predictions": [
-        {"file": names[i], "top_k": [
-            {"index": int(j), "label": labels[j] if j < len(labels) else str(j),
-             "probability": float(probs[i, j])} for j in idx[i]]}
-        for i in range(len(files))]}
+        failure(name, d) if isinstance(d, str) else prediction(name, next(tops))
+        for name, d in zip(names, decoded)]}
 
 
 def _add_predict_route(app: FastAPI, served: Served) -> None:
@@ -405,7 +410,9 @@ def _add_predict_route(app: FastAPI, served: Served) -> None:
     @app.post("/predict", tags=["inference"])
     async def predict(files: list[UploadFile] = File(..., description="image files"),
                       top_k: int = Query(5, ge=1, description="classes per image")) -> dict:
-        """Top-k classes of each uploaded image file (multipart field ``files``)."""
+        """Per uploaded image file (multipart field ``files``), in order: ``{file, label,
+        probability, top_k: [{label, probability}]}``, or ``{file, error}`` for a file that
+        cannot be read (a 400 only when none can)."""
         return await served.limited(_predict(served, files, top_k))
 
 

@@ -36,16 +36,21 @@ class Predictor:
 class OnnxPredictor(Predictor):
     backend = "onnx"
 
-    def __init__(self, path: Path, pre: Preprocess, name: str) -> None:
+    def __init__(self, path: Path, pre: Preprocess | None, name: str) -> None:
+        """``pre`` None: the preprocessing that the model file carries in its metadata."""
         import onnxruntime as ort
 
-        super().__init__(pre, name)
-        self.path = path
+        from ..export import preprocess_from_metadata
+
         opts = ort.SessionOptions()
         # idle intra-op threads spin by default, taking the CPU from the event loop that
         # parses the next requests; a serving process wants them asleep
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if pre is None:
+            pre = preprocess_from_metadata(self.session.get_modelmeta().custom_metadata_map)
+        super().__init__(pre, name)
+        self.path = path
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name  # probabilities come first
 
@@ -82,8 +87,9 @@ def load_predictor(target: str | os.PathLike, backend: str = "auto", device: str
                    precision: str = "fp32", compile: str = "no",  # noqa: A002
                    batch: int = 32) -> Predictor:
     """A run folder (ONNX Runtime when it holds an up-to-date ``model.onnx`` and ``backend``
-    is ``auto``; else torch), a ``model.safetensors`` file (torch) or a ``.onnx`` file with its
-    ``.json`` sidecar. Only local paths: a model is never fetched from a URL.
+    is ``auto``; else torch), a ``model.safetensors`` file (torch) or a ``.onnx`` file (its
+    ``.json`` sidecar, else the metadata inside it, gives the preprocessing). Only local
+    paths: a model is never fetched from a URL.
 
     The torch backend runs in fp32 eager mode unless ``precision`` / ``compile`` ask for more
     ('auto' measures the candidates on batches of ``batch`` and keeps the fastest, cached);
@@ -115,10 +121,13 @@ def load_predictor(target: str | os.PathLike, backend: str = "auto", device: str
     if backend == "onnx" and not use_onnx:
         raise RunError(f"{target}: no model.onnx; run `imgcls export {target}` first")
     if use_onnx:
-        side = read_sidecar(onnx_path)
-        if side.get("format") != "onnx":
-            raise ImgclsError(f"{onnx_path}.json: not the sidecar of an ONNX export")
-        return OnnxPredictor(onnx_path, Preprocess.from_dict(side), name)
+        pre = None  # without a sidecar: the metadata inside the ONNX file
+        if Path(f"{onnx_path}.json").exists():
+            side = read_sidecar(onnx_path)
+            if side.get("format") != "onnx":
+                raise ImgclsError(f"{onnx_path}.json: not the sidecar of an ONNX export")
+            pre = Preprocess.from_dict(side)
+        return OnnxPredictor(onnx_path, pre, name)
     model, pre, meta = load_run_model(path, resolve_device(device))
     example = torch.zeros(batch, pre.in_chans, pre.input_size, pre.input_size)
     plan, _ = choose_inference_plan(model, example, device=device, precision=precision,

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..data.images import decode_image, resize_to
 from ..preprocess import Preprocess
+from ..results import top_k
 
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 HEADER_LENGTH = "inference-header-content-length"
@@ -75,19 +76,31 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     return req, binary
 
 
-def decode_files(files: list[bytes], pre: Preprocess, max_pixels: int,
-                 names: list[str] | None = None) -> np.ndarray:
-    """Encoded image files -> uint8 (N, C, S, S) with the run's conversion and resize rule.
-    The pixel count is checked from the header first, so a bomb is refused in microseconds."""
-    out = []
+def decode_each(files: list[bytes], pre: Preprocess, max_pixels: int,
+                names: list[str] | None = None) -> list[np.ndarray | str]:
+    """Per encoded image file: uint8 (C, S, S) with the run's conversion and resize rule, or
+    the reason it cannot be read (``"NAME: reason"``). The pixel count is checked from the
+    header first, so a bomb is refused in microseconds."""
+    out: list[np.ndarray | str] = []
     for i, data in enumerate(files):
         name = names[i] if names else f"image {i}"
         try:
             img = decode_image(data, pre.in_chans, max_pixels=max_pixels)
             out.append(resize_to(img, pre.input_size, pre.resize).numpy())
         except Exception as e:  # ImageDecodeError, or anything else a crafted file provokes
-            reason = str(e).replace("<bytes>: ", "")
-            raise BadRequest(f"{name}: {reason}") from None
+            out.append(f"{name}: {str(e).replace('<bytes>: ', '')}")
+    return out
+
+
+def decode_files(files: list[bytes], pre: Preprocess, max_pixels: int,
+                 names: list[str] | None = None) -> np.ndarray:
+    """Encoded image files -> uint8 (N, C, S, S); BadRequest naming the first file that
+    cannot be read (a tensor input is answered whole or not at all)."""
+    out = []
+    for item in decode_each(files, pre, max_pixels, names):
+        if isinstance(item, str):
+            raise BadRequest(item)
+        out.append(item)
     return np.stack(out)
 
 
@@ -207,15 +220,27 @@ def parse_inputs(req: dict, binary: bytes, pre: Preprocess, max_pixels: int) -> 
                      "values 0..255) or BYTES (encoded image files)")
 
 
+def _classification(params: dict, default: int, where: str) -> int:
+    k = params.get("classification", default)
+    if not _is_int(k) or k < 0:
+        raise BadRequest(f"{where} 'classification' must be a non-negative integer")
+    return k
+
+
 def parse_outputs(req: dict) -> list[OutputSpec]:
-    """Requested outputs; all of them (the probabilities) as JSON when none are named."""
+    """Requested outputs; all of them (the probabilities) when none are named. The request's
+    ``parameters`` (``classification``, ``binary_data_output``) apply to every output; an
+    output's own ``parameters`` (``classification``, ``binary_data``) win over them."""
     params = req.get("parameters") or {}
-    binary_all = params.get("binary_data_output", False) if isinstance(params, dict) else None
+    if not isinstance(params, dict):
+        raise BadRequest("request 'parameters' must be an object")
+    binary_all = params.get("binary_data_output", False)
     if not isinstance(binary_all, bool):
-        raise BadRequest("request 'parameters' must be an object; binary_data_output a bool")
+        raise BadRequest("request parameter 'binary_data_output' must be a bool")
+    k_all = _classification(params, 0, "request parameter")
     outputs = req.get("outputs")
     if outputs is None:
-        return [OutputSpec(OUTPUT_NAME, 0, binary_all)]
+        return [OutputSpec(OUTPUT_NAME, k_all, binary_all)]
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise BadRequest("'outputs' must be a list of objects")
     specs = []
@@ -224,18 +249,14 @@ def parse_outputs(req: dict) -> list[OutputSpec]:
             raise BadRequest(f"unknown output {o.get('name')!r}; the model's output is "
                              f"'{OUTPUT_NAME}'")
         p = o.get("parameters") or {}
-        k = p.get("classification", 0) if isinstance(p, dict) else None
-        binary = p.get("binary_data", binary_all) if isinstance(p, dict) else None
-        if not _is_int(k) or k < 0 or not isinstance(binary, bool):
-            raise BadRequest("output parameters: 'classification' must be a non-negative "
-                             "integer and 'binary_data' a bool")
-        specs.append(OutputSpec(OUTPUT_NAME, k, binary))
+        if not isinstance(p, dict):
+            raise BadRequest("output 'parameters' must be an object")
+        binary = p.get("binary_data", binary_all)
+        if not isinstance(binary, bool):
+            raise BadRequest("output parameter 'binary_data' must be a bool")
+        specs.append(OutputSpec(OUTPUT_NAME, _classification(p, k_all, "output parameter"),
+                                binary))
     return specs
-
-
-def top_k(probs: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest probabilities per row, best first (ties: lower index)."""
-    return np.argsort(-probs, axis=1, kind="stable")[:, :k]
 
 
 def encode_response(model: str, req: dict, probs: np.ndarray, specs: list[OutputSpec],

@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 import torch
 
-from ..config import TrainConfig, tta_mode
+from ..config import TrainConfig
 from ..data.augment import Augment
 from ..data.dataset import ArrayDataset
 from ..data.prepare import Decoding, PreparedData, to_model_input
 from ..data.sources import load_source
+from ..defaults import tta_mode
 from ..distributed import DistInfo
 from ..engine.precision import ExecPlan
 from ..engine.trainer import CrossEntropy
@@ -51,7 +52,7 @@ def distill_targets(cfg: TrainConfig, data: PreparedData, unlabeled: ArrayDatase
     """The ``--teacher`` runs' class probabilities on the unlabelled images, as ``cfg`` asks
     (the final test's TTA, ``--propagate``)."""
     return teacher_targets(cfg.teachers, unlabeled, data.train, data.preprocess, device,
-                           tta=tta_mode(cfg, data.flip_ok), propagate=cfg.propagate,
+                           tta=tta_mode(cfg, cfg.flip), propagate=cfg.propagate,
                            labels_known=cfg.unlabeled == "rest",
                            batch_size=max(256, cfg.batch_size), log=log)
 
