@@ -2,6 +2,8 @@ import gzip
 import io
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -134,3 +136,13 @@ def write_idx_set(folder: Path, n_train=40, n_test=10):
 
 
 __all__ = ["make_image", "train_digits", "write_cifar_archive", "write_idx_set", "gzip"]
+
+
+@pytest.fixture
+def fresh_python():
+    """What a fresh interpreter prints for ``code``: import-time effects, free of what this
+    test process has already imported."""
+    def run(code: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    return run

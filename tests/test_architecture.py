@@ -2,21 +2,17 @@
 training code, and no source file or function grows past what a reader can hold."""
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "imgcls"
 
 
-def test_the_inference_side_does_not_import_the_trainer():
+def test_the_inference_side_does_not_import_the_trainer(fresh_python):
     code = ("import sys, imgcls, imgcls.serve.app, imgcls.export, imgcls.predict, "
             "imgcls.evaluation; imgcls.load; "
             "print(sorted(m for m in sys.modules if m.startswith(('imgcls.engine.trainer', "
             "'imgcls.training', 'imgcls.ssl'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
+    assert fresh_python(code) == "[]"
 
 
 def test_files_and_functions_stay_small():

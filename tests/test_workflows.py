@@ -1,9 +1,6 @@
 """Each documented workflow behaves as a user expects: regressions of defects found by
 trying them as a new user would."""
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
@@ -12,13 +9,11 @@ from imgcls.report.html import _tta_note
 from imgcls.utils import read_safetensors
 
 
-def test_importing_imgcls_leaves_pillows_bomb_guard_alone():
+def test_importing_imgcls_leaves_pillows_bomb_guard_alone(fresh_python):
     code = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; import imgcls, "
             "imgcls.data.images, imgcls.predict; print(Image.MAX_IMAGE_PIXELS == before "
             "and before is not None)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "True"
+    assert fresh_python(code) == "True"
 
 
 def test_the_report_names_the_tta_that_was_used():

@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         _unknown_flags(parser, args, extra)
-    if getattr(args, "max_pixels", None) and args.command != "train":
+    if getattr(args, "max_pixels", None):
         os.environ["IMGCLS_MAX_PIXELS"] = str(args.max_pixels)  # decoding threads see it
     try:
         return args.func(args)

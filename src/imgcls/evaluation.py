@@ -9,7 +9,6 @@ fits it again on purpose and stores the new one.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import torch
 
@@ -32,9 +31,8 @@ from .metrics import (
 )
 from .preprocess import Preprocess
 from .run import RunDir, load_run_model, set_temperature
-from .utils import write_json
+from .utils import Log, write_json
 
-Log = Callable[[str], None]
 SPLITS = ("train", "val", "test", "all")
 
 

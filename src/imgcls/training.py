@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from torch import nn
 
 from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration
 from .data.augment import choose_augment
-from .data.dataset import ArrayDataset
+from .data.dataset import ArrayDataset, Dataset
 from .data.prepare import (
     PreparedData,
     class_weights,
@@ -68,9 +67,7 @@ from .run import (
     model_meta,
     save_model_file,
 )
-from .utils import atomic_write_text, settings_from, write_json, write_yaml
-
-Log = Callable[[str], None]
+from .utils import Log, atomic_write_text, settings_from, write_json, write_yaml
 
 
 @dataclass
@@ -275,8 +272,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     if not ddp.is_main:
         return TrainResult(run, None, history, plan, time.perf_counter() - t_start)
     skipped = _write_skipped(run, data.skipped, (train_loader, val_loader), log)
-    _calibrate(run, cfg, data, plan, log)
-    held_out = _held_out(run, cfg, data, plan, log)
+    held_out = _final_figures(run, cfg, data, plan, log)
     test = held_out[1] if held_out and held_out[0] == "test" else None
     seconds = time.perf_counter() - t_start
     write_json(run.summary, {
@@ -406,34 +402,28 @@ def _write_skipped(run: RunDir, skipped: list[str], loaders: tuple, log: Log) ->
     return skipped
 
 
-def _calibrate(run: RunDir, cfg: TrainConfig, data: PreparedData, plan: ExecPlan, log: Log
-               ) -> None:
-    """Fit the calibration temperature of the finished model on the validation split and
-    store it in the run's model file: the model is final when training ends."""
-    if data.val is None:
-        return
-    from .evaluation import calibrate_run
-
-    model, pre, _ = load_run_model(run.path, device=plan.device)
-    val_plan = eval_plan(plan.device)
-    loader = make_loader(data.val, pre, train=False, workers=cfg.workers, **val_plan.placement,
-                         batch_size=max(256, cfg.batch_size))
-    calibrate_run(run, *predict_logits(model, loader, val_plan), log)
-
-
-def _held_out(run: RunDir, cfg: TrainConfig, data: PreparedData, plan: ExecPlan, log: Log
-              ) -> tuple[str, dict[str, float]] | None:
-    """The saved model's figures on the test split (else the validation split, saying so),
-    with the run's TTA, in fp32: (split, metrics)."""
+def _final_figures(run: RunDir, cfg: TrainConfig, data: PreparedData, plan: ExecPlan,
+                   log: Log) -> tuple[str, dict[str, float]] | None:
+    """The saved model, loaded once: its calibration temperature fitted on the validation
+    split and stored in the run (the model is final when training ends), then its figures
+    on the test split (else the validation split, saying so) with the run's TTA, in fp32:
+    (split, metrics)."""
     split, ds = ("test", data.test) if data.test is not None else ("val", data.val)
     if ds is None:
         return None
+    from .evaluation import calibrate_run
+
     model, pre, _ = load_run_model(run.path, device=plan.device)
-    test_plan = eval_plan(plan.device)
-    loader = make_loader(ds, pre, train=False, workers=cfg.workers, **test_plan.placement,
-                         batch_size=max(256, cfg.batch_size))
-    logits, labels = predict_logits(model, loader, test_plan, tta=tta_mode(cfg, cfg.flip))
-    m = basic_metrics(logits, labels)
+    fp32 = eval_plan(plan.device)
+
+    def logits(part: Dataset, tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+        loader = make_loader(part, pre, train=False, workers=cfg.workers, **fp32.placement,
+                             batch_size=max(256, cfg.batch_size))
+        return predict_logits(model, loader, fp32, tta=tta)
+
+    if data.val is not None:
+        calibrate_run(run, *logits(data.val), log)
+    m = basic_metrics(*logits(ds, tta_mode(cfg, cfg.flip)))
     note = "" if split == "test" else "; the data have no test split"
     log(f"{split}: loss {m['loss']:.4f}  top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f} "
         f"({m['n']} images{note})")

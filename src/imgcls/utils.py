@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
 from .errors import RunError
+
+Log = Callable[[str], None]  # where progress messages go: print, a list's append, ...
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

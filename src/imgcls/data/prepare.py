@@ -3,7 +3,6 @@ decoding into memory (or not), the preprocessing statistics, and the batch loade
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -18,8 +17,6 @@ from .loader import BatchLoader, StreamLoader
 from .materialize import cache_key, infer_channels, infer_image_size, materialize
 from .sources import Source
 from .splits import stratified_split
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..utils import Log
 from .checkpoint import save_checkpoint
 from .trainer import Callback, Trainer
 
 if TYPE_CHECKING:
     from ..run import RunDir
-
-Log = Callable[[str], None]
 
 
 class BestModel(Callback):

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError, ImgclsError
 from ..preprocess import Preprocess
+from ..utils import Log
 
 __all__ = ["FORMATS", "ProbabilityModel", "check_parity", "export_model", "input_facts",
            "onnx_metadata", "parity_images", "preprocess_from_metadata", "read_sidecar",
@@ -35,8 +36,6 @@ MIN_OPSET = 17
 LAYOUT = "NCHW"
 # ONNX metadata_props whose values are JSON (lists, numbers); the other values are plain text
 JSON_KEYS = ("class_names", "mean", "std", "input_size", "in_chans", "temperature")
-
-Log = Callable[[str], None]
 
 
 class ProbabilityModel(nn.Module):

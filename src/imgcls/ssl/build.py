@@ -3,8 +3,6 @@ a teacher's targets and the objective."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..config import TrainConfig
@@ -17,12 +15,10 @@ from ..distributed import DistInfo
 from ..engine.precision import ExecPlan
 from ..engine.trainer import CrossEntropy
 from ..errors import ConfigError
-from ..utils import settings_from
+from ..utils import Log, settings_from
 from .loader import UnlabeledLoader
 from .methods import SemiSupervised, make_objective
 from .teacher import teacher_targets
-
-Log = Callable[[str], None]
 
 
 def unlabeled_images(cfg: TrainConfig, data: PreparedData, skipped: list[str], log: Log

@@ -4,7 +4,6 @@ unlabelled images, optionally refined by label propagation."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -17,9 +16,8 @@ from ..engine.precision import eval_plan
 from ..errors import ConfigError, RunError
 from ..preprocess import Preprocess
 from ..run import load_run_model
+from ..utils import Log
 from .propagate import propagate_labels
-
-Log = Callable[[str], None]
 
 
 def teacher_targets(teachers: list[str], images: ArrayDataset, labelled: Dataset,
