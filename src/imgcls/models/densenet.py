@@ -4,6 +4,10 @@
   compression 0.5, three dense blocks of 16 layers, a single 3x3 stem conv of 2k channels).
 * ``densenet121/169/201``: the ImageNet DenseNet-BC (k=32, four blocks, 7x7 stride-2 stem of
   64 channels and a 3x3 max-pool). Their small variant uses a 3x3 stride-1 stem and no max-pool.
+* ``densenet_mini``: DenseNet-BC sized for small images on a CPU: the ImageNet form (stem
+  conv-BN-ReLU and a 2x2 max-pool, bottleneck 4k, compression 0.5) with a 3x3 32-channel stem
+  at full resolution, growth k=16 and blocks of 6-12-8 layers (28 px: 14/7/3 px maps);
+  0.06 GFLOPs at 28 px against densenet_bc_100's 0.44.
 
 Every layer is pre-activation (BN-ReLU-Conv), so the convs are plain ``nn.Conv2d``.
 ``attention="se"`` adds squeeze-and-excitation (Hu et al. 2018) to the concatenated output of
@@ -144,6 +148,20 @@ def densenet_bc_100(
 ) -> DenseNet:
     """DenseNet-BC-100 (k=12) for CIFAR-sized inputs, ~0.8M parameters."""
     return _bc100(num_classes, in_chans, drop_rate, attention)
+
+
+@register_model("densenet", default_input_size=32, paper=_IN + ", sized for small images")
+def densenet_mini(
+    *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+    drop_rate: float = 0.0, attention: str | None = None,
+) -> DenseNet:
+    """DenseNet-BC for <= 64 px on a CPU: k=16, blocks 6-12-8 after a pooled 3x3 stem."""
+    stem = nn.Sequential(
+        nn.Conv2d(in_chans, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
+        nn.ReLU(inplace=True), nn.MaxPool2d(2),
+    )
+    return DenseNet(stem, 32, 16, (6, 12, 8), num_classes=num_classes, in_chans=in_chans,
+                    drop_rate=drop_rate, attention=attention)
 
 
 @register_model("densenet", default_input_size=224, paper=_IN)

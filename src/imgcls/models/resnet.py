@@ -6,6 +6,9 @@
 * ``resnet18/34/50/101/152``: the ImageNet ResNets, torchvision-equivalent (stride on the
   3x3 conv of the bottleneck, "ResNet v1.5"; option-B projection shortcuts). The small-image
   variant has a 3x3 stride-1 64-channel stem and no max-pool (Kuang Liu's CIFAR ResNet18).
+* ``resnet_mini``: ResNet sized for small images on a CPU: a 3x3 16-channel stem at full
+  resolution, then three stages of two basic blocks (32/64/128 channels), each stage starting
+  with a stride-2 block and a projection shortcut (28 px: 14/7/4 px maps); 0.04 GFLOPs.
 * ``preact_*``: pre-activation units (He et al. 2016, "Identity Mappings in Deep Residual
   Networks"): BN-ReLU before each conv, the stem a bare conv, a final BN-ReLU before the head.
 * ``attention="se"`` on every builder (and the ``se_*`` names): a squeeze-and-excitation block
@@ -273,6 +276,15 @@ _CIFAR = "He et al. 2016 (CIFAR, section 4.2)"
 _IMAGENET = "He et al. 2016"
 _PREACT = "He et al. 2016 (Identity Mappings)"
 _SE = "Hu et al. 2018 (Squeeze-and-Excitation)"
+
+
+@register_model("resnet", default_input_size=32, paper=_IMAGENET + ", sized for small images")
+def resnet_mini(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+                **kw: Any) -> ResNet:
+    """ResNet for <= 64 px on a CPU: 16-channel stem, 2+2+2 basic blocks at 32/64/128."""
+    # Stage 0 has no blocks: the stem's width, then three down-sampling stages.
+    return ResNet("basic", (0, 2, 2, 2), (16, 32, 64, 128), num_classes=num_classes,
+                  in_chans=in_chans, small=True, **kw)
 
 
 @register_model("resnet", default_input_size=32, paper=_CIFAR)
