@@ -62,7 +62,22 @@ def test_a_tiny_set_gets_enough_steps_and_a_large_one_not_hours():
     assert large["batch_size"] == 256 and 10 <= large["epochs"] <= 15
     given, decisions = training_defaults(TrainConfig(batch_size=64, epochs=3,
                                                      model="resnet20"), [30] * 10, 28)
-    assert given == {"class_weights": "none"} and decisions == []
+    assert given == {"class_weights": "none", "depthwise_decay": True} and decisions == []
+
+
+def test_a_family_name_trains_its_model_for_the_input_size_with_its_recipe():
+    small, why = training_defaults(TrainConfig(model="mobilenet"), [300] * 10, 28)
+    assert small["model"] == "mobilenet_mini" and small["depthwise_decay"] is False
+    assert [d.key for d in why[:2]] == ["model", "depthwise_decay"]
+    assert "MobileNet paper" in why[1].reason
+    large, _ = training_defaults(TrainConfig(model="mobilenet"), [300] * 10, 96)
+    assert large["model"] == "mobilenet_v2"
+    given, _ = training_defaults(TrainConfig(model="xception_mini", depthwise_decay=True),
+                                 [300] * 10, 28)
+    assert "model" not in given and "depthwise_decay" not in given
+    assert training_defaults(TrainConfig(model="resnet"), [300] * 10, 28)[0] == {
+        "model": "resnet_mini", "batch_size": 64, "epochs": 66, "class_weights": "none",
+        "depthwise_decay": True}
 
 
 def test_a_large_imbalance_weighs_the_loss():

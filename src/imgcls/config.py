@@ -74,7 +74,9 @@ class TrainConfig:
     ssl_ratio: int = _f(3, "unlabelled images per labelled image in a step (FixMatch's mu)")
     # model
     model: str | None = _f(None, "model name (`imgcls models` lists them; default: fastnet_s, "
-                           "a small residual CNN)")
+                           "a small residual CNN), or a family name (resnet, mobilenet, ...): "
+                           "the family's small-image model at 64 px and below, its paper "
+                           "model above")
     model_kwargs: dict = _f({}, "extra builder options, e.g. {width_mult: 0.5}")
     pretrained: str | None = _f(None, "initial weights: an imgcls run folder, a .safetensors or "
                                 "a .pth state dict; 'hub' for timm/ and tv/ models' own weights")
@@ -104,6 +106,9 @@ class TrainConfig:
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(True, "Nesterov momentum for SGD")
     weight_decay: float = _f(5e-4, "weight decay (not applied to norms and biases)")
+    depthwise_decay: bool | None = _f(None, "weight decay on depthwise convolution filters "
+                                      "(default: the model's recipe: off for MobileNet and "
+                                      "Xception, as their papers train them; on otherwise)")
     schedule: str = _f("onecycle", "learning-rate schedule",
                        ("onecycle", "cosine", "step", "constant"))
     warmup_epochs: float = _f(0.0, "linear warm-up epochs for cosine, step and constant "

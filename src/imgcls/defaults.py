@@ -18,7 +18,7 @@ from .data.dataset import ArrayDataset, Dataset
 from .data.materialize import grayscale_share, infer_image_size
 from .data.prepare import Decoding, PreparedData, prepare_data
 from .data.sources import Source
-from .models import is_external, model_info
+from .models import family_model, is_external, list_models, model_info
 from .utils import settings_from
 
 MAX_AUTO_SIZE = 64  # the largest input chosen by default: a CPU trains it in minutes
@@ -76,6 +76,15 @@ def training_defaults(cfg: TrainConfig, counts: list[int], size: int
         changes["model"] = AUTO_MODEL
         decisions.append(Decision("model", AUTO_MODEL, f"a small residual CNN for {size} px "
                                   "images, fast on a CPU (--model for another)"))
+    elif not is_external(cfg.model) and cfg.model not in list_models():
+        pick = family_model(cfg.model, size)
+        if pick:  # a family name: its model for this input size
+            changes["model"] = pick
+            decisions.append(Decision("model", pick, f"the {cfg.model} family's model for "
+                                      f"{size} px images (--model {pick} to name it)"))
+    recipe_changes, recipe = model_recipe(cfg, changes.get("model", cfg.model))
+    changes |= recipe_changes
+    decisions += recipe
     if cfg.batch_size is None:
         batch = 16
         while batch < 256 and batch * 2 <= n / 40:
@@ -99,6 +108,21 @@ def training_defaults(cfg: TrainConfig, counts: list[int], size: int
             decisions.append(Decision("class_weights", weights, f"the largest class has "
                                       f"{ratio:.1f}x the images of the smallest: the loss "
                                       "weighs classes by inverse frequency"))
+    return changes, decisions
+
+
+def model_recipe(cfg: TrainConfig, model: str) -> tuple[dict, list[Decision]]:
+    """The training defaults that ``model``'s registry entry asks for (e.g. no weight decay
+    on depthwise filters), for the keys ``cfg`` leaves open; the keys with a default of
+    their own that the recipe does not set get it."""
+    recipe = {} if is_external(model) else model_info(model).recipe
+    changes, decisions = {}, []
+    for key, (value, why) in recipe.items():
+        if getattr(cfg, key) is None:
+            changes[key] = value
+            decisions.append(Decision(key, value, f"{model}'s recipe: {why}"))
+    if cfg.depthwise_decay is None and "depthwise_decay" not in changes:
+        changes["depthwise_decay"] = True
     return changes, decisions
 
 

@@ -37,6 +37,7 @@ class OptimSettings:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
+    depthwise_decay: bool = True  # False: none on depthwise convolution filters either
     backbone_lr_scale: float = 1.0
     schedule: str = "onecycle"
     warmup_epochs: float = 0.0
@@ -142,17 +143,25 @@ class CrossEntropy:
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def _depthwise_weights(model: nn.Module) -> set[int]:
+    """ids of the weights of ``model``'s depthwise convolutions (one filter per channel)."""
+    return {id(m.weight) for m in model.modules()
+            if isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels}
+
+
 def make_optimizer(model: nn.Module, o: OptimSettings) -> torch.optim.Optimizer:
-    """SGD / Adam / AdamW; no weight decay on biases and normalisation weights (1-d); the
-    backbone's groups carry ``lr_scale`` = ``o.backbone_lr_scale``.
+    """SGD / Adam / AdamW; no weight decay on biases and normalisation weights (1-d), nor on
+    depthwise filters unless ``o.depthwise_decay``; the backbone's groups carry ``lr_scale``
+    = ``o.backbone_lr_scale``.
 
     Frozen parameters are in the optimizer too: without gradients they are not updated, and
     unfreezing later needs no new optimizer (so checkpoints and resume stay simple)."""
     backbone, head = split_backbone_head(model)
+    exempt = set() if o.depthwise_decay else _depthwise_weights(model)
     groups = []
     for params, scale in ((backbone, o.backbone_lr_scale), (head, 1.0)):
         for decay in (True, False):
-            ps = [p for p in params if (p.ndim > 1) == decay]
+            ps = [p for p in params if (p.ndim > 1 and id(p) not in exempt) == decay]
             if ps:
                 groups.append({"params": ps, "weight_decay": o.weight_decay if decay else 0.0,
                                "lr_scale": scale})

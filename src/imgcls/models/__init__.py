@@ -3,6 +3,7 @@
 from ._registry import (
     ModelInfo,
     create_model,
+    family_model,
     is_external,
     list_families,
     list_models,
@@ -16,6 +17,7 @@ __all__ = [
     "ImgclsModel",
     "ModelInfo",
     "create_model",
+    "family_model",
     "is_external",
     "list_families",
     "list_models",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -28,6 +28,15 @@ class ModelInfo:
     # multiplies the default SGD learning rate: networks without normalisation layers
     # (VGG without BatchNorm, SqueezeNet) lose their ReLUs at the rate BatchNorm nets take
     lr_scale: float = 1.0
+    # training-config defaults the model wants, {key: (value, reason)}: applied to the keys
+    # a run leaves open, below anything given (TrainConfig keys; defaults.model_recipe)
+    recipe: dict[str, tuple[object, str]] = field(default_factory=dict, hash=False)
+    # "small": the family's model for ``--model <family>`` at 64 px and below; "large":
+    # above; "": not chosen by family name
+    chosen_for: str = ""
+
+
+SMALL_IMAGE = 64  # the largest input side at which a family name picks its small model
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -36,7 +45,8 @@ _EXTERNAL_PREFIXES = ("timm/", "tv/")
 
 
 def register_model(
-    family: str, *, default_input_size: int = 224, paper: str = "", lr_scale: float = 1.0
+    family: str, *, default_input_size: int = 224, paper: str = "", lr_scale: float = 1.0,
+    recipe: dict[str, tuple[object, str]] | None = None, chosen_for: str = "",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that registers a builder under its function name; duplicates are an error."""
 
@@ -44,7 +54,8 @@ def register_model(
         name = fn.__name__
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, family, fn, default_input_size, paper, lr_scale)
+        _REGISTRY[name] = ModelInfo(name, family, fn, default_input_size, paper, lr_scale,
+                                    dict(recipe or {}), chosen_for)
         return fn
 
     return wrap
@@ -74,6 +85,19 @@ def list_families() -> list[str]:
     return sorted({info.family for info in _REGISTRY.values()})
 
 
+def family_model(family: str, input_size: int) -> str | None:
+    """The model that the family name ``family`` stands for at ``input_size`` px: its
+    small-image model at 64 px and below, its paper model above (the small one where the
+    family has no other); None when ``family`` is no family name."""
+    _ensure_loaded()
+    picks = {info.chosen_for: name for name, info in _REGISTRY.items()
+             if info.family == family and info.chosen_for}
+    if not picks:
+        return None
+    want = "small" if input_size <= SMALL_IMAGE else "large"
+    return picks.get(want) or picks["small" if want == "large" else "large"]
+
+
 def model_info(name: str) -> ModelInfo:
     """Registry entry of ``name``; a clear error with close matches if it is unknown."""
     _ensure_loaded()
@@ -83,8 +107,9 @@ def model_info(name: str) -> ModelInfo:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ModelError(
-            f"unknown model {name!r}.{hint} `imgcls models` lists them; "
-            "timm and torchvision models are named timm/<name> and tv/<name>."
+            f"unknown model {name!r}.{hint} `imgcls models` lists them (a family name, e.g. "
+            "resnet, trains the family's model for the input size); timm and torchvision "
+            "models are named timm/<name> and tv/<name>."
         )
     return _REGISTRY[name]
 
@@ -114,6 +139,8 @@ def create_model(
         return create_external(
             name, num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs
         )
+    if name not in _REGISTRY and (pick := family_model(name, input_size or SMALL_IMAGE)):
+        name = pick
     info = model_info(name)
     size = input_size or info.default_input_size
     try:

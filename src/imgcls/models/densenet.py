@@ -150,7 +150,8 @@ def densenet_bc_100(
     return _bc100(num_classes, in_chans, drop_rate, attention)
 
 
-@register_model("densenet", default_input_size=32, paper=_IN + ", sized for small images")
+@register_model("densenet", default_input_size=32, paper=_IN + ", sized for small images",
+                chosen_for="small")
 def densenet_mini(
     *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
     drop_rate: float = 0.0, attention: str | None = None,
@@ -164,7 +165,7 @@ def densenet_mini(
                     drop_rate=drop_rate, attention=attention)
 
 
-@register_model("densenet", default_input_size=224, paper=_IN)
+@register_model("densenet", default_input_size=224, paper=_IN, chosen_for="large")
 def densenet121(
     *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224, variant: str = "auto",
     drop_rate: float = 0.0, attention: str | None = None,

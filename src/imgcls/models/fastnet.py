@@ -76,7 +76,8 @@ def _build(named: tuple[int, int, int], num_classes: int, in_chans: int, input_s
     return FastNet(kw.pop("widths", named), num_classes=num_classes, in_chans=in_chans, **kw)
 
 
-@register_model("fastnet", default_input_size=32, paper="after airbench / ResNet-9")
+@register_model("fastnet", default_input_size=32, paper="after airbench / ResNet-9",
+                chosen_for="small")
 def fastnet_s(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
               **kw: object) -> FastNet:
     """Widths 32-64-128 (0.5M parameters)."""

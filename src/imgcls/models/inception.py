@@ -228,7 +228,8 @@ class InceptionV3(ImgclsModel):
         return self.blocks(self.stem(x))
 
 
-@register_model("inception", default_input_size=224, paper="Szegedy et al. 2014 (+BN)")
+@register_model("inception", default_input_size=224, paper="Szegedy et al. 2014 (+BN)",
+                chosen_for="large")
 def googlenet(
     *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224, variant: str = "auto",
     drop_rate: float = 0.4,
@@ -242,7 +243,7 @@ def googlenet(
 
 
 @register_model("inception", default_input_size=32,
-                paper="Szegedy et al. 2014 (+BN), sized for small images")
+                paper="Szegedy et al. 2014 (+BN), sized for small images", chosen_for="small")
 def googlenet_mini(
     *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32, drop_rate: float = 0.0,
 ) -> GoogLeNet:

@@ -5,6 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# The training recipe of depthwise-separable networks (MobileNet, Xception): their depthwise
+# filters have nine weights per channel and are left without weight decay, as MobileNet's
+# paper trains them (section 3.2).
+DEPTHWISE_RECIPE: dict[str, tuple[object, str]] = {
+    "depthwise_decay": (False, "no weight decay on the depthwise filters (nine weights per "
+                               "channel), as the MobileNet paper trains them")}
+
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round channel counts to a multiple of ``divisor`` (MobileNet's rule, never -10%)."""

@@ -20,6 +20,7 @@ from torch import nn
 
 from ._registry import register_model
 from .base import ClassifierHead, ImgclsModel
+from .layers import DEPTHWISE_RECIPE as RECIPE
 from .layers import ConvBNAct, SqueezeExcite, init_conv_bn, is_small, make_divisible
 
 
@@ -102,7 +103,7 @@ _V1_CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
            *[(512, 1)] * 5, (1024, 2), (1024, 1)]  # fmt: skip
 
 
-@register_model("mobilenet", default_input_size=224, paper="Howard et al. 2017")
+@register_model("mobilenet", default_input_size=224, paper="Howard et al. 2017", recipe=RECIPE)
 def mobilenet_v1(
     *,
     num_classes: int = 1000,
@@ -155,7 +156,8 @@ def _v2(rows: list[tuple[int, int, int]], strides: list[int], stem_stride: int, 
     return MobileNet(stem, blocks, head, num_classes=num_classes, in_chans=in_chans)
 
 
-@register_model("mobilenet", default_input_size=224, paper="Sandler et al. 2018")
+@register_model("mobilenet", default_input_size=224, paper="Sandler et al. 2018",
+                recipe=RECIPE, chosen_for="large")
 def mobilenet_v2(
     *,
     num_classes: int = 1000,
@@ -177,7 +179,8 @@ _MINI_CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 48, 3, 2), (6, 96, 3, 1), (6, 160
 
 
 @register_model("mobilenet", default_input_size=32,
-                paper="Sandler et al. 2018, sized for small images")
+                paper="Sandler et al. 2018, sized for small images", recipe=RECIPE,
+                chosen_for="small")
 def mobilenet_mini(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
                    width_mult: float = 1.0, drop_rate: float = 0.0) -> MobileNet:
     """MobileNetV2 blocks for <= 64 px on a CPU: 11 blocks at 24/48/96/160, 640 last conv."""
@@ -255,7 +258,7 @@ def _mobilenet_v3(
     return MobileNet(stem, blocks, head, num_classes=num_classes, in_chans=in_chans)
 
 
-@register_model("mobilenet", default_input_size=224, paper="Howard et al. 2019")
+@register_model("mobilenet", default_input_size=224, paper="Howard et al. 2019", recipe=RECIPE)
 def mobilenet_v3_large(
     *,
     num_classes: int = 1000,
@@ -272,7 +275,7 @@ def mobilenet_v3_large(
     )  # fmt: skip
 
 
-@register_model("mobilenet", default_input_size=224, paper="Howard et al. 2019")
+@register_model("mobilenet", default_input_size=224, paper="Howard et al. 2019", recipe=RECIPE)
 def mobilenet_v3_small(
     *,
     num_classes: int = 1000,

@@ -274,11 +274,12 @@ def _imagenet_resnet(depth: int, *, num_classes: int, in_chans: int, input_size:
 # drop_rate, zero_init_residual; the ImageNet ones also take variant (auto/small/imagenet).
 _CIFAR = "He et al. 2016 (CIFAR, section 4.2)"
 _IMAGENET = "He et al. 2016"
+_MINI = ", sized for small images"
 _PREACT = "He et al. 2016 (Identity Mappings)"
 _SE = "Hu et al. 2018 (Squeeze-and-Excitation)"
 
 
-@register_model("resnet", default_input_size=32, paper=_IMAGENET + ", sized for small images")
+@register_model("resnet", default_input_size=32, paper=_IMAGENET + _MINI, chosen_for="small")
 def resnet_mini(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
                 **kw: Any) -> ResNet:
     """ResNet for <= 64 px on a CPU: 16-channel stem, 2+2+2 basic blocks at 32/64/128."""
@@ -327,7 +328,7 @@ def resnet110(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
                          **kw)
 
 
-@register_model("resnet", paper=_IMAGENET)
+@register_model("resnet", paper=_IMAGENET, chosen_for="large")
 def resnet18(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
              **kw: Any) -> ResNet:
     """ResNet-18 (basic blocks 2-2-2-2)."""

@@ -68,7 +68,8 @@ def seed_keras_cnn(
     )
 
 
-@register_model("seed", default_input_size=28, paper="seed section 4.2 (PyTorch)")
+@register_model("seed", default_input_size=28, paper="seed section 4.2 (PyTorch)",
+                chosen_for="small")
 def seed_torch_cnn(
     *, num_classes: int = 10, in_chans: int = 1, input_size: int = 28, drop_rate: float = 0.0
 ) -> SeedCNN:

@@ -179,7 +179,7 @@ def squeezenet1_0(
 
 
 @register_model("squeezenet", default_input_size=224, paper="Iandola et al. 2016",
-                lr_scale=0.1)
+                lr_scale=0.1, chosen_for="large")
 def squeezenet1_1(
     *,
     num_classes: int = 1000,
@@ -196,7 +196,8 @@ def squeezenet1_1(
 
 
 @register_model("squeezenet", default_input_size=32,
-                paper="Iandola et al. 2016 (v1.1, +BN), sized for small images")
+                paper="Iandola et al. 2016 (v1.1, +BN), sized for small images",
+                chosen_for="small")
 def squeezenet_mini(
     *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32, drop_rate: float = 0.0,
 ) -> SqueezeNet:

@@ -143,7 +143,7 @@ def vgg16(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
                 variant=variant, drop_rate=drop_rate)
 
 
-@register_model("vgg", paper=_PAPER)
+@register_model("vgg", paper=_PAPER, chosen_for="large")
 def vgg16_bn(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
              variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-16 (configuration D) with BatchNorm."""
@@ -167,7 +167,8 @@ def vgg19_bn(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 22
                 variant=variant, drop_rate=drop_rate)
 
 
-@register_model("vgg", default_input_size=32, paper=_PAPER + ", sized for small images")
+@register_model("vgg", default_input_size=32, paper=_PAPER + ", sized for small images",
+                chosen_for="small")
 def vgg_mini(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
              drop_rate: float = 0.0) -> VGG:
     """VGG for <= 64 px on a CPU: 32 | 64-64 | 128-128 | 256-256 with BatchNorm, global pool."""

@@ -22,6 +22,7 @@ from torch import nn
 
 from ._registry import register_model
 from .base import ClassifierHead, ImgclsModel
+from .layers import DEPTHWISE_RECIPE as RECIPE
 from .layers import ConvBNAct, init_conv_bn, is_small
 
 
@@ -102,7 +103,8 @@ class Xception(ImgclsModel):
         return self.exit(self.blocks(self.stem(x)))
 
 
-@register_model("xception", default_input_size=299, paper="Chollet 2017")
+@register_model("xception", default_input_size=299, paper="Chollet 2017", recipe=RECIPE,
+                chosen_for="large")
 def xception(
     *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 299, variant: str = "auto",
     drop_rate: float = 0.5,
@@ -116,7 +118,8 @@ def xception(
                     in_chans=in_chans, small=small, drop_rate=drop_rate)
 
 
-@register_model("xception", default_input_size=32, paper="Chollet 2017, sized for small images")
+@register_model("xception", default_input_size=32, paper="Chollet 2017, sized for small images",
+                recipe=RECIPE, chosen_for="small")
 def xception_mini(
     *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32, drop_rate: float = 0.0,
 ) -> Xception:
