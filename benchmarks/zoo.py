@@ -1,86 +1,140 @@
-"""Every family trained on Fashion-MNIST with `imgcls train` under the same time budget.
+"""The family table: for each family its small-image model trained on Fashion-MNIST by one
+`imgcls train` command, tested on the official 10,000 images, beside the public figure.
 
-Results are appended to benchmarks/zoo_results.jsonl as each model finishes (so a stopped
-run keeps what it measured) and benchmarks/zoo.md is rewritten from them.
+Each row is the command printed in the table, run as its own process; the result is appended
+to benchmarks/zoo_results.jsonl as each model finishes (a stopped run keeps what it measured)
+and benchmarks/zoo.md is rewritten from the latest row of each model. Run it with nothing
+else busy on the machine: the budgets are wall-clock time.
 
-    python benchmarks/zoo.py --budget 5m [--models resnet20,mobilenet_v2]
+    python benchmarks/zoo.py                              # every row
+    python benchmarks/zoo.py --models vgg_mini,resnet_mini
+    python benchmarks/zoo.py --models resnet_mini --budget 50m   # another budget for a row
 """
 
 import argparse
 import json
-import platform
+import os
+import shlex
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import torch
 from _record import append_row
-
-import imgcls
-from imgcls.config import TrainConfig
-from imgcls.engine.precision import cpu_name
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "zoo_results.jsonl"
-# The public Fashion-MNIST benchmark table (zalandoresearch/fashion-mnist README).
-PUBLIC = {"vgg": ("VGG16", 0.935), "inception": ("GoogLeNet", 0.937),
-          "resnet": ("ResNet18", 0.949), "mobilenet": ("MobileNet", 0.950),
-          "densenet": ("DenseNet-BC 768K", 0.954), "squeezenet": ("SqueezeNet", 0.900),
-          "xception": ("-", None), "seed": ("2 Conv <100K", 0.925)}
-DEFAULT = ("seed_torch_cnn,resnet20,mobilenet_v2,squeezenet1_1,densenet_bc_100,resnet18,"
-           "vgg16_bn,googlenet,xception")
+# The public Fashion-MNIST benchmark table (zalandoresearch/fashion-mnist README); Xception
+# is not in it: 0.940 is the target set for it here.
+PUBLIC = {"seed": ("2 Conv <100K", 0.934), "vgg": ("VGG16", 0.935),
+          "inception": ("GoogLeNet", 0.937), "resnet": ("ResNet18", 0.949),
+          "mobilenet": ("MobileNet", 0.950), "densenet": ("DenseNet-BC 768K", 0.954),
+          "squeezenet": ("SqueezeNet", 0.900), "xception": ("target", 0.940)}
+# One row per family: the model and its time budget. Every row shares the flags below: the
+# fast recipe (batch 256, all 60,000 images, label smoothing 0.2), standard augmentation
+# and the ten-view shift TTA at test; the model's own recipe (imgcls models --info) applies.
+ROWS = {"seed_torch_cnn": "8m", "squeezenet_mini": "12m", "vgg_mini": "25m",
+        "googlenet_mini": "25m", "xception_mini": "25m", "resnet_mini": "40m",
+        "mobilenet_mini": "55m", "densenet_mini": "55m"}
+FLAGS = ["--recipe", "fast", "--augment", "standard", "--tta", "shift"]
+# Why a row misses its public figure, when it does (written after measuring it).
+NOTES = {
+    "googlenet_mini": "15 epochs fit in 25 minutes; training accuracy (augmented) was "
+                      "still rising, at 0.937 in the last epoch: under-trained, 0.0003 short.",
+    "resnet_mini": "40 epochs ended at 0.952 training accuracy (augmented) and 0.9446 test: "
+                   "its 0.69M parameters (16-128 channels) fit the data no better in 40 "
+                   "minutes; fastnet_s, wider and shallower, reaches 0.9507 in 36 epochs "
+                   "(benchmarks/README.md)."}
 
 
-def write_table():
-    latest = {}  # the last measurement of each model, in the order models first appeared
+def command(model: str, budget: str) -> list[str]:
+    return ["imgcls", "train", "--data", "fashion-mnist", "--model", model, *FLAGS,
+            "--budget", budget]
+
+
+def run_row(model: str, budget: str, out: Path) -> dict:
+    import torch
+
+    import imgcls
+    from imgcls.models import create_model, model_info
+    from imgcls.models.table import count_flops
+
+    cmd = command(model, budget)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "imgcls", *cmd[1:], "--out", str(out),
+                           "--name", model, "--progress", "false"],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{model}: imgcls train failed:\n{proc.stdout[-2000:]}{proc.stderr}")
+    run = max(out.glob(f"{model}*"), key=lambda p: p.stat().st_mtime)
+    summary = json.loads((run / "summary.json").read_text())
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+              if line.strip()]
+    net = create_model(model, num_classes=10, in_chans=1, input_size=28).eval()
+    return {"family": model_info(model).family, "model": model, "budget": budget,
+            "command": shlex.join(cmd), "params": sum(p.numel() for p in net.parameters()),
+            "gflops": count_flops(net, torch.zeros(1, 1, 28, 28)) / 1e9,
+            "epochs": summary["epochs"], "wall_s": round(wall, 1),
+            "images_per_s": statistics.median(e["train_images_per_s"] for e in epochs),
+            "plan": summary["plan"], "test_top1": summary["test"]["top1"],
+            "imgcls": imgcls.__version__, "threads": torch.get_num_threads()}
+
+
+def write_table() -> None:
+    latest = {}
     for line in RESULTS.read_text().splitlines():
-        if line:
+        if line.strip():
             r = json.loads(line)
-            latest[r["model"]] = r
-    rows = list(latest.values())
+            if "command" in r:  # rows of the current form only
+                latest[r["model"]] = r
+    order = {m: i for i, m in enumerate(ROWS)}
+    rows = sorted(latest.values(), key=lambda r: order.get(r["model"], len(order)))
     lines = [
-        "# Model zoo on Fashion-MNIST",
+        "# The family table on Fashion-MNIST",
         "",
-        "Each model trained with `imgcls train --data fashion-mnist --model NAME --budget B`",
-        "(defaults otherwise: SGD one-cycle, flip augmentation below 20 epochs, flip TTA at",
-        "test, automatic fp32/bf16 plan), 54,000 training images, test on the official 10,000.",
-        "Produced by `python benchmarks/zoo.py`; the public figures come from the Fashion-MNIST",
-        "benchmark table and used far longer training.",
+        "Each family's small-image model trained by the one command in its row (60,000",
+        "training images; the model's recipe applies) and tested on the official 10,000 "
+        "images.",
+        "Written by `python benchmarks/zoo.py`; the public figures come from the Fashion-MNIST",
+        "benchmark table (zalandoresearch/fashion-mnist), Xception's is the target set for it.",
+        "GFLOPs: forward, per 28-px image; img/s: training, median over epochs.",
         "",
-        "| family | model | params (M) | budget | epochs | wall (s) | img/s | plan | test top-1 "
-        "| public table |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| family | model | params (M) | GFLOPs | budget | epochs | wall (min) | img/s "
+        "| test top-1 | public | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ref_name, ref = PUBLIC.get(r["family"], ("-", None))
+        ref_name, ref = PUBLIC[r["family"]]
+        met = "" if r["test_top1"] >= ref else " (miss)"
         lines.append(
-            f"| {r['family']} | {r['model']} | {r['params'] / 1e6:.2f} | {r['budget']} | "
-            f"{r['epochs']} | {r['wall_s']:.0f} | {r['images_per_s']:,.0f} | {r['plan']} | "
-            f"**{r['test_top1']:.4f}** | {ref_name} {ref if ref else ''} |")
+            f"| {r['family']} | {r['model']} | {r['params'] / 1e6:.2f} | {r['gflops']:.3f} | "
+            f"{r['budget']} | {r['epochs']} | {r['wall_s'] / 60:.1f} | "
+            f"{r['images_per_s']:,.0f} | **{r['test_top1']:.4f}**{met} | {ref_name} {ref} | "
+            f"`{r['command']}` |")
+    misses = [f"- {r['model']}: {NOTES.get(r['model'], 'not explained yet')}" for r in rows
+              if r["test_top1"] < PUBLIC[r["family"]][1]]
+    if misses:
+        lines += ["", "Rows under their public figure:", "", *misses]
+    if missing := [m for m in ROWS if m not in latest]:
+        lines += ["", f"Not measured yet: {', '.join(missing)}."]
     if rows:
-        lines += ["", f"Machine: {rows[-1]['machine']}."]
+        r = rows[-1]
+        lines += ["", f"Machine: {r['machine']}, {r['threads']} threads, torch {r['torch']}, "
+                  f"Python {r['python']}; plan {r['plan']}; measured {r['date'][:10]}."]
     (HERE / "zoo.md").write_text("\n".join(lines) + "\n")
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--budget", default="5m")
-    p.add_argument("--models", default=DEFAULT)
-    args = p.parse_args()
-    for name in args.models.split(","):
-        t = time.perf_counter()
-        r = imgcls.train(data="fashion-mnist", model=name, budget=args.budget,
-                         out=str(HERE / "_work"), progress=False, log=lambda _: None)
-        info = imgcls.models.model_info(name)
-        params = sum(p.numel() for p in imgcls.load(r.path, device="cpu").model.parameters())
-        fraction = TrainConfig.from_yaml(r.path / "config.yaml").train_fraction
-        rec = {"family": info.family, "model": name, "params": params, "budget": args.budget,
-               "epochs": round(len(r.history) * fraction, 2), "wall_s": time.perf_counter() - t,
-               "images_per_s": sorted(h["train_images_per_s"] for h in r.history)[
-                   len(r.history) // 2],
-               "plan": r.plan.describe(), "test_top1": r.test["top1"],
-               "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, "
-                          f"torch {torch.__version__}, {platform.python_version()}"}
-        print(json.dumps(append_row(RESULTS, rec)), flush=True)
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(ROWS))
+    p.add_argument("--budget", help="instead of each row's own budget")
+    p.add_argument("--out", default=os.environ.get("IMGCLS_ZOO_OUT", "runs/zoo"))
+    a = p.parse_args()
+    for model in a.models.split(","):
+        row = run_row(model, a.budget or ROWS[model], Path(a.out))
+        print(json.dumps(append_row(RESULTS, row)), flush=True)
         write_table()
 
 

@@ -29,8 +29,9 @@ def n_params(model: torch.nn.Module) -> int:
 
 def test_registered() -> None:
     assert set(NAMES) <= set(list_models())
-    assert list_models(family="mobilenet") == sorted(MOBILENETS)
-    assert list_models(family="squeezenet") == ["squeezenet1_0", "squeezenet1_1"]
+    assert list_models(family="mobilenet") == sorted([*MOBILENETS, "mobilenet_mini"])
+    assert list_models(family="squeezenet") == ["squeezenet1_0", "squeezenet1_1",
+                                                "squeezenet_mini"]
 
 
 @pytest.mark.parametrize("name", NAMES)
