@@ -4,8 +4,9 @@ fits a CPU (the paper variants at 28 px cost up to 2.2 GFLOPs per image)."""
 import pytest
 import torch
 
+from imgcls.defaults import RECIPE_KEYS
 from imgcls.engine.trainer import OptimSettings, make_optimizer
-from imgcls.models import create_model, family_model, list_families, model_info
+from imgcls.models import create_model, family_model, list_families, list_models, model_info
 from imgcls.models.table import count_flops
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,6 +50,11 @@ def test_a_family_name_outside_the_registry_is_none_and_an_unknown_model_a_clear
     assert family_model("resnet20", 28) is None and "resnet" in list_families()
     with pytest.raises(Exception, match="family name"):
         create_model("resnett", num_classes=10)
+
+
+def test_every_recipe_sets_keys_that_runs_apply():
+    keys = {k for name in list_models() for k in model_info(name).recipe}
+    assert keys and keys <= set(RECIPE_KEYS)
 
 
 @pytest.mark.parametrize("flag", [True, False])

@@ -26,6 +26,8 @@ AUTO_MODEL = "fastnet_s"
 TARGET_STEPS = 3000  # optimizer steps a default run aims for ...
 MIN_EPOCHS, MAX_EPOCHS = 10, 300  # ... within these epochs
 TIME_CAP = "8m"  # default cap on the training time (plus loading and the test pass: ~10 min)
+# The config keys a model's recipe may set (ModelInfo.recipe), with their usual values.
+RECIPE_KEYS = {"depthwise_decay": True}
 IMBALANCE = 3.0  # largest / smallest class above which the loss is weighted by default
 FLIP_KEEPS_CLASS = 0.5  # see flips_keep_class
 
@@ -76,12 +78,10 @@ def training_defaults(cfg: TrainConfig, counts: list[int], size: int
         changes["model"] = AUTO_MODEL
         decisions.append(Decision("model", AUTO_MODEL, f"a small residual CNN for {size} px "
                                   "images, fast on a CPU (--model for another)"))
-    elif not is_external(cfg.model) and cfg.model not in list_models():
-        pick = family_model(cfg.model, size)
-        if pick:  # a family name: its model for this input size
-            changes["model"] = pick
-            decisions.append(Decision("model", pick, f"the {cfg.model} family's model for "
-                                      f"{size} px images (--model {pick} to name it)"))
+    elif cfg.model not in list_models() and (pick := family_model(cfg.model, size)):
+        changes["model"] = pick  # a family name: its model for this input size
+        decisions.append(Decision("model", pick, f"the {cfg.model} family's model for "
+                                  f"{size} px images (--model {pick} to name it)"))
     recipe_changes, recipe = model_recipe(cfg, changes.get("model", cfg.model))
     changes |= recipe_changes
     decisions += recipe
@@ -113,16 +113,15 @@ def training_defaults(cfg: TrainConfig, counts: list[int], size: int
 
 def model_recipe(cfg: TrainConfig, model: str) -> tuple[dict, list[Decision]]:
     """The training defaults that ``model``'s registry entry asks for (e.g. no weight decay
-    on depthwise filters), for the keys ``cfg`` leaves open; the keys with a default of
-    their own that the recipe does not set get it."""
+    on depthwise filters), for the keys ``cfg`` leaves open; a key of RECIPE_KEYS that
+    neither sets takes its usual value."""
     recipe = {} if is_external(model) else model_info(model).recipe
     changes, decisions = {}, []
-    for key, (value, why) in recipe.items():
+    for key, usual in RECIPE_KEYS.items():
         if getattr(cfg, key) is None:
-            changes[key] = value
-            decisions.append(Decision(key, value, f"{model}'s recipe: {why}"))
-    if cfg.depthwise_decay is None and "depthwise_decay" not in changes:
-        changes["depthwise_decay"] = True
+            changes[key], why = recipe.get(key, (usual, None))
+            if why:
+                decisions.append(Decision(key, changes[key], f"{model}'s recipe: {why}"))
     return changes, decisions
 
 

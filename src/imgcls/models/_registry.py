@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import ModelError
+from .layers import SMALL_INPUT, is_small
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,12 @@ class ModelInfo:
     # (VGG without BatchNorm, SqueezeNet) lose their ReLUs at the rate BatchNorm nets take
     lr_scale: float = 1.0
     # training-config defaults the model wants, {key: (value, reason)}: applied to the keys
-    # a run leaves open, below anything given (TrainConfig keys; defaults.model_recipe)
+    # a run leaves open, below anything given (keys of defaults.RECIPE_KEYS)
     recipe: dict[str, tuple[object, str]] = field(default_factory=dict, hash=False)
     # "small": the family's model for ``--model <family>`` at 64 px and below; "large":
     # above; "": not chosen by family name
     chosen_for: str = ""
 
-
-SMALL_IMAGE = 64  # the largest input side at which a family name picks its small model
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -94,7 +93,7 @@ def family_model(family: str, input_size: int) -> str | None:
              if info.family == family and info.chosen_for}
     if not picks:
         return None
-    want = "small" if input_size <= SMALL_IMAGE else "large"
+    want = "small" if is_small(input_size, "auto") else "large"
     return picks.get(want) or picks["small" if want == "large" else "large"]
 
 
@@ -139,7 +138,7 @@ def create_model(
         return create_external(
             name, num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs
         )
-    if name not in _REGISTRY and (pick := family_model(name, input_size or SMALL_IMAGE)):
+    if name not in _REGISTRY and (pick := family_model(name, input_size or SMALL_INPUT)):
         name = pick
     info = model_info(name)
     size = input_size or info.default_input_size

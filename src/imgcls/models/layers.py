@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+SMALL_INPUT = 64  # the largest input side (px) that gets a family's small-image design
+
 # The training recipe of depthwise-separable networks (MobileNet, Xception): their depthwise
 # filters have nine weights per channel and are left without weight decay, as MobileNet's
 # paper trains them (section 3.2).
@@ -90,4 +92,4 @@ def is_small(input_size: int, variant: str) -> bool:
     'auto' picks small for inputs of 64 pixels or less."""
     if variant not in ("auto", "small", "imagenet"):
         raise ValueError(f"variant must be 'auto', 'small' or 'imagenet', got {variant!r}")
-    return variant == "small" or (variant == "auto" and input_size <= 64)
+    return variant == "small" or (variant == "auto" and input_size <= SMALL_INPUT)
