@@ -66,8 +66,7 @@ def run_row(model: str, budget: str, out: Path) -> dict:
     import torch
 
     import imgcls
-    from imgcls.models import create_model, model_info
-    from imgcls.models.table import count_flops
+    from imgcls.models.table import model_table
 
     cmd = command(model, budget)
     t0 = time.perf_counter()
@@ -81,10 +80,10 @@ def run_row(model: str, budget: str, out: Path) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
               if line.strip()]
-    net = create_model(model, num_classes=10, in_chans=1, input_size=28).eval()
-    return {"family": model_info(model).family, "model": model, "budget": budget,
-            "command": shlex.join(cmd), "params": sum(p.numel() for p in net.parameters()),
-            "gflops": count_flops(net, torch.zeros(1, 1, 28, 28)) / 1e9,
+    (info,) = model_table([model], input_size=28, in_chans=1, latency=False)
+    return {"family": info["family"], "model": model, "budget": budget,
+            "command": shlex.join(cmd), "params": info["params"],
+            "gflops": info["flops"] / 1e9,
             "epochs": summary["epochs"], "wall_s": round(wall, 1),
             "images_per_s": statistics.median(e["train_images_per_s"] for e in epochs),
             "plan": summary["plan"], "test_top1": summary["test"]["top1"],
