@@ -134,5 +134,8 @@ def test_resnet_block_options():
     assert all((blk.bn2.weight == 0).all() for stage in m.stages for blk in stage)
     m = create_model("resnet20", num_classes=10, input_size=32, zero_init_residual=False)
     assert all((blk.bn2.weight == 1).all() for stage in m.stages for blk in stage)
+    # resnet_mini leaves its branches at the normal init (it fits faster in short runs)
+    m = create_model("resnet_mini", num_classes=10, input_size=28)
+    assert all((blk.bn2.weight == 1).all() for stage in m.stages for blk in stage)
     with pytest.raises(ValueError):
         create_model("resnet20", num_classes=10, variant="imagenet")

@@ -8,7 +8,8 @@
   variant has a 3x3 stride-1 64-channel stem and no max-pool (Kuang Liu's CIFAR ResNet18).
 * ``resnet_mini``: ResNet sized for small images on a CPU: a 3x3 16-channel stem at full
   resolution, then three stages of two basic blocks (32/64/128 channels), each stage starting
-  with a stride-2 block and a projection shortcut (28 px: 14/7/4 px maps); 0.04 GFLOPs.
+  with a stride-2 block and a projection shortcut (28 px: 14/7/4 px maps); 0.04 GFLOPs; no
+  zeroed residual init (8 epochs of Fashion-MNIST: 0.9289 test, 0.9236 zeroed, slower to fit).
 * ``preact_*``: pre-activation units (He et al. 2016, "Identity Mappings in Deep Residual
   Networks"): BN-ReLU before each conv, the stem a bare conv, a final BN-ReLU before the head.
 * ``attention="se"`` on every builder (and the ``se_*`` names): a squeeze-and-excitation block
@@ -284,6 +285,7 @@ def resnet_mini(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 3
                 **kw: Any) -> ResNet:
     """ResNet for <= 64 px on a CPU: 16-channel stem, 2+2+2 basic blocks at 32/64/128."""
     # Stage 0 has no blocks: the stem's width, then three down-sampling stages.
+    kw.setdefault("zero_init_residual", False)
     return ResNet("basic", (0, 2, 2, 2), (16, 32, 64, 128), num_classes=num_classes,
                   in_chans=in_chans, small=True, **kw)
 
