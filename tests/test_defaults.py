@@ -58,6 +58,9 @@ def test_a_tiny_set_gets_enough_steps_and_a_large_one_not_hours():
     cfg = TrainConfig()
     tiny, _ = training_defaults(cfg, [30] * 10, 28)
     assert tiny["batch_size"] == 16 and tiny["epochs"] * (300 // 16) >= 2900
+    _, decisions = training_defaults(cfg, [3, 2], 8)
+    why = next(d.reason for d in decisions if d.key == "batch_size")
+    assert "40 steps per epoch or more" not in why and "1 step(s) per epoch" in why
     large, _ = training_defaults(cfg, [6000] * 10, 28)
     assert large["batch_size"] == 256 and 10 <= large["epochs"] <= 15
     given, decisions = training_defaults(TrainConfig(batch_size=64, epochs=3,

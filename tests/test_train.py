@@ -364,3 +364,50 @@ def test_budget_estimate_is_timed_now_not_taken_from_the_plan_cache(tmp_path, mo
     estimate = next(s for s in lines if s.startswith("budget 6s"))
     ms = re.fullmatch(r"budget 6s: \d+ epoch\(s\) at (\d+) ms/step", estimate)
     assert ms and int(ms[1]) < 1000 and len(r.history) > 1, estimate
+
+
+def _one_line_error(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+@pytest.mark.parametrize("layout", ["folder", "csv", "csv-other-class-only-in-test"])
+def test_one_class_is_an_error_before_any_image_is_decoded(tmp_path, capsys, monkeypatch,
+                                                           layout):
+    from conftest import make_image
+
+    import imgcls.data.prepare as prepare
+
+    for i in range(5):
+        make_image(tmp_path / "data" / "cat" / f"{i}.png", (200, 10 * i, 0))
+    data = tmp_path / "data"
+    if layout != "folder":
+        rows = [f"cat/{i}.png,cat" for i in range(5)]
+        if layout.endswith("test"):
+            make_image(tmp_path / "data" / "dog" / "0.png", (0, 0, 200))
+            rows.append("dog/0.png,dog,test")
+        data = tmp_path / "data" / "list.csv"
+        data.write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(prepare, "materialize", lambda *a, **k: pytest.fail("decoded"))
+    rc, err = _one_line_error(capsys, ["train", "--data", str(data), "--epochs", "1",
+                                       "--out", str(tmp_path / "runs"), "--progress", "false"])
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("imgcls: error:") and "two classes or more" in err[0]
+    assert "only the class 'cat' (5 image(s))" in err[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_one_readable_class_left_after_skipping_unreadable_images_is_an_error(tmp_path,
+                                                                              capsys):
+    from conftest import make_image
+
+    for i in range(5):
+        make_image(tmp_path / "data" / "cat" / f"{i}.png", (200, 10 * i, 0))
+        (tmp_path / "data" / "dog").mkdir(exist_ok=True)
+        (tmp_path / "data" / "dog" / f"{i}.png").write_bytes(b"not a png")
+    rc, err = _one_line_error(capsys, ["train", "--data", str(tmp_path / "data"), "--epochs",
+                                       "1", "--out", str(tmp_path / "runs"),
+                                       "--progress", "false"])
+    assert rc == 2 and len(err) == 1 and "two classes or more" in err[0]
+    assert "once 5 unreadable image(s) are skipped" in err[0]

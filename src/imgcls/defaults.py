@@ -90,8 +90,11 @@ def training_defaults(cfg: TrainConfig, counts: list[int], size: int
         while batch < 256 and batch * 2 <= n / 40:
             batch *= 2
         changes["batch_size"] = batch
-        decisions.append(Decision("batch_size", batch, f"{n:,} training images: about 40 "
-                                  "steps per epoch or more"))
+        steps = n / batch
+        why = ("about 40 steps per epoch or more" if steps >= 40 else
+               f"the smallest batch, {math.ceil(steps)} step(s) per epoch (fewer than the "
+               "40 aimed for)")
+        decisions.append(Decision("batch_size", batch, f"{n:,} training images: {why}"))
     if cfg.epochs is None and not cfg.budget:
         steps = max(1, n // changes.get("batch_size", cfg.batch_size))
         epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps)))

@@ -78,6 +78,7 @@ def prepare_data(source: Source, *, val_split: float = 0.1, seed: int = 0,
     """Split ``source``'s training images into train/val (stratified, seeded), keep
     ``labels_per_class`` of each class, and decode everything to the model's input."""
     full = source.train
+    require_classes(full, source.name)  # before any image is decoded
     if val_split > 0:
         train_idx, val_idx = stratified_split(full.labels, val_split, seed)
         train, val = full.subset(train_idx), full.subset(val_idx)
@@ -110,12 +111,29 @@ def prepare_data(source: Source, *, val_split: float = 0.1, seed: int = 0,
         arr, _ = materialize(sample, size, channels, resize=decoding.resize, cache=False,
                              desc="sampling mean/std")
         mean, std = channel_stats(arr.images)
-    empty = [c for c, n in zip(full.classes, train.counts()) if n == 0]
-    if empty:
-        raise DataError(f"{source.name}: no usable training images for class(es) {empty}")
+    if skipped:  # the unreadable images may have emptied a class
+        require_classes(train, source.name, f" once {len(skipped)} unreadable image(s) "
+                        "are skipped")
     pre = Preprocess(size, channels, mean, std, list(full.classes), resize=decoding.resize)
     return PreparedData(train, val, test, pre, source.name, train_idx, val_idx,
                         skipped, rest)
+
+
+def require_classes(ds: Dataset, name: str, when: str = "") -> None:
+    """DataError unless ``ds`` (training images) has images of every class and two classes
+    or more: a classifier of one class learns nothing (it is right by definition), and a
+    class without training images could never be predicted."""
+    counts = ds.counts()
+    present = [(c, n) for c, n in zip(ds.classes, counts) if n]
+    if len(present) < 2:
+        found = (f"only the class {present[0][0]!r} ({present[0][1]} image(s))" if present
+                 else "no images")
+        raise DataError(f"{name}: {found} to train on{when}; a classifier needs two classes "
+                        "or more (a folder per class: DIR/<class>/<images>, or a CSV with "
+                        "two labels or more)")
+    empty = [c for c, n in zip(ds.classes, counts) if not n]
+    if empty:
+        raise DataError(f"{name}: no training images for class(es) {empty}{when}")
 
 
 def per_class_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
