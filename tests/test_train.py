@@ -411,3 +411,31 @@ def test_one_readable_class_left_after_skipping_unreadable_images_is_an_error(tm
                                        "--progress", "false"])
     assert rc == 2 and len(err) == 1 and "two classes or more" in err[0]
     assert "once 5 unreadable image(s) are skipped" in err[0]
+
+
+def test_ties_on_val_accuracy_go_to_the_lower_val_loss():
+    from types import SimpleNamespace
+
+    from imgcls.engine.callbacks import BestModel, EarlyStopping
+
+    saved, logged = [], []
+    best, stop = BestModel(lambda t: saved.append(t.state.epoch)), EarlyStopping(2, logged.append)
+    t = SimpleNamespace(state=SimpleNamespace(epoch=0, stop=False))
+    # (val top-1, val loss) per epoch: epoch 3 ties epoch 2's accuracy at a lower loss,
+    # epoch 4 ties it at a higher one, epoch 5 has a better accuracy
+    for top1, loss in [(0.90, 0.30), (0.95, 0.1712), (0.95, 0.0984), (0.95, 0.12),
+                       (0.96, 0.2)]:
+        t.state.epoch += 1
+        record = {"epoch": t.state.epoch, "val_top1": top1, "val_loss": loss}
+        best.on_epoch_end(t, record)
+        stop.on_epoch_end(t, record)
+        if t.state.epoch == 3:
+            assert (best.epoch, best.top1, best.loss) == (3, 0.95, 0.0984)
+            assert stop.bad_epochs == 0  # a tie at a lower loss is progress
+    assert saved == [1, 2, 3, 5] and best.epoch == 5 and not t.state.stop
+    # a resumed run keeps the tie-break, also from a checkpoint that has no loss yet
+    again = BestModel(lambda t: None)
+    again.load_state_dict(best.state_dict())
+    assert (again.top1, again.loss, again.epoch) == (0.96, 0.2, 5)
+    again.load_state_dict({"top1": 0.96, "epoch": 5})
+    assert again.loss == float("inf")

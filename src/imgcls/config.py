@@ -157,7 +157,8 @@ class TrainConfig:
     out: str = _f("runs", "folder in which run folders are created")
     name: str | None = _f(None, "run folder name (default: <model>-<data>-<timestamp>)")
     resume: str | None = _f(None, "continue the run in this folder from its last checkpoint")
-    early_stop: int = _f(0, "stop after this many epochs without a better val accuracy (0: off)")
+    early_stop: int = _f(0, "stop after this many epochs without a better val accuracy, nor "
+                         "the same one at a lower val loss (0: off)")
     checkpoint_every: int = _f(0, "also checkpoint every N steps inside an epoch (0: per epoch)")
     progress: bool = _f(True, "show progress bars on a terminal")
     tensorboard: bool = _f(False, "also write TensorBoard event files to <run>/tensorboard "

@@ -17,30 +17,42 @@ if TYPE_CHECKING:
     from ..run import RunDir
 
 
+def improves(record: dict, top1: float, loss: float) -> bool:
+    """Whether the epoch ``record`` is better on validation than ``top1`` / ``loss``: a
+    higher top-1, or the same top-1 at a lower loss. A small validation split ties often
+    (143 images: every 0.7 points), and of two tied epochs the later one usually has the
+    lower loss (0.098 against 0.171), the better-calibrated and more certain model."""
+    return (record["val_top1"], -record["val_loss"]) > (top1, -loss)
+
+
 class BestModel(Callback):
     """Saves the model file (the EMA weights when there are some) whenever the validation
-    top-1 improves; without validation, after every epoch."""
+    top-1 improves, or ties at a lower validation loss; without validation, after every
+    epoch."""
 
     key = "best_model"
 
     def __init__(self, save: Callable[[Trainer], None]) -> None:
         self.save = save
-        self.top1, self.epoch = -1.0, 0  # best val top-1 and its 1-based epoch (0: none yet)
+        self.on_restart(None)
 
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
-        score = record.get("val_top1")
-        if score is None or score > self.top1:
-            self.top1, self.epoch = score or 0.0, t.state.epoch
+        if "val_top1" not in record or improves(record, self.top1, self.loss):
+            self.top1, self.loss = record.get("val_top1", 0.0), record.get("val_loss", math.inf)
+            self.epoch = t.state.epoch
             self.save(t)
 
     def state_dict(self) -> dict:
-        return {"top1": self.top1, "epoch": self.epoch}
+        return {"top1": self.top1, "loss": self.loss, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.top1, self.epoch = state["top1"], state["epoch"]
+        # checkpoints written before ties were broken by the loss have no "loss"
+        self.top1, self.loss = state["top1"], state.get("loss", math.inf)
+        self.epoch = state["epoch"]
 
-    def on_restart(self, t: Trainer) -> None:
-        self.top1, self.epoch = -1.0, 0
+    def on_restart(self, t: Trainer | None) -> None:
+        # best val top-1, its loss and its 1-based epoch (0: none yet)
+        self.top1, self.loss, self.epoch = -1.0, math.inf, 0
 
 
 class LearningCheck(Callback):
@@ -73,32 +85,35 @@ class LearningCheck(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stops after ``patience`` epochs without a better validation top-1."""
+    """Stops after ``patience`` epochs without a better validation top-1 (nor the same one
+    at a lower loss: the epochs :class:`BestModel` would keep)."""
 
     key = "early_stopping"
 
     def __init__(self, patience: int, log: Log) -> None:
         self.patience, self.log = patience, log
-        self.best, self.bad_epochs = -1.0, 0
+        self.on_restart(None)
 
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
-        score = record.get("val_top1")
-        if score is None or score > self.best:
-            self.best, self.bad_epochs = score or 0.0, 0
+        if "val_top1" not in record or improves(record, self.best, self.best_loss):
+            self.best = record.get("val_top1", 0.0)
+            self.best_loss, self.bad_epochs = record.get("val_loss", math.inf), 0
             return
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience:
             t.state.stop = True
-            self.log(f"early stop: no better val accuracy for {self.bad_epochs} epochs")
+            self.log(f"early stop: no better val accuracy (nor loss at the same accuracy) "
+                     f"for {self.bad_epochs} epochs")
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "bad_epochs": self.bad_epochs}
+        return {"best": self.best, "best_loss": self.best_loss, "bad_epochs": self.bad_epochs}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+        self.best_loss = state.get("best_loss", math.inf)  # as BestModel's "loss"
 
-    def on_restart(self, t: Trainer) -> None:
-        self.best, self.bad_epochs = -1.0, 0
+    def on_restart(self, t: Trainer | None) -> None:
+        self.best, self.best_loss, self.bad_epochs = -1.0, math.inf, 0
 
 
 class MetricsLog(Callback):
