@@ -111,6 +111,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
+    from .data.images import skip_summary
     from .data.info import describe, sample_grid
     from .data.sources import load_source
 
@@ -135,6 +136,14 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     con.print(f"imbalance ratio (largest / smallest class): {info['imbalance_ratio']}")
     if "warning" in info:
         con.print(f"[yellow]warning:[/] {info['warning']}")
+    if info["unreadable"]:
+        con.print(f"{len(info['unreadable'])} file(s) not counted above, unreadable "
+                  "(--format json lists them):", highlight=False)
+        for line in skip_summary(info["unreadable"]):
+            con.print(f"  {line}", highlight=False, markup=False)
+    if info["conflicts"]:
+        con.print(f"[yellow]warning:[/] {len(info['conflicts'])} file(s) have the same bytes "
+                  f"as a file of another class; first: {info['conflicts'][0]}", highlight=False)
     if grid:
         con.print(f"wrote the sample grid to {Path(grid).resolve()} (--grid PATH, '' for none)")
     return 0

@@ -1,6 +1,7 @@
 """``imgcls predict``: top-k labels and calibrated probabilities for image files.
 
-Paths may be files, folders (searched recursively for image extensions) and glob patterns.
+Paths may be files, folders (searched as a training folder is: image extensions, links
+followed without loops, OS litter left out) and glob patterns.
 A file that cannot be decoded is reported with its reason and the rest are predicted. Each
 file's record has the shape of :mod:`imgcls.results`, as the API and the server's
 ``/predict`` answer it.
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .data.images import IMAGE_EXTENSIONS, ImageDecodeError
+from .data.images import ImageDecodeError, display_name
+from .data.sources import folder_images
 from .engine.evaluate import predict_logits
 from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
@@ -35,8 +37,7 @@ def expand_paths(paths: list[str]) -> list[Path]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out += sorted(f for f in path.rglob("*")
-                          if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            out += folder_images(path)
         elif path.exists():
             out.append(path)
         elif any(c in p for c in "*?["):
@@ -63,7 +64,7 @@ def predict_files(
                 images.append(pre.load_image(f))
                 ok.append(f)
             except ImageDecodeError as e:
-                records.append(failure(str(f), str(e)))
+                records.append(failure(display_name(f), str(e)))
         if not images:
             continue
         x = pre.normalize(torch.stack(images)).to(device)
@@ -74,8 +75,8 @@ def predict_files(
         tops = ranked(probs.cpu().numpy(), pre.class_names, top_k)
         for j, f in enumerate(ok):
             rejected = reject_below is not None and float(scores[j]) < reject_below
-            records.append(prediction(str(f), tops[j], UNKNOWN if rejected else None))
-    order = {str(f): i for i, f in enumerate(files)}
+            records.append(prediction(display_name(f), tops[j], UNKNOWN if rejected else None))
+    order = {display_name(f): i for i, f in enumerate(files)}
     return sorted(records, key=lambda r: order[r["file"]])
 
 

@@ -6,6 +6,7 @@ training code.
     metrics.jsonl        one JSON record per epoch
     split.csv            which training-source images were used for train and for val
     skipped.txt          image files that could not be decoded, with the reason
+    conflicts.txt        byte-identical image files found in two classes
     model.safetensors    best weights + model name, options and preprocessing
     checkpoints/last.safetensors   full training state for --resume (previous one: .prev)
     summary.json         final figures (test accuracy, time, chosen execution plan)
@@ -43,6 +44,7 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     split = property(lambda self: self.path / "split.csv")
     skipped = property(lambda self: self.path / "skipped.txt")
+    conflicts = property(lambda self: self.path / "conflicts.txt")
     model_file = property(lambda self: self.path / "model.safetensors")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.safetensors")
     summary = property(lambda self: self.path / "summary.json")

@@ -20,6 +20,7 @@ from torch import nn
 from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration
 from .data.augment import choose_augment
 from .data.dataset import ArrayDataset, Dataset
+from .data.images import skip_summary
 from .data.prepare import (
     PreparedData,
     class_weights,
@@ -388,6 +389,10 @@ def _describe_start(run: RunDir, cfg: TrainConfig, data: PreparedData, source: S
         f"{len(data.train)} train / {len(data.val) if data.val else 0} val images, "
         f"{pre.in_chans}x{pre.input_size}x{pre.input_size}"
         + (f", {ddp.world_size} processes" if ddp.active else ""))
+    if data.conflicts:
+        atomic_write_text(run.conflicts, "".join(c + "\n" for c in data.conflicts))
+        log(f"warning: {len(data.conflicts)} image file(s) have the same bytes as a file of "
+            f"another class (both kept), listed in {run.conflicts}; first: {data.conflicts[0]}")
     if data.val is None and data.test is None:
         log("warning: no validation or test images: nothing will measure this model "
             "(--val-split 0.1 holds a tenth of the training images out)")
@@ -398,7 +403,8 @@ def _write_skipped(run: RunDir, skipped: list[str], loaders: tuple, log: Log) ->
     skipped = skipped + sorted(set().union(*(getattr(ld, "skipped", set()) for ld in loaders)))
     if skipped:
         atomic_write_text(run.skipped, "".join(s + "\n" for s in skipped))
-        log(f"skipped {len(skipped)} unreadable image(s), listed in {run.skipped}")
+        log(f"skipped {len(skipped)} unreadable image file(s), listed with the reason in "
+            f"{run.skipped}:\n" + "\n".join(f"  {line}" for line in skip_summary(skipped)))
     return skipped
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,6 @@ class FileDataset:
     paths: list[Path]
     labels: torch.Tensor
     classes: list[str]
-    skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -55,7 +54,7 @@ class FileDataset:
     def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> FileDataset:
         idx = torch.as_tensor(index, dtype=torch.long)
         return FileDataset([self.paths[i] for i in idx.tolist()], self.labels[idx],
-                           self.classes, list(self.skipped))
+                           self.classes)
 
     def counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()

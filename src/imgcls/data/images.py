@@ -1,4 +1,20 @@
-"""Decoding one image file into a uint8 tensor, with one documented conversion rule.
+"""Opening and decoding one image file into a uint8 tensor, with one documented conversion rule.
+
+Every path that reads an image (the header probe that infers size and channels, decoding into
+memory, the streamed loader, predict, the server, ``data info``) goes through :func:`_open`,
+the one guarded open:
+
+* The format is sniffed from the bytes, whatever the file is named. Only the formats in
+  :data:`ALLOWED_FORMATS` are decoded; a file in another format is refused with a reason that
+  names it (SVG, PDF, HEIC, PSD, an HTML page saved as ``.jpg``, ...).
+* The pixel count is read from the header and checked against :func:`pixel_limit` by imgcls
+  before any pixel is decoded, the same way everywhere. Pillow's own decompression-bomb check
+  (a warning above 89 Mpx, an error above 179 Mpx) is not consulted, so ``--max-pixels`` is
+  the only limit, and Pillow's global setting is left as it is.
+* Any exception of Pillow or its decoders becomes an :class:`ImageDecodeError` naming the file
+  and the reason; Pillow's warnings (corrupt EXIF, odd palettes, malformed MPO) are never
+  printed.
+* Animated GIF and WebP, multi-page TIFF: the first frame.
 
 Conversion rule (what every mode becomes):
 
@@ -11,78 +27,161 @@ Conversion rule (what every mode becomes):
 * Palette, CMYK, YCbCr, LAB and HSV images are converted to RGB by Pillow.
 * For a 1-channel model colour is turned into luma (ITU-R 601-2, Pillow's ``L``); for a
   3-channel model grayscale is repeated on the three channels.
-
-Only the formats in :data:`ALLOWED_FORMATS` are decoded (whatever the file is named), and
-the pixel count is read from the header and checked against :data:`MAX_PIXELS` before any
-pixel is decoded, so a decompression bomb costs nothing.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ..errors import DataError
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF"})
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "AVIF")
+# Files a folder scan picks up: the decoded formats, and formats people keep beside their
+# images that are refused with a reason naming them (rather than silently ignored).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp",
+                              ".gif", ".tif", ".tiff", ".avif"})
+REFUSED_EXTENSIONS = frozenset({".svg", ".svgz", ".pdf", ".heic", ".heif", ".psd", ".ico",
+                                ".jp2", ".jxl", ".eps", ".raw", ".cr2", ".nef", ".dng"})
 MAX_PIXELS = 50_000_000  # the default limit; IMGCLS_MAX_PIXELS (set by --max-pixels) raises it
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
+# Python's warning filters are process-wide, not per thread: the steps of Pillow that may
+# warn (header parsing, EXIF, palette conversion) run under one lock with warnings caught,
+# so that decoding threads neither print nor disturb each other. Decoding the pixels, the
+# expensive part, runs outside the lock.
+_PIL_LOCK = threading.Lock()
+
 
 class ImageDecodeError(DataError):
-    """One image file that cannot be used; the message names the file and the reason."""
+    """One image file that cannot be used; the message is ``"<file>: <kind> (<details>)"``."""
 
 
-def _open(source: str | Path | bytes, max_pixels: int) -> Image.Image:
-    name = "<bytes>" if isinstance(source, bytes | bytearray) else str(source)
+def skip_summary(messages: list[str]) -> list[str]:
+    """One line per kind of problem among ImageDecodeError messages, most frequent first:
+    ``"3 x empty file"``."""
+    kinds = Counter(m.split(": ", 1)[-1].split(" (", 1)[0] for m in messages)
+    return [f"{n} x {kind}" for kind, n in kinds.most_common()]
+
+
+@contextmanager
+def _pillow_quiet() -> Iterator[None]:
+    with _PIL_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def display_name(path: str | Path) -> str:
+    """A file name as text that can be printed and written to UTF-8 files: bytes of a name
+    that are not valid UTF-8 (a Latin-1 name from an old camera) become ``\\xe9`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _sniff(head: bytes) -> str | None:
+    """The name of a format imgcls refuses, recognised from the first bytes; None if unknown."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"%PDF"):
+        return "PDF document"
+    if text.startswith((b"<svg", b"<?xml")) and b"<svg" in text:
+        return "SVG vector image"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"heim",
+                                                b"heis", b"mif1", b"msf1"):
+        return "HEIC/HEIF image"
+    return None
+
+
+def _identify(fp: io.BufferedIOBase, name: str) -> Image.Image:
+    """Open the header of ``fp`` as the first allowed format that accepts its bytes, as
+    ``Image.open`` does but without Pillow's pixel-count check (imgcls applies its own)."""
+    Image.init()
+    head = fp.read(512)
+    fp.seek(0)
+    for fmt in ALLOWED_FORMATS:
+        if fmt not in Image.OPEN:  # a Pillow built without this codec
+            continue
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and accept(head) is not True:
+            continue
+        try:
+            fp.seek(0)
+            return factory(fp, name)
+        except (SyntaxError, IndexError, TypeError, ValueError, OSError, EOFError,
+                KeyError) as e:
+            raise ImageDecodeError(f"{name}: unreadable {fmt} header ({e})") from e
+    known = _sniff(head) or next(
+        (f"{fmt} image" for fmt, (_, accept) in Image.OPEN.items()
+         if accept is not None and accept(head) is True), None)
+    if known:
+        raise ImageDecodeError(f"{name}: not decoded: {known} (imgcls decodes "
+                               f"{', '.join(ALLOWED_FORMATS)}; convert it to PNG)")
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        raise ImageDecodeError(f"{name}: HTML page, not an image (a failed download?)")
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        raise ImageDecodeError(f"{name}: text file, not an image")
+    raise ImageDecodeError(f"{name}: not an image in an allowed format "
+                           f"({', '.join(ALLOWED_FORMATS)})")
+
+
+@contextmanager
+def _opened(source: str | Path | bytes, max_pixels: int, load: bool = True
+            ) -> Iterator[tuple[Image.Image, str]]:
+    """The one guarded open: header, pixel limit, then (with ``load``) the first frame's
+    pixels; yields (image, the file's printable name) and closes the file after. Raises
+    ImageDecodeError naming the file; prints nothing."""
+    name = "<bytes>" if isinstance(source, bytes | bytearray) else display_name(source)
     try:
         fp = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open(source, "rb")
     except OSError as e:
         raise ImageDecodeError(f"{name}: cannot read file ({e.strerror or e})") from e
-    if fp.seek(0, io.SEEK_END) == 0:
-        fp.close()
-        raise ImageDecodeError(f"{name}: empty file (0 bytes)")
-    fp.seek(0)
-    try:
-        img = Image.open(fp, formats=sorted(ALLOWED_FORMATS))
-    except Image.DecompressionBombError as e:  # Pillow's own guard, left as it is
-        fp.close()
-        raise ImageDecodeError(f"{name}: too many pixels, over the limit of Pillow's "
-                               f"decompression-bomb guard ({e})") from e
-    except UnidentifiedImageError as e:
-        fp.close()
-        raise ImageDecodeError(
-            f"{name}: not an image in an allowed format ({', '.join(sorted(ALLOWED_FORMATS))})"
-        ) from e
-    except Exception as e:  # Pillow raises many types for broken headers
-        fp.close()
-        raise ImageDecodeError(f"{name}: unreadable image header ({e})") from e
-    w, h = img.size
-    if w * h > max_pixels:
-        img.close()
-        raise ImageDecodeError(
-            f"{name}: {w}x{h} image has {w * h:,} pixels, over the limit of {max_pixels:,}"
-        )
-    if w < 1 or h < 1:
-        img.close()
-        raise ImageDecodeError(f"{name}: empty image ({w}x{h})")
-    try:
-        img.load()
-    except Exception as e:  # truncated data, bad compression stream, ...
-        img.close()
-        raise ImageDecodeError(f"{name}: corrupt or truncated image data ({e})") from e
-    return img
+    with fp:
+        if fp.seek(0, io.SEEK_END) == 0:
+            raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+        fp.seek(0)
+        try:
+            with _pillow_quiet():
+                img = _identify(fp, name)
+        except ImageDecodeError:
+            raise
+        except Exception as e:  # a crafted header can make a plugin raise anything
+            raise ImageDecodeError(f"{name}: unreadable image header ({e})") from e
+        with img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageDecodeError(f"{name}: too many pixels ({w}x{h} = {w * h:,}, over "
+                                       f"the limit of {max_pixels:,}; --max-pixels raises it)")
+            if w < 1 or h < 1:
+                raise ImageDecodeError(f"{name}: empty image ({w}x{h})")
+            if load:
+                try:
+                    img.load()
+                except Exception as e:  # truncated data, bad compression stream, ...
+                    raise ImageDecodeError(f"{name}: corrupt or truncated image data "
+                                           f"({e})") from e
+            yield img, name
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    with _pillow_quiet():  # a corrupt EXIF block warns; it then leaves the image as it is
+        try:
+            return ImageOps.exif_transpose(img) or img
+        except Exception:  # an EXIF block too broken to read is ignored, as viewers do
+            return img
 
 
 def _to_array(img: Image.Image, channels: int) -> np.ndarray:
-    img = ImageOps.exif_transpose(img) or img
+    img = _upright(img)
     mode = img.mode
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         a = np.asarray(img, dtype=np.float64)
@@ -93,7 +192,10 @@ def _to_array(img: Image.Image, channels: int) -> np.ndarray:
     elif mode == "1":
         img = img.convert("L")
     if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        with _pillow_quiet():  # palette transparency given as bytes warns
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif "transparency" in img.info and img.mode in ("L", "RGB"):
+        img = img.convert("LA" if img.mode == "L" else "RGBA")  # a transparent colour key
     if img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
@@ -121,28 +223,21 @@ def decode_image(
     images of more than ``max_pixels`` (default :func:`pixel_limit`)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    img = _open(source, max_pixels or pixel_limit())
-    try:
-        a = _to_array(img, channels)
-    except Exception as e:
-        name = "<bytes>" if isinstance(source, bytes | bytearray) else str(source)
-        raise ImageDecodeError(f"{name}: cannot convert {img.mode} image ({e})") from e
-    finally:
-        img.close()
+    with _opened(source, max_pixels or pixel_limit()) as (img, name):
+        try:
+            a = _to_array(img, channels)
+        except Exception as e:
+            raise ImageDecodeError(f"{name}: cannot convert {img.mode} image ({e})") from e
     return torch.from_numpy(np.array(a.transpose(2, 0, 1)))  # a writable copy
 
 
-def probe_image(path: str | Path) -> tuple[int, int, bool]:
-    """(width, height, is_grayscale) read from the header only; raises ImageDecodeError."""
-    try:
-        with Image.open(path, formats=sorted(ALLOWED_FORMATS)) as img:
-            w, h = img.size
-            gray = img.mode in GRAY_MODES or (
-                img.mode == "P" and img.palette is not None and img.palette.mode == "L"
-            )
-            return w, h, gray
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise ImageDecodeError(f"{path}: unreadable image header ({e})") from e
+def probe_image(path: str | Path, max_pixels: int | None = None) -> tuple[int, int, bool]:
+    """(width, height, is_grayscale) read from the header only, through the same guarded
+    open and pixel limit as :func:`decode_image`; raises ImageDecodeError."""
+    with _opened(path, max_pixels or pixel_limit(), load=False) as (img, _):
+        gray = img.mode in GRAY_MODES or (
+            img.mode == "P" and img.palette is not None and img.palette.mode == "L")
+        return *img.size, gray
 
 
 def resize_to(images: torch.Tensor, size: int, mode: str = "shorter_crop") -> torch.Tensor:

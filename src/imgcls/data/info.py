@@ -8,20 +8,38 @@ import torch
 
 from ..preprocess import channel_stats
 from .dataset import ArrayDataset, FileDataset
-from .materialize import infer_channels, infer_image_size, materialize
+from .duplicates import label_conflicts
+from .images import display_name
+from .materialize import infer_channels, infer_image_size, materialize, probe_files
 from .sources import Source
 
 IMBALANCE_WARN_RATIO = 3.0
 
 
 def describe(source: Source, sample_limit: int = 2000) -> dict:
-    """Classes, counts per split, imbalance ratio and warning, per-channel mean/std."""
+    """Classes, readable images per split and class, imbalance ratio and warning, per-channel
+    mean/std of a sample, and the files that are not usable images (every file's header is
+    read; the sample is decoded in full) or sit in two classes."""
     info: dict = {"name": source.name, "classes": source.classes, "splits": {}}
+    unreadable: list[str] = []
+    splits = {}
     for split in ("train", "val", "test"):
         ds = getattr(source, split)
+        if isinstance(ds, FileDataset):
+            ds, bad = probe_files(ds, f"reading {split} image headers")
+            unreadable += bad
         if ds is not None:
-            info["splits"][split] = {"images": len(ds), "counts": ds.counts()}
-    counts = source.train.counts()
+            splits[split] = ds
+    sample, bad = _sample(splits["train"], sample_limit)
+    if bad:  # files whose header opens but whose data do not decode
+        names = {m.split(": ", 1)[0] for m in bad}
+        train = splits["train"]
+        splits["train"] = train.subset([i for i, p in enumerate(train.paths)
+                                        if display_name(p) not in names])
+        unreadable += bad
+    for split, ds in splits.items():
+        info["splits"][split] = {"images": len(ds), "counts": ds.counts()}
+    counts = splits["train"].counts()
     ratio = max(counts) / max(min(counts), 1)
     info["imbalance_ratio"] = round(ratio, 2)
     if ratio >= IMBALANCE_WARN_RATIO:
@@ -29,24 +47,25 @@ def describe(source: Source, sample_limit: int = 2000) -> dict:
         info["warning"] = (f"class imbalance: the largest class has {ratio:.1f}x the images of "
                            f"the smallest ({small!r}); consider class weights or a balanced "
                            "sampler, and read per-class metrics")
-    sample = _sample(source.train, sample_limit)
     info["channels"] = sample.channels
     info["image_size"] = list(sample.image_size)
     info["mean"], info["std"] = channel_stats(sample.images)
-    if isinstance(source.train, FileDataset) and source.train.skipped:
-        info["skipped"] = len(source.train.skipped)
+    info["unreadable"] = unreadable
+    files = [d for d in splits.values() if isinstance(d, FileDataset)]
+    info["conflicts"] = label_conflicts(files) if files else []
     return info
 
 
-def _sample(ds: ArrayDataset | FileDataset, limit: int) -> ArrayDataset:
+def _sample(ds: ArrayDataset | FileDataset, limit: int) -> tuple[ArrayDataset, list[str]]:
+    """Up to ``limit`` images of ``ds`` in memory (a fixed random draw), and the reasons of
+    those that failed to decode."""
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(ds), generator=g)[:limit].sort().values
     sub = ds.subset(idx)
     if isinstance(sub, ArrayDataset):
-        return sub
-    arr, _ = materialize(sub, infer_image_size(sub), infer_channels(sub), cache=False,
-                         desc="sampling images")
-    return arr
+        return sub, []
+    return materialize(sub, infer_image_size(sub), infer_channels(sub), cache=False,
+                       desc="sampling images")
 
 
 def sample_grid(source: Source, path: str | Path, per_class: int = 8, size: int = 64) -> Path:
@@ -67,7 +86,7 @@ def sample_grid(source: Source, path: str | Path, per_class: int = 8, size: int 
     for c, name in enumerate(classes):
         idx = torch.nonzero(ds.labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)[:per_class]]
-        sub = _sample(ds.subset(idx), per_class) if len(idx) else None
+        sub = _sample(ds.subset(idx), per_class)[0] if len(idx) else None
         for j in range(per_class):
             ax = axes[c][j]
             ax.set_xticks([])

@@ -22,7 +22,7 @@ import torch
 from ..preprocess import normalize
 from .augment import Augment, apply_geometric, erase
 from .dataset import ArrayDataset, FileDataset
-from .images import ImageDecodeError, decode_image, resize_to
+from .images import ImageDecodeError, decode_image, display_name, resize_to
 
 
 def batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
@@ -210,7 +210,7 @@ class StreamLoader(_Loader):
         for b, (imgs, labels, idx) in enumerate(dl, start=start):
             bad = labels < 0
             if bad.any():
-                self.skipped.update(str(self.files.paths[i]) for i in idx[bad].tolist())
+                self.skipped.update(display_name(self.files.paths[i]) for i in idx[bad].tolist())
                 imgs, labels = imgs[~bad], labels[~bad]
                 if len(labels) == 0:
                     continue

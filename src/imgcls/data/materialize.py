@@ -21,6 +21,25 @@ from .dataset import ArrayDataset, FileDataset
 from .images import ImageDecodeError, decode_image, pixel_limit, probe_image, resize_to
 
 
+def probe_files(ds: FileDataset, desc: str = "reading image headers"
+                ) -> tuple[FileDataset, list[str]]:
+    """The files of ``ds`` whose header opens (format, pixel limit), and the reasons of those
+    that do not: a header read per file, in parallel threads, no pixel decoded."""
+    errors: list[str | None] = [None] * len(ds)
+
+    def work(i: int) -> None:
+        try:
+            probe_image(ds.paths[i])
+        except ImageDecodeError as e:
+            errors[i] = str(e)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for _ in progress_bar(pool.map(work, range(len(ds))), total=len(ds), desc=desc):
+            pass
+    keep = [i for i, e in enumerate(errors) if e is None]
+    return ds.subset(keep), [e for e in errors if e is not None]
+
+
 def grayscale_share(ds: FileDataset, limit: int = 2000) -> tuple[int, int]:
     """(grayscale images, images probed) among up to ``limit`` of ``ds`` (header reads)."""
     step = max(1, len(ds) // limit)
@@ -58,13 +77,14 @@ def infer_image_size(ds: FileDataset, limit: int = 200) -> int:
 
 def cache_key(ds: FileDataset, size: int, channels: int, resize: str) -> str:
     """A stable key of the files (paths, sizes, modification times) and the decoding."""
-    h = hashlib.sha256(f"v1|{size}|{channels}|{resize}|{pixel_limit()}".encode())
+    h = hashlib.sha256(f"v2|{size}|{channels}|{resize}|{pixel_limit()}".encode())
     for p in ds.paths:
+        h.update(os.fsencode(p))  # the name's own bytes: not every file name is UTF-8
         try:
             st = os.stat(p)
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
         except OSError:
-            h.update(f"{p}|missing\n".encode())
+            h.update(b"|missing\n")
     return h.hexdigest()[:24]
 
 

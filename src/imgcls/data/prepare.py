@@ -12,6 +12,7 @@ from ..preprocess import Preprocess, channel_stats
 from ..utils import cache_dir
 from .augment import Augment
 from .dataset import ArrayDataset, Dataset, FileDataset
+from .duplicates import label_conflicts
 from .images import convert_channels, resize_to
 from .loader import BatchLoader, StreamLoader
 from .materialize import cache_key, infer_channels, infer_image_size, materialize
@@ -41,6 +42,7 @@ class PreparedData:
     val_idx: object = None
     skipped: list[str] = field(default_factory=list)
     rest: Dataset | None = None  # the training images that --labels-per-class left out
+    conflicts: list[str] = field(default_factory=list)  # the same file in two classes
 
 
 def conform(ds: ArrayDataset, channels: int, size: int, resize: str) -> ArrayDataset:
@@ -115,8 +117,9 @@ def prepare_data(source: Source, *, val_split: float = 0.1, seed: int = 0,
         require_classes(train, source.name, f" once {len(skipped)} unreadable image(s) "
                         "are skipped")
     pre = Preprocess(size, channels, mean, std, list(full.classes), resize=decoding.resize)
+    files = [d for d in (full, source.val, source.test) if isinstance(d, FileDataset)]
     return PreparedData(train, val, test, pre, source.name, train_idx, val_idx,
-                        skipped, rest)
+                        skipped, rest, label_conflicts(files, skipped) if files else [])
 
 
 def require_classes(ds: Dataset, name: str, when: str = "") -> None:

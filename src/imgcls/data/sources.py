@@ -25,7 +25,7 @@ import torch
 from ..errors import DataError
 from ..utils import atomic_write_bytes, cache_dir
 from .dataset import ArrayDataset, Dataset, FileDataset
-from .images import IMAGE_EXTENSIONS
+from .images import IMAGE_EXTENSIONS, REFUSED_EXTENSIONS, display_name
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
@@ -242,37 +242,62 @@ def _load_digits(_: str, __: str | None) -> Source:
 
 
 # --------------------------------------------------------------------------- folders, CSV
-def _is_hidden(p: Path) -> bool:
-    return p.name.startswith(".")
+# What operating systems and tools leave in folders of images: never a class, never an image.
+LITTER_DIRS = frozenset({"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information",
+                         "__pycache__"})
+LITTER_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"})
 
 
-def _hidden_below(p: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in p.relative_to(root).parts)
+def _is_litter(name: str) -> bool:
+    """Hidden files and folders (``.DS_Store``, ``._*`` AppleDouble files, ``.git``) and the
+    metadata of macOS, Windows and NAS boxes: ignored silently, not counted as bad images."""
+    return name.startswith(".") or name in LITTER_DIRS or name.lower() in LITTER_FILES
 
 
 def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    return sorted(p for p in root.iterdir() if p.is_dir() and not _is_litter(p.name))
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """Every file below ``folder`` with an image extension (any case), following symbolic
+    links to folders but never into a loop, leaving out litter."""
+    wanted = IMAGE_EXTENSIONS | REFUSED_EXTENSIONS
+    # a folder's ancestors count as walked: a link up the tree is a loop
+    seen = {(st.st_dev, st.st_ino) for st in map(os.stat, folder.resolve().parents)}
+    files = []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:  # a link back up the tree: walked already
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not _is_litter(d))
+        files += [Path(top) / n for n in names
+                  if not _is_litter(n) and os.path.splitext(n)[1].lower() in wanted]
+    return sorted(files)
 
 
 def _scan_class_folder(root: Path, classes: list[str] | None = None) -> FileDataset:
     dirs = _class_dirs(root)
     if not dirs:
-        raise DataError(f"{root}: no class sub-folders (expected {root}/<class>/<image files>)")
-    names = [d.name for d in dirs]
+        raise DataError(f"{display_name(root)}: no class sub-folders (expected "
+                        f"{display_name(root)}/<class>/<image files>)")
+    found = [display_name(d.name) for d in dirs]
+    names = found
     if classes is not None:
-        unknown = sorted(set(names) - set(classes))
+        unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise DataError(f"{root}: classes {unknown} are not in the training classes")
+            raise DataError(f"{display_name(root)}: classes {unknown} are not in the training "
+                            "classes")
         names = classes
     paths, labels = [], []
-    for d in dirs:
-        files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                       and p.is_file() and not _hidden_below(p, d))
+    for d, name in zip(dirs, found):
+        files = folder_images(d)
         if not files:
-            raise DataError(f"{d}: class folder has no image files "
+            raise DataError(f"{display_name(d)}: class folder has no image files "
                             f"({', '.join(sorted(IMAGE_EXTENSIONS))}); remove it or add images")
         paths += files
-        labels += [names.index(d.name)] * len(files)
+        labels += [names.index(name)] * len(files)
     return FileDataset(paths, torch.tensor(labels, dtype=torch.long), names)
 
 

@@ -11,6 +11,7 @@ import torch
 
 from ..utils import atomic_write_text
 from .dataset import Dataset, FileDataset
+from .images import display_name
 
 
 def stratified_split(
@@ -48,7 +49,7 @@ def write_split_manifest(path: str | Path, dataset: Dataset, train_idx: np.ndarr
     for i in range(len(dataset)):
         if split[i] is None:
             continue
-        item = str(dataset.paths[i]) if isinstance(dataset, FileDataset) else i
+        item = display_name(dataset.paths[i]) if isinstance(dataset, FileDataset) else i
         w.writerow([item, dataset.classes[labels[i]],
                     "unreadable" if item in unreadable else split[i]])
     atomic_write_text(path, buf.getvalue())
