@@ -86,3 +86,57 @@ def test_bench_reports_training_and_interleaved_inference(tmp_path, monkeypatch,
     assert r["auto_vs_eager_throughput"] == pytest.approx(
         inf[auto[0]]["throughput"] / inf["eager fp32"]["throughput"])
     assert "img/s at batch 64" in capsys.readouterr().out
+
+
+def test_the_table_says_what_input_it_measured(rows):
+    caption = format_table(rows, "table").splitlines()[-1]
+    assert caption == "input 28x28 px, 1 channel; latency at batch 1, img/s at batch 4, 1 thread"
+    (row,) = model_table(["seed_torch_cnn"], input_size=40, in_chans=3, latency=False)
+    assert row["channels"] == 3
+    assert format_table([row], "table").splitlines()[-1] == "input 40x40 px, 3 channels"
+    assert "channels" in next(csv.DictReader(io.StringIO(format_table([row], "csv"))))
+
+
+def test_counting_builds_no_weights_and_does_no_arithmetic(monkeypatch, tmp_path):
+    """Listing without timing counts on the meta device (shapes, no data): every registered
+    model in seconds instead of a minute, with the counts of a real forward pass."""
+    from imgcls.models import table
+
+    monkeypatch.setenv("IMGCLS_HOME", str(tmp_path))  # nothing cached
+    devices = []
+    count = table.count_flops
+    monkeypatch.setattr(table, "count_flops",
+                        lambda m, x: devices.append(x.device.type) or count(m, x))
+    names = ["seed_torch_cnn", "resnet20", "densenet_mini", "mobilenet_mini"]
+    rows = model_table(names, input_size=28, in_chans=1, latency=False)
+    assert devices == ["meta"] * len(names)
+    for r in rows:
+        m = create_model(r["name"], num_classes=10, in_chans=1, input_size=28)
+        assert r["params"] == sum(p.numel() for p in m.parameters())
+        assert r["flops"] == count(m, torch.zeros(1, 1, 28, 28)), r["name"]
+
+
+def test_family_patterns_and_outside_models(capsys):
+    from imgcls.cli import main
+
+    assert main(["models", "--family", "timm/*", "--no-latency"]) == 2
+    err = capsys.readouterr().err
+    assert "the families are densenet" in err and "imgcls models timm/resnet18" in err
+    assert main(["models", "tv/resnet18", "--no-latency", "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["family"] == "tv" and row["params"] > 1e7 and row["flops"] > 0
+
+
+def test_timing_prints_no_cuda_toolkit_note(tmp_path):
+    """torch.utils.benchmark imports torch.utils.cpp_extension, which logs "No CUDA runtime is
+    found" where a CUDA toolkit lies beside a machine without a GPU."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from imgcls.models.table import model_table; model_table(['seed_torch_cnn'], "
+            "input_size=12, in_chans=1, repeats=1, batch=2, threads=1)")
+    env = dict(os.environ, CUDA_HOME=str(tmp_path), CUDA_VISIBLE_DEVICES="")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       check=True)
+    assert "CUDA" not in r.stderr, r.stderr

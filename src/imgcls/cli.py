@@ -150,20 +150,15 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models
-    from .models.table import format_table, model_table
+    from .models.table import format_table, model_table, select_models
     from .progress import progress_bar
 
-    names = list_models(args.pattern, args.family)
-    if not names:
-        from .models import list_families
-
-        raise ImgclsError(f"no model matches; the families are {', '.join(list_families())}")
-    rows = []
-    for name in progress_bar(names, total=len(names), desc="measuring models"):
-        rows += model_table([name], input_size=args.image_size, in_chans=args.channels,
-                            latency=not args.no_latency, batch=args.batch,
-                            threads=args.threads)
+    names = select_models(args.pattern, args.family)
+    shape = dict(input_size=args.image_size, in_chans=args.channels)
+    rows = [row for name in progress_bar(names, total=len(names), desc="counting FLOPs")
+            for row in model_table([name], latency=False, **shape)]
+    if not args.no_latency:  # all models in one call: their timings are interleaved
+        rows = model_table(names, batch=args.batch, threads=args.threads, **shape)
     print(format_table(rows, args.format))
     return 0
 
@@ -369,7 +364,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _add_models(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("models", help="every registered model: family, parameters, FLOPs, "
                        "CPU latency (batch 1) and throughput (batch 64)")
-    m.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'resnet*'")
+    m.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'resnet*', or "
+                   "one timm/<name> or tv/<name> model")
     m.add_argument("--family", default=None,
                    help="only this family (a glob pattern, e.g. 'res*'); unknown: lists them")
     _add_image_shape_flags(m, size=32, channels=3)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import statistics
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -15,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError, ModelError
 from ..utils import atomic_write_text, cache_dir
-from ._registry import create_model, is_external, model_info
+from ._registry import create_model, is_external, list_families, list_models, model_info
 
 FORMATS = ("table", "csv", "json")
 
@@ -36,9 +38,26 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def _timer(model: nn.Module, x: torch.Tensor, threads: int) -> object:
-    from torch.utils import benchmark
+def _no_cuda_runtime_note(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("No CUDA runtime is found")
 
+
+def _benchmark() -> ModuleType:
+    """``torch.utils.benchmark``, imported without the warning that its import of
+    ``torch.utils.cpp_extension`` logs on a machine with a CUDA toolkit but no GPU ("No CUDA
+    runtime is found, using CUDA_HOME=..."): the timing runs on the CPU, where it means
+    nothing, and ``imgcls models`` and ``imgcls compare`` would print it."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    log.addFilter(_no_cuda_runtime_note)
+    try:
+        from torch.utils import benchmark
+    finally:
+        log.removeFilter(_no_cuda_runtime_note)
+    return benchmark
+
+
+def _timer(model: nn.Module, x: torch.Tensor, threads: int) -> object:
+    benchmark = _benchmark()
     return benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=threads)
 
 
@@ -66,22 +85,38 @@ def measure_latency(models: dict[str, nn.Module], make_input: object, *, batch: 
             for n, (a, b) in times.items()}
 
 
+def _count(name: str, input_size: int, in_chans: int, num_classes: int,
+           device: str = "meta") -> dict[str, int]:
+    """Parameters and forward FLOPs of one image. On the meta device tensors have shapes but
+    no data: nothing is initialised or computed, so every registered model is counted in
+    seconds rather than a minute, with the same counts."""
+    with torch.device(device):
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans,
+                             input_size=input_size).eval()
+        x = torch.zeros(1, in_chans, input_size, input_size)
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "flops": count_flops(model, x)}
+
+
 def _static_row(name: str, input_size: int, in_chans: int, num_classes: int
-                ) -> tuple[dict[str, Any], nn.Module | None]:
-    """The row's family, parameters and FLOPs, from the cache when measured before (so that
-    listing is instant), with the built model when it had to be built."""
-    row: dict[str, Any] = {"family": _family(name), "name": name, "input_size": input_size}
+                ) -> dict[str, Any]:
+    """The row's family, input shape, parameters and FLOPs, from the cache when counted
+    before."""
+    row: dict[str, Any] = {"family": _family(name), "name": name, "input_size": input_size,
+                           "channels": in_chans}
     key = f"{name}|{input_size}|{in_chans}|{num_classes}|{torch.__version__}"
     cache = _cache()
     if key in cache:
-        return {**row, **cache[key]}, None
-    model = create_model(name, num_classes=num_classes, in_chans=in_chans,
-                         input_size=input_size).eval()
-    counted = {"params": sum(p.numel() for p in model.parameters()),
-               "flops": count_flops(model, torch.randn(1, in_chans, input_size, input_size))}
+        return {**row, **cache[key]}
+    try:
+        counted = _count(name, input_size, in_chans, num_classes)
+    except ModelError:
+        raise
+    except Exception:  # a forward that needs values (.item(), data-dependent shapes)
+        counted = _count(name, input_size, in_chans, num_classes, device="cpu")
     cache[key] = counted
     _save_cache(cache)
-    return {**row, **counted}, model
+    return {**row, **counted}
 
 
 def _cache_path() -> Path:
@@ -109,15 +144,14 @@ def model_table(names: list[str], *, input_size: int = 32, in_chans: int = 3,
     rows, models = [], {}
     for name in names:
         try:
-            row, model = _static_row(name, input_size, in_chans, num_classes)
+            row = _static_row(name, input_size, in_chans, num_classes)
             if latency:
-                models[name] = model or create_model(
-                    name, num_classes=num_classes, in_chans=in_chans,
-                    input_size=input_size).eval()
+                models[name] = create_model(name, num_classes=num_classes, in_chans=in_chans,
+                                            input_size=input_size).eval()
         except (ModelError, RuntimeError, ValueError) as e:
             # RuntimeError/ValueError: built, but the input is too small for its down-sampling
             row = {"family": _family(name), "name": name, "input_size": input_size,
-                   "error": str(e).splitlines()[0]}
+                   "channels": in_chans, "error": str(e).splitlines()[0]}
         rows.append(row)
     if models:
         threads = threads or torch.get_num_threads()
@@ -127,7 +161,7 @@ def model_table(names: list[str], *, input_size: int = 32, in_chans: int = 3,
         for row in rows:
             if row["name"] in speed:
                 lat, thr = speed[row["name"]]
-                row.update(latency_ms=1000 * lat, throughput=thr, threads=threads)
+                row.update(latency_ms=1000 * lat, throughput=thr, batch=batch, threads=threads)
     return rows
 
 
@@ -153,7 +187,36 @@ def _text_table(rows: list[dict[str, Any]]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    return "\n".join(fmt(c) for c in [header, *lines])
+    return "\n".join([*(fmt(c) for c in [header, *lines]), _caption(rows)])
+
+
+def _caption(rows: list[dict[str, Any]]) -> str:
+    """What the figures were measured on: the input shape, and the batch and threads of
+    the timing."""
+    shapes = sorted({(r["input_size"], r.get("channels", 3)) for r in rows})
+    text = "input " + ", ".join(f"{s}x{s} px, {c} channel{'s' * (c != 1)}" for s, c in shapes)
+    timed = next((r for r in rows if "latency_ms" in r), None)
+    if timed:
+        text += (f"; latency at batch 1, img/s at batch {timed['batch']}, "
+                 f"{timed['threads']} thread{'s' * (timed['threads'] != 1)}")
+    return text
+
+
+def select_models(pattern: str | None = None, family: str | None = None) -> list[str]:
+    """The models ``imgcls models`` measures: registered names matching the glob patterns
+    ``pattern`` and ``family``, or one timm / torchvision model named in full as
+    ``pattern``; a ModelError naming the families when nothing matches."""
+    names = list_models(pattern, family)
+    if not names and pattern and is_external(pattern) and not set("*?[") & set(pattern):
+        return [pattern]
+    if not names:
+        raise ModelError(
+            f"no model matches{f' {pattern!r}' if pattern else ''}"
+            f"{f' in family {family!r}' if family else ''}; the families are "
+            f"{', '.join(list_families())} (--family takes them or a glob pattern, e.g. "
+            "'res*'). timm and torchvision models are not listed: name one to measure it, "
+            "e.g. `imgcls models timm/resnet18`")
+    return names
 
 
 def format_table(rows: list[dict[str, Any]], fmt: str) -> str:
@@ -163,8 +226,8 @@ def format_table(rows: list[dict[str, Any]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2)
     if fmt == "csv":
-        fields = ["family", "name", "input_size", "params", "flops", "latency_ms", "throughput",
-                  "threads", "error"]
+        fields = ["family", "name", "input_size", "channels", "params", "flops", "latency_ms",
+                  "throughput", "batch", "threads", "error"]
         used = [f for f in fields if any(f in r for r in rows)]
         out = io.StringIO()
         writer = csv.DictWriter(out, used, extrasaction="ignore", lineterminator="\n")
