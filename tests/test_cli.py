@@ -79,3 +79,43 @@ def test_models_with_image_size_and_channels(capsys):
         m = create_model(name, num_classes=10, in_chans=1, input_size=28)
         assert r["input_size"] == 28 and "latency_ms" not in r
         assert r["params"] == sum(p.numel() for p in m.parameters())  # one input channel
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "tune"])
+def test_each_config_flag_names_its_default_once(command):
+    sub = next(a for a in build_parser()._actions if a.choices and command in a.choices)
+    helps = {a.dest: a.help for a in sub.choices[command]._actions if a.help}
+    for name in ("image_size", "workers", "batch_size", "epochs", "lr"):
+        assert helps[name].count("default") == 1, helps[name]
+    assert all(h.count("(default:") <= 1 for h in helps.values())
+    assert helps["data_dir"].endswith("(default: -)")  # no default named: said so once
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("--lr-rate", "--lr"), ("--epoch-count", "--epochs"),
+                                              ("--batchsize", "--batch-size"),
+                                              ("--val_split", "--val-split")])
+def test_an_unknown_flag_suggests_the_flag_it_begins_with(capsys, typed, meant):
+    with pytest.raises(SystemExit) as e:
+        main(["train", typed, "0.1"])
+    assert e.value.code == 2
+    assert f"unknown flag(s): {typed} (did you mean {meant}?)" in capsys.readouterr().err
+
+
+def test_ctrl_c_names_the_command_that_resumes_the_run(tmp_path, capsys, monkeypatch):
+    from imgcls.engine.trainer import Trainer
+
+    flags = ["--data", "digits", "--epochs", "1", "--precision", "fp32", "--channels-last",
+             "no", "--progress", "false", "--out", str(tmp_path / "runs (new)"), "--name", "cut"]
+    run_epoch = Trainer.run_epoch
+
+    def interrupted(self, bar):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "run_epoch", interrupted)
+    assert main(["train", *flags]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    run = tmp_path / "runs (new)" / "cut"  # quoted for the shell
+    assert err[-1] == f"imgcls: interrupted; resume with: imgcls train --resume '{run}'"
+    monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
+    assert main(["train", "--resume", str(run)]) == 0  # the command it names works
+    assert (run / "summary.json").exists()

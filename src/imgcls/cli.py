@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -416,18 +417,35 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     sv.set_defaults(func=cmd_serve)
 
 
+def suggest_flag(flag: str, known: list[str]) -> str | None:
+    """The known flag ``flag`` most likely meant: the longest one that it starts with, word
+    for word (``--lr-rate``: ``--lr``; ``--epoch-count``: ``--epochs``, the only flag that
+    ``epoch`` begins), else the closest spelling of the names without their dashes (compared
+    with them, ``--lr-rate`` is nearer ``--rotate`` than ``--lr``)."""
+    import difflib
+
+    name = flag.split("=")[0].lstrip("-")
+    names = {k.lstrip("-"): k for k in known if k.startswith("--")}
+    words = name.replace("_", "-").split("-")
+    for n in range(len(words) - 1, 0, -1):  # the longest prefix of whole words first
+        prefix = "-".join(words[:n])
+        begun = [k for k in names if k.startswith(prefix)]
+        if prefix in names or len(begun) == 1:
+            return names[prefix if prefix in names else begun[0]]
+    close = difflib.get_close_matches(name, list(names), 1, 0.6)
+    return names[close[0]] if close else None
+
+
 def _unknown_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
                    extra: list[str]) -> None:
     """Exit with one error line naming each unknown flag and the nearest known one."""
-    import difflib
-
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     command = sub.choices[args.command]
     known = [o for a in command._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
     hints = []
     for flag in (x for x in extra if x.startswith("-")):
-        close = difflib.get_close_matches(flag.split("=")[0], known, 1, 0.6)
-        hints.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
+        close = suggest_flag(flag, known)
+        hints.append(f"{flag} (did you mean {close}?)" if close else flag)
     command.error(f"unknown flag(s): {', '.join(hints or extra)}")
 
 
@@ -443,8 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     except ImgclsError as e:
         print(f"imgcls: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("imgcls: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # a run stopped by Ctrl-C continues where its last checkpoint left it: say how
+        run = getattr(e, "run", None) if args.command == "train" else None
+        print("imgcls: interrupted" + (f"; resume with: imgcls train --resume "
+                                       f"{shlex.quote(str(run))}" if run else ""),
+              file=sys.stderr)
         return 130
 
 

@@ -67,7 +67,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         t = types[0]
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default is MISSING else f.default
-        help_ = f"{f.metadata['help']} (default: {default if default not in (None, {}) else '-'})"
+        help_ = f.metadata["help"]
+        if "default:" not in help_:  # a help that names its default says it once
+            help_ += f" (default: {default if default not in (None, {}) else '-'})"
         if t is bool:
             g.add_argument(flag, type=_bool, nargs="?", const=True, default=None,
                            metavar="BOOL", help=help_)

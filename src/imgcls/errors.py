@@ -19,3 +19,13 @@ class ModelError(ImgclsError):
 
 class RunError(ImgclsError):
     """A run folder is missing, incomplete or cannot be written."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) during a run whose folder exists: ``imgcls train --resume run``
+    continues it from its last checkpoint. A KeyboardInterrupt still, so that whatever
+    stops on Ctrl-C stops on it."""
+
+    def __init__(self, run: object) -> None:
+        super().__init__(str(run))
+        self.run = run

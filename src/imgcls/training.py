@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +58,7 @@ from .engine.trainer import (
     OptimSettings,
     Trainer,
 )
-from .errors import ConfigError, RunError
+from .errors import ConfigError, RunError, TrainingInterrupted
 from .models import create_model, is_external
 from .models.transfer import load_pretrained
 from .preprocess import Preprocess
@@ -266,14 +268,15 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     checks = LearningCheck(max(data.train.counts()) / len(data.train), len(pre.class_names),
                            log, after=_ramp_epochs(cfg), restarts=restarts)
     best = _add_callbacks(trainer, cfg, run, meta, [budget, checks], ddp, log, callbacks or [])
-    _start(trainer, run, cfg, ckpt, epochs_given, data, source, model, ddp, log)
-    history = trainer.fit()
-    checksums = gather(weights_checksum(trainer.model), ddp)
-    finish(ddp)
-    if not ddp.is_main:
-        return TrainResult(run, None, history, plan, time.perf_counter() - t_start)
-    skipped = _write_skipped(run, data.skipped, (train_loader, val_loader), log)
-    held_out = _final_figures(run, cfg, data, plan, log)
+    with _resumable(run):
+        _start(trainer, run, cfg, ckpt, epochs_given, data, source, model, ddp, log)
+        history = trainer.fit()
+        checksums = gather(weights_checksum(trainer.model), ddp)
+        finish(ddp)
+        if not ddp.is_main:
+            return TrainResult(run, None, history, plan, time.perf_counter() - t_start)
+        skipped = _write_skipped(run, data.skipped, (train_loader, val_loader), log)
+        held_out = _final_figures(run, cfg, data, plan, log)
     test = held_out[1] if held_out and held_out[0] == "test" else None
     seconds = time.perf_counter() - t_start
     write_json(run.summary, {
@@ -284,6 +287,19 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         "skipped_images": len(skipped), "world_size": ddp.world_size,
         "ranks_identical": len(set(checksums)) == 1})
     return TrainResult(run, test, history, plan, seconds, held_out)
+
+
+@contextmanager
+def _resumable(run: RunDir) -> Iterator[None]:
+    """Ctrl-C inside: a TrainingInterrupted that names the run folder, once it holds its
+    config (from then on ``imgcls train --resume`` continues it, from its last checkpoint
+    or, before the first, from the beginning)."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        if isinstance(e, TrainingInterrupted) or not run.config.exists():
+            raise
+        raise TrainingInterrupted(run.path) from e
 
 
 def _budget_kind(cfg: TrainConfig, ckpt: Checkpoint | None, epochs_given: bool,
