@@ -6,7 +6,12 @@ from .calibration import (
     negative_log_likelihood,
     reliability_bins,
 )
-from .classification import classification_report, confusion_matrix, most_confused
+from .classification import (
+    classification_report,
+    confusion_matrix,
+    most_confused,
+    top_k_accuracy,
+)
 from .openset import rejection_report, unknown_scores
 
 __all__ = [
@@ -18,5 +23,6 @@ __all__ = [
     "negative_log_likelihood",
     "rejection_report",
     "reliability_bins",
+    "top_k_accuracy",
     "unknown_scores",
 ]

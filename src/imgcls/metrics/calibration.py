@@ -9,27 +9,51 @@ import torch.nn.functional as F
 
 def negative_log_likelihood(logits: torch.Tensor, labels: torch.Tensor,
                             temperature: float = 1.0) -> float:
-    return F.cross_entropy(logits.double() / temperature, labels).item()
+    """Mean cross-entropy of ``logits / temperature`` in float64; NaN for no images."""
+    if len(labels) == 0:
+        return float("nan")
+    return F.cross_entropy(logits.double() / temperature, labels.long()).item()
+
+
+def _bin_index(conf: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Bin ``i`` holds confidences in ``[i / n, (i + 1) / n)``, the last bin also 1.0."""
+    # compared with the edges themselves: ``(conf * n).long()`` in float32 rounds a confidence
+    # just under an edge up into the next bin (and can disagree with the edges reported)
+    edges = torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
+    idx = torch.bucketize(conf.double().cpu(), edges, right=True) - 1
+    return idx.clamp(0, n_bins - 1)
 
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
-    """Per equal-width confidence bin: count, mean confidence and accuracy of the top-1."""
-    conf, pred = probs.max(1)
-    correct = (pred == labels).double()
-    bins = torch.clamp((conf * n_bins).long(), max=n_bins - 1)
+    """Per equal-width confidence bin: count, mean confidence and accuracy of the top-1
+    (ties go to the lower class index, as ``argmax``); 0 for an empty bin. Bin ``i`` holds
+    confidences in ``[i / n_bins, (i + 1) / n_bins)``, the last one also 1.0 (and anything
+    above it from rounding)."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    edges = (torch.arange(n_bins + 1, dtype=torch.float64) / n_bins).tolist()
+    if len(labels) == 0:
+        zeros = [0.0] * n_bins
+        return {"edges": edges, "count": zeros, "confidence": zeros, "accuracy": zeros}
+    conf = probs.max(1).values.double().cpu()
+    correct = (probs.argmax(1).cpu() == labels.long().cpu()).double()
+    bins = _bin_index(conf, n_bins)
     count = torch.bincount(bins, minlength=n_bins).double()
-    conf_sum = torch.bincount(bins, weights=conf.double(), minlength=n_bins)
+    conf_sum = torch.bincount(bins, weights=conf, minlength=n_bins)
     acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
-    nz = count.clamp_min(1)
-    return {"edges": torch.linspace(0, 1, n_bins + 1).tolist(), "count": count.tolist(),
+    nz = count.clamp_min(1)  # counts are integers: only an empty bin is changed, its sums are 0
+    return {"edges": edges, "count": count.tolist(),
             "confidence": (conf_sum / nz).tolist(), "accuracy": (acc_sum / nz).tolist()}
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor,
                                n_bins: int = 15) -> float:
-    """sum over bins of (bin share) x |accuracy - confidence|, equal-width bins."""
+    """sum over bins of (bin share) x |accuracy - confidence|, equal-width bins as in
+    ``reliability_bins``; NaN for no images."""
     b = reliability_bins(probs, labels, n_bins)
-    n = max(sum(b["count"]), 1)
+    n = sum(b["count"])
+    if n == 0:
+        return float("nan")
     return sum(c / n * abs(a - f) for c, a, f in zip(b["count"], b["accuracy"], b["confidence"]))
 
 

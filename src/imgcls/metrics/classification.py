@@ -1,4 +1,9 @@
-"""Confusion matrix, per-class precision / recall / F1, averages, most-confused pairs."""
+"""Confusion matrix, per-class precision / recall / F1, averages, top-k, most-confused pairs.
+
+Conventions (those of scikit-learn with ``zero_division=0`` and ``labels=range(C)``): a ratio
+whose denominator is 0 is reported as 0, and the macro average is the plain mean over all C
+classes of the model, including classes absent from the labels and classes never predicted.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,70 @@ import torch
 import torch.nn.functional as F
 
 
+def _check_classes(x: torch.Tensor, num_classes: int, what: str) -> None:
+    # bincount would fold an out-of-range index into another class's cell (or fail on reshape)
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= num_classes):
+        raise ValueError(f"{what} must lie in [0, {num_classes}), got {int(x.min())}.."
+                         f"{int(x.max())}")
+
+
 def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Counts ``C[true, predicted]`` as an int64 (classes x classes) tensor."""
-    idx = labels.long() * num_classes + pred.long()
+    pred, labels = pred.long().flatten(), labels.long().flatten()
+    if len(pred) != len(labels):
+        raise ValueError(f"{len(pred)} predictions for {len(labels)} labels")
+    _check_classes(labels, num_classes, "labels")
+    _check_classes(pred, num_classes, "predictions")
+    idx = labels * num_classes + pred
     return torch.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def _safe_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # 0/0 is reported as 0 (sklearn's zero_division=0): a class never predicted has no precision
-    return torch.where(b > 0, a / b.clamp_min(1), torch.zeros_like(a))
+    """``a / b`` where ``b > 0``, else 0 (scikit-learn's ``zero_division=0``)."""
+    # the true denominator wherever it is positive; the 1 only stands in where the result is
+    # thrown away (clamping b to 1 instead turned F1 = 2PR / (P + R) into 2PR when P + R < 1)
+    return torch.where(b > 0, a / torch.where(b > 0, b, torch.ones_like(b)), torch.zeros_like(a))
+
+
+def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Share of images whose true class is among the ``k`` highest logits (all of them when
+    ``k`` >= classes); NaN for no images.
+
+    Ties are broken toward the lower class index, as ``argmax`` does, so top-1 is the accuracy
+    of ``logits.argmax(1)`` and a top-1 hit is always a top-k hit (``topk`` leaves the order of
+    ties unspecified)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    labels = labels.long().flatten()
+    if len(labels) == 0:
+        return float("nan")
+    hits = 0
+    for lo in range(0, len(labels), 8192):  # in blocks: three (images x classes) masks
+        z, y = logits[lo:lo + 8192], labels[lo:lo + 8192, None]
+        s_y = z.gather(1, y)
+        lower = torch.arange(z.shape[1], device=z.device)[None, :] < y
+        rank = ((z > s_y) | ((z == s_y) & lower)).sum(1)  # classes ranked before the true one
+        hits += int((rank < k).sum())
+    return hits / len(labels)
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor,
                           class_names: list[str]) -> dict:
     """Loss, top-1, top-5, the confusion matrix and per-class precision, recall, F1 and
-    support, with macro and support-weighted averages."""
+    support, with macro and support-weighted averages.
+
+    Everything is computed in float64. A class never predicted has precision 0, a class absent
+    from ``labels`` recall 0, and F1 is 0 when precision and recall are both 0. ``macro`` is
+    the mean over all ``len(class_names)`` classes (scikit-learn's ``average="macro"`` with
+    ``labels=range(C)``), ``weighted`` weighs each class by its support. With no images the
+    per-class figures are 0 and loss, top-1, top-5 and both averages are NaN."""
     n_cls = len(class_names)
+    labels = labels.long().flatten()
+    n = len(labels)
+    if n == 0:
+        logits = logits.reshape(0, n_cls)  # an empty batch may come as (0, 0)
+    if logits.ndim != 2 or logits.shape[1] != n_cls:
+        raise ValueError(f"logits of shape {tuple(logits.shape)} for {n_cls} classes")
     pred = logits.argmax(1)
     cm = confusion_matrix(pred, labels, n_cls)
     tp = cm.diag().double()
@@ -29,26 +82,28 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor,
     predicted = cm.sum(0).double()
     precision = _safe_div(tp, predicted)
     recall = _safe_div(tp, support)
-    f1 = _safe_div(2 * precision * recall, precision + recall)
-    k = min(5, n_cls)
-    top5 = (logits.topk(k, 1).indices == labels[:, None]).any(1).double().mean().item()
-    weights = support / support.sum().clamp_min(1)
+    # 2PR / (P + R) in counts: one division, and the form scikit-learn uses
+    f1 = _safe_div(2 * tp, support + predicted)
+    weights = support / max(n, 1)
+    nan = float("nan")
     per_class = [
         {"class": name, "precision": precision[i].item(), "recall": recall[i].item(),
          "f1": f1[i].item(), "support": int(support[i].item())}
         for i, name in enumerate(class_names)
     ]
     return {
-        "n": len(labels),
-        "loss": F.cross_entropy(logits.float(), labels).item() if len(labels) else float("nan"),
-        "top1": (pred == labels).double().mean().item() if len(labels) else float("nan"),
-        "top5": top5 if len(labels) else float("nan"),
+        "n": n,
+        # float64: float32 is off by ~1e-7, 1e-4 of the loss when that is small
+        "loss": F.cross_entropy(logits.double(), labels).item() if n else nan,
+        "top1": top_k_accuracy(logits, labels, 1),
+        "top5": top_k_accuracy(logits, labels, 5),
         "per_class": per_class,
-        "macro": {"precision": precision.mean().item(), "recall": recall.mean().item(),
-                  "f1": f1.mean().item()},
-        "weighted": {"precision": (precision * weights).sum().item(),
-                     "recall": (recall * weights).sum().item(),
-                     "f1": (f1 * weights).sum().item()},
+        "macro": {"precision": precision.mean().item() if n else nan,
+                  "recall": recall.mean().item() if n else nan,
+                  "f1": f1.mean().item() if n else nan},
+        "weighted": {"precision": (precision * weights).sum().item() if n else nan,
+                     "recall": (recall * weights).sum().item() if n else nan,
+                     "f1": (f1 * weights).sum().item() if n else nan},
         "confusion": cm.tolist(),
     }
 
@@ -56,12 +111,13 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor,
 def most_confused(cm: list[list[int]] | torch.Tensor, class_names: list[str],
                   top: int = 10) -> list[dict]:
     """The largest off-diagonal cells: (true class, predicted as, count, share of the true
-    class)."""
+    class); equal counts in row-major order."""
     m = torch.as_tensor(cm).clone()
     support = m.sum(1)
     m.fill_diagonal_(0)
     flat = m.flatten()
-    order = flat.argsort(descending=True)[:top]
+    # stable, so equal counts come out in the same order on every run and machine
+    order = torch.sort(flat, descending=True, stable=True).indices[:max(top, 0)]
     n = len(class_names)
     return [{"true": class_names[i // n], "predicted": class_names[i % n],
              "count": int(flat[i]), "rate": float(flat[i] / max(int(support[i // n]), 1))}
