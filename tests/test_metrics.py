@@ -52,8 +52,8 @@ def test_class_never_predicted_has_zero_precision():
 
 def test_ece_known_value():
     # 4 images at confidence 0.9, 3 right; 4 at 0.6, 2 right -> ECE = .5*.15 + .5*.1 = 0.125
-    p_hi = torch.tensor([[0.9, 0.1]] * 4)
-    p_lo = torch.tensor([[0.6, 0.4]] * 4)
+    p_hi = torch.tensor([[0.9, 0.1]] * 4, dtype=torch.float64)  # float32(0.9) is below 0.9
+    p_lo = torch.tensor([[0.6, 0.4]] * 4, dtype=torch.float64)
     probs = torch.cat([p_hi, p_lo])
     labels = torch.tensor([0, 0, 0, 1, 0, 0, 1, 1])
     assert expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(0.125)

@@ -21,9 +21,9 @@ from .engine.evaluate import predict_logits
 from .engine.precision import eval_plan, resolve_device
 from .errors import ConfigError, DataError
 from .metrics import (
+    calibration_temperature,
     classification_report,
     expected_calibration_error,
-    fit_temperature,
     most_confused,
     negative_log_likelihood,
     rejection_report,
@@ -67,10 +67,9 @@ def split_dataset(source: Source, split: str, cfg: TrainConfig | None) -> Datase
 def calibrate_run(run: RunDir, logits: torch.Tensor, labels: torch.Tensor, log: Log) -> float:
     """Fit the temperature on validation ``logits`` (Guo et al. 2017) and store it in the
     run's model file; returns it."""
-    temperature = fit_temperature(logits, labels)
+    temperature, how = calibration_temperature(logits, labels)
     set_temperature(run.path, temperature)
-    log(f"temperature {temperature:.3f} fitted on {len(labels)} val images, stored in "
-        f"{run.model_file}")
+    log(f"{how}; stored in {run.model_file}")
     return temperature
 
 

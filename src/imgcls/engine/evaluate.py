@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TTA_MODES
+from ..metrics import top_k_accuracy
 from .precision import ExecPlan
 
 
@@ -85,12 +86,10 @@ def basic_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float
     """Cross-entropy loss, top-1 and top-5 accuracy (top-k with k capped at the classes)."""
     if len(labels) == 0:
         return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "n": 0}
-    k = min(5, logits.shape[1])
-    topk = logits.topk(k, dim=1).indices
-    hit = topk == labels[:, None]
+    # the same definitions as eval's report: ties ranked as argmax ranks them, loss in fp64
     return {
-        "loss": F.cross_entropy(logits, labels).item(),
-        "top1": hit[:, 0].float().mean().item(),
-        "top5": hit.any(1).float().mean().item(),
+        "loss": F.cross_entropy(logits.double(), labels).item(),
+        "top1": top_k_accuracy(logits, labels, 1),
+        "top5": top_k_accuracy(logits, labels, 5),
         "n": len(labels),
     }

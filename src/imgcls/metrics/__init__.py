@@ -1,6 +1,7 @@
 """Classification metrics (per class, confusion, top-k), calibration and open-set scores."""
 
 from .calibration import (
+    calibration_temperature,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -15,6 +16,7 @@ from .classification import (
 from .openset import rejection_report, unknown_scores
 
 __all__ = [
+    "calibration_temperature",
     "classification_report",
     "confusion_matrix",
     "expected_calibration_error",

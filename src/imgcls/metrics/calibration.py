@@ -57,20 +57,58 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor,
     return sum(c / n * abs(a - f) for c, a, f in zip(b["count"], b["accuracy"], b["confidence"]))
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
-    """The T > 0 minimising the NLL of ``logits / T`` (LBFGS on log T, so T stays positive)."""
+# Temperatures outside these bounds are not calibration but a degenerate fit: a validation
+# split the model gets (nearly) all right drives the NLL's minimum towards T = 0, where every
+# probability is 0 or 1.
+TEMPERATURE_BOUNDS = (0.2, 10.0)
+# What a validation split needs before a temperature is fitted on it: the fit is driven by the
+# images the model gets wrong, so it needs enough of them, out of enough images.
+MIN_VAL_IMAGES = 100
+MIN_VAL_ERRORS = 10
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor,
+                    bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
+    """The T within ``bounds`` minimising the NLL of ``logits / T``. The NLL is convex in
+    1/T, so a golden-section search on 1/T finds its minimum, or the bound nearest to it."""
     if len(labels) == 0:
         return 1.0
-    logits = logits.double()
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+    z = logits.double()
+    picked = z.gather(1, labels[:, None].long()).squeeze(1)
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
+    def nll(beta: float) -> float:
+        return float((torch.logsumexp(beta * z, 1) - beta * picked).mean())
 
-    opt.step(closure)
-    t = float(log_t.detach().exp())
-    return t if 1e-3 < t < 1e3 else 1.0
+    lo, hi = 1 / bounds[1], 1 / bounds[0]
+    ratio = (5 ** 0.5 - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    while hi - lo > 1e-10:
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(b)
+    # the minimum found, or a bound when the NLL still falls there
+    best = min((1 / bounds[1], (lo + hi) / 2, 1 / bounds[0]), key=nll)
+    return float(min(max(1 / best, bounds[0]), bounds[1]))
+
+
+def calibration_temperature(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, str]:
+    """The temperature to store for validation ``logits``, and a line saying how it was
+    chosen: fitted within :data:`TEMPERATURE_BOUNDS`, or left at 1 when the split has fewer
+    than :data:`MIN_VAL_IMAGES` images or fewer than :data:`MIN_VAL_ERRORS` mistakes."""
+    n = len(labels)
+    errors = int((logits.argmax(1) != labels).sum()) if n else 0
+    if n < MIN_VAL_IMAGES:
+        return 1.0, (f"temperature left at 1: {n} val images are too few to fit it "
+                     f"(at least {MIN_VAL_IMAGES})")
+    if errors < MIN_VAL_ERRORS:
+        return 1.0, (f"temperature left at 1: the model gets {n - errors} of {n} val images "
+                     f"right, too few mistakes to fit it (at least {MIN_VAL_ERRORS})")
+    t = fit_temperature(logits, labels)
+    bound = " (at its bound)" if any(abs(t - b) < 1e-3 * b for b in TEMPERATURE_BOUNDS) else ""
+    return t, f"temperature {t:.3f}{bound} fitted on {n} val images"
