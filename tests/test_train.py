@@ -439,3 +439,55 @@ def test_ties_on_val_accuracy_go_to_the_lower_val_loss():
     assert (again.top1, again.loss, again.epoch) == (0.96, 0.2, 5)
     again.load_state_dict({"top1": 0.96, "epoch": 5})
     assert again.loss == float("inf")
+
+
+def _files(folder):
+    """Every file of ``folder`` with its modification time and contents."""
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
+    flags = ["--data", "digits", "--epochs", "1", "--precision", "fp32", "--channels-last",
+             "no", "--progress", "false"]
+    assert main(["train", *flags, "--out", str(tmp_path), "--name", "done"]) == 0
+    run = tmp_path / "done"
+    before = _files(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"{run} is complete (1 epochs trained)" in out and "summary.json" in out
+    assert "resumed" not in out and "test accuracy" in out and "run saved" not in out
+    assert _files(run) == before  # no file written, none added, none removed
+    r = imgcls.train(imgcls.TrainConfig(resume=str(run), epochs=1, progress=False))
+    assert r.unchanged and len(r.history) == 1
+    assert r.test == json.loads((run / "summary.json").read_text())["test"]
+    assert _files(run) == before
+
+
+def test_config_yaml_holds_the_epochs_a_budget_trained_and_repeats_them(tmp_path,
+                                                                        monkeypatch):
+    import imgcls.engine.budget as budget
+    import imgcls.training as training
+
+    clock = SimulatedClock()  # 0.5 s per epoch, then 0.25 s from the fourth: more fit
+    monkeypatch.setattr(budget, "time", clock)
+    monkeypatch.setattr(training, "measure_step", lambda *a, **k: 0.05)
+    lines = []
+    r = imgcls.train(data="digits", budget="3s", batch_size=128, model="seed_torch_cnn",
+                     out=str(tmp_path), name="b", callbacks=[clock], log=lines.append, **FAST)
+    first = next(int(m[1]) for m in (re.match(r"budget 3s: (\d+) epoch", s) for s in lines)
+                 if m)
+    epochs = planned_epochs(r)
+    saved = imgcls.TrainConfig.from_yaml(r.path / "config.yaml")
+    assert epochs != first and saved.epochs == epochs == len(r.history)
+    assert saved.budget == "3s"
+    # --config repeats the run: the epochs it trained, which the budget no longer re-plans
+    monkeypatch.undo()
+    again = imgcls.train(saved.replace(out=str(tmp_path), name="again"), log=lines.append)
+    assert len(again.history) == epochs == planned_epochs(again)
+    # a finished run extended on resume records the new number too
+    more = imgcls.train(imgcls.TrainConfig(resume=str(r.path), epochs=epochs + 1,
+                                           progress=False), log=lines.append)
+    assert len(more.run.read_metrics()) == epochs + 1
+    assert imgcls.TrainConfig.from_yaml(r.path / "config.yaml").epochs == epochs + 1

@@ -25,7 +25,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         split, m = result.held_out
         print(f"{split} accuracy {m['top1']:.4f} ({m['n']} images"
               f"{'' if split == 'test' else '; no test split'})")
-    print(f"run saved to {result.path} ({result.seconds:.0f} s)")
+    if not result.unchanged:
+        print(f"run saved to {result.path} ({result.seconds:.0f} s)")
     return 0
 
 

@@ -1,6 +1,7 @@
 """``imgcls train``: config -> data -> model -> execution plan -> trainer -> run folder, and
 resume. Orchestration only: each step's work lives in ``data``, ``models``, ``engine`` and
-``ssl``; the configuration is resolved here, once, before training starts, and written once.
+``ssl``; the configuration is resolved here, once, before training starts, and written
+then (its epochs again at the end, when a budget re-planned them).
 
 (Named ``training`` rather than ``train`` so that the module does not shadow the
 ``imgcls.train`` function, as ``evaluation`` does not shadow ``imgcls.evaluate``.)
@@ -8,6 +9,7 @@ resume. Orchestration only: each step's work lives in ``data``, ``models``, ``en
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration
+from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration, read_yaml
 from .data.augment import choose_augment
 from .data.dataset import ArrayDataset, Dataset
 from .data.images import skip_summary
@@ -57,6 +59,7 @@ from .engine.trainer import (
     LoopSettings,
     OptimSettings,
     Trainer,
+    TrainState,
 )
 from .errors import ConfigError, RunError, TrainingInterrupted
 from .models import create_model, is_external
@@ -78,9 +81,10 @@ class TrainResult:
     run: RunDir
     test: dict[str, float] | None
     history: list[dict]
-    plan: ExecPlan
+    plan: ExecPlan | None  # None: a finished run given to --resume, where nothing ran
     seconds: float
     held_out: tuple[str, dict[str, float]] | None = None  # (split, metrics): test, else val
+    unchanged: bool = False  # --resume of a finished run: nothing trained, nothing written
 
     @property
     def path(self) -> Path:
@@ -221,6 +225,9 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     Under ``torchrun`` every process calls this; rank 0 writes the run."""
     t_start = time.perf_counter()
     cfg, run, ddp, log, ckpt, epochs_given = _setup(cfg, overrides, log)
+    if ckpt is not None and _complete(run, ckpt, cfg.epochs if epochs_given else None):
+        finish(ddp)
+        return _finished_run(run, log)
     source = source or load_source(cfg.data, cfg.data_dir)
     cfg, data, decisions = resolve_data(cfg, source)
     unlabeled = _unlabeled(cfg, data, log)
@@ -277,6 +284,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
             return TrainResult(run, None, history, plan, time.perf_counter() - t_start)
         skipped = _write_skipped(run, data.skipped, (train_loader, val_loader), log)
         held_out = _final_figures(run, cfg, data, plan, log)
+    _record_epochs(run, trainer.epochs)
     test = held_out[1] if held_out and held_out[0] == "test" else None
     seconds = time.perf_counter() - t_start
     write_json(run.summary, {
@@ -287,6 +295,39 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         "skipped_images": len(skipped), "world_size": ddp.world_size,
         "ranks_identical": len(set(checksums)) == 1})
     return TrainResult(run, test, history, plan, seconds, held_out)
+
+
+def _record_epochs(run: RunDir, epochs: int) -> None:
+    """``config.yaml`` holds the values used, so that ``--config`` repeats a run: when a
+    ``--budget`` or the time cap re-planned the epochs (or ``--resume --epochs`` extended
+    them), it is rewritten, atomically, with the number of epochs of the final plan, the
+    number trained (an early stop ends sooner; the file's ``early_stop`` repeats that)."""
+    saved = read_yaml(run.config)
+    if saved.get("epochs") != epochs:
+        write_yaml(run.config, {**saved, "epochs": epochs})
+
+
+def _complete(run: RunDir, ckpt: Checkpoint, epochs: int | None) -> bool:
+    """Whether ``run``, resumed from ``ckpt`` to train ``epochs`` (None: its own plan), has
+    nothing left to do: its training ended (the planned epochs done, or stopped early) and
+    its final figures are written."""
+    state = TrainState.from_dict(ckpt.meta["state"])
+    planned = epochs or state.epochs or TrainConfig.from_yaml(run.config).epochs
+    ended = state.epoch >= planned or (state.stop and epochs is None)
+    return ended and state.batch == 0 and run.summary.exists()
+
+
+def _finished_run(run: RunDir, log: Log) -> TrainResult:
+    """A finished run as it is, read and not written (no file of the folder changes)."""
+    summary, history = json.loads(run.summary.read_text()), run.read_metrics()
+    held, planned = summary.get("held_out"), summary["epochs"]
+    trained = (f"{len(history)} epochs trained" if len(history) == planned else
+               f"stopped early after {len(history)} of {planned} epochs")
+    log(f"{run.path} is complete ({trained}): nothing to resume; its results are in "
+        f"{run.summary}, its model in {run.model_file} (--epochs above {planned} trains "
+        "it further)")
+    return TrainResult(run, summary.get("test"), history, None, summary["seconds"],
+                       held and (held.pop("split"), held), unchanged=True)
 
 
 @contextmanager
@@ -334,13 +375,15 @@ def _start(trainer: Trainer, run: RunDir, cfg: TrainConfig, ckpt: Checkpoint | N
         trainer.restore(ckpt, cfg.epochs if epochs_given else None)
         if ddp.is_main:
             run.truncate_metrics(trainer.state.epoch)
-        log(f"resumed {run.path} at epoch {trainer.state.epoch + 1}, "
-            f"batch {trainer.state.batch}")
+        s = trainer.state
+        log(f"resumed {run.path} " + (f"at epoch {s.epoch + 1}, batch {s.batch}"
+                                      if s.epoch < trainer.epochs else
+                                      "after its training ended: its final figures follow"))
     elif ddp.is_main:
         if cfg.resume:
             run.truncate_metrics(0)
         else:
-            write_yaml(run.config, cfg.to_dict())  # resolved, written once
+            write_yaml(run.config, cfg.to_dict())  # resolved; epochs see _record_epochs
         _describe_start(run, cfg, data, source, model, ddp, log)
 
 
