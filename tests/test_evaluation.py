@@ -116,10 +116,10 @@ def test_predict_folder_with_a_corrupt_file(run, evaluated, tmp_path, capsys):
     assert list(rows[0]) == ["file", "label", "probability", "top_k", "error"]
     assert len(rows) == 5 and rows[4]["error"] and rows[0]["label"] in names
     top = json.loads(rows[0]["top_k"])  # the same list of {label, probability} as JSON's
-    assert [set(c) for c in top] == [{"label", "probability"}] * 3
+    assert [set(c) for c in top] == [{"label", "probability"}] * 5  # the default top k
     assert float(rows[0]["probability"]) == top[0]["probability"]
     assert rows[0]["label"] == top[0]["label"]
-    assert main(["predict", str(run), str(d / "*.png"), "--format", "json",
+    assert main(["predict", str(run), str(d / "*.png"), "--format", "json", "--top-k", "3",
                  "-o", str(tmp_path / "p.json")]) == 0
     printed = capsys.readouterr()
     data = json.loads((tmp_path / "p.json").read_text())

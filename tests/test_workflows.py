@@ -1,6 +1,8 @@
 """Each documented workflow behaves as a user expects: regressions of defects found by
 trying them as a new user would."""
 
+import json
+
 import pytest
 import yaml
 
@@ -182,3 +184,119 @@ def test_a_flag_raises_the_pixel_limit(tmp_path, monkeypatch):
     assert "over the limit of 10,000" in (low.path / "skipped.txt").read_text()
     high = imgcls.train(out=str(tmp_path / "high"), max_pixels=100_000, **kw)
     assert not (high.path / "skipped.txt").exists()
+
+
+# --------------------------------------------------------------------------- predict and API
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    from conftest import train_digits
+
+    return train_digits(tmp_path_factory)
+
+
+def digit_pngs(folder, n=3, names="digit_{}.png"):
+    """The first ``n`` digits test images as PNG files (8x8, grayscale)."""
+    from PIL import Image
+
+    from imgcls.data.sources import load_source
+
+    folder.mkdir(parents=True, exist_ok=True)
+    test = load_source("digits").test
+    paths = [folder / names.format(i) for i in range(n)]
+    for i, p in enumerate(paths):
+        Image.fromarray(test.images[i, 0].numpy(), "L").save(p)
+    return paths
+
+
+def test_one_pil_image_is_one_row_whatever_its_mode(digits_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    clf = imgcls.load(digits_run)
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (41, 41, 3), np.uint8))
+    gray = np.asarray(rgb.convert("L"))
+    images = {m: rgb.convert(m) for m in ("RGB", "RGBA", "LA", "P", "L", "1", "CMYK", "F")}
+    images["I;16"] = Image.fromarray(gray.astype(np.uint16) * 257)
+    assert images["I;16"].mode == "I;16"
+    for mode, img in images.items():
+        probs = clf.predict(img)
+        assert probs.shape == (1, 10), mode
+        assert np.allclose(probs.sum(1), 1, atol=1e-5), mode
+    # the conversion rule of image files: the same image saved as a file gives the same row
+    images["RGBA"].save(tmp_path / "x.png")
+    np.testing.assert_allclose(clf.predict(images["RGBA"]), clf.predict(tmp_path / "x.png"),
+                               atol=1e-6)
+    assert clf.predict([images["LA"], images["P"], images["L"]]).shape == (3, 10)
+
+
+def test_top_k_below_one_is_a_usage_error(digits_run, tmp_path, capsys):
+    from imgcls.cli import main
+
+    (png,) = digit_pngs(tmp_path, n=1)
+    for k in ("0", "-1"):
+        assert main(["predict", str(digits_run), str(png), "--top-k", k]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("imgcls: error: --top-k must be a whole number of at least 1")
+    with pytest.raises(imgcls.ConfigError, match="top_k must be"):
+        imgcls.predict(digits_run, png, top_k=0)
+    # above the number of classes: every class, once, and as many columns
+    assert [len(r["top_k"]) for r in imgcls.predict(digits_run, png, top_k=50)] == [10]
+    assert main(["predict", str(digits_run), str(png), "--top-k", "50", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["top_k"]) == 10
+    assert main(["predict", str(digits_run), str(png), "--top-k", "50"]) == 0
+
+
+def test_the_predict_table_shows_what_tells_the_files_apart(digits_run, tmp_path, capsys,
+                                                            monkeypatch):
+    from imgcls.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    deep = tmp_path / ("a_long_folder_name_that_all_files_share_" * 2) / "holdout"
+    paths = digit_pngs(deep, n=3, names="holdout_{}.png")
+    assert main(["predict", str(digits_run), str(deep)]) == 0
+    out = capsys.readouterr().out
+    assert all(p.name in out for p in paths), out
+    assert str(deep) in out.replace("\n", "")  # named once, above the table
+
+
+def test_the_api_takes_folders_and_answers_each_file(digits_run, tmp_path):
+    import inspect
+
+    import numpy as np
+
+    from imgcls.cli import build_parser
+    from imgcls.results import TOP_K
+    from imgcls.serve import create_app, load_predictor
+
+    paths = digit_pngs(tmp_path / "d", n=3, names="{}_ok.png")
+    (tmp_path / "d" / "1_bad.png").write_bytes(b"not an image")  # sorts second
+    clf = imgcls.load(digits_run)
+    with pytest.warns(UserWarning, match="1_bad.png"):
+        probs = clf.predict(tmp_path / "d")  # a folder, as imgcls.predict takes it
+    assert probs.shape == (4, 10) and np.isnan(probs[1]).all()
+    np.testing.assert_allclose(probs[[0, 2, 3]], clf.predict(paths), atol=1e-6)
+    with pytest.warns(UserWarning):
+        assert clf.predict([str(tmp_path / "d" / "*.png")]).shape == (4, 10)  # a glob
+    records = clf.predict_files(tmp_path / "d")
+    assert records == imgcls.predict(digits_run, tmp_path / "d")
+    assert set(records[1]) == {"file", "error"} and "1_bad.png" in records[1]["error"]
+    # one top-k default everywhere: the CLI, the API and the server's /predict
+    assert len(records[0]["top_k"]) == TOP_K
+    assert build_parser().parse_args(["predict", "run", "x.png"]).top_k == TOP_K
+    for f in (imgcls.predict, clf.predict_files):
+        assert inspect.signature(f).parameters["top_k"].default == TOP_K
+    schema = create_app(load_predictor(digits_run)).openapi()
+    (param,) = schema["paths"]["/predict"]["post"]["parameters"]
+    assert param["name"] == "top_k" and param["schema"]["default"] == TOP_K
+
+
+@pytest.mark.parametrize("call", ["as_uint8_images(np.zeros((2, 8, 8), np.uint8))",
+                                  "_labels(np.array([0, 1]), 2)"])
+def test_read_only_arrays_are_taken_without_a_warning(fresh_python, call):
+    """np.asarray of a PIL image and np.frombuffer give read-only arrays, which torch will
+    not share (it warns once per process, hence a fresh one for each)."""
+    arg = call[call.index("(") + 1:call.rindex(")")].rsplit(", 2", 1)[0]
+    code = ("import warnings, numpy as np; from imgcls.api import as_uint8_images, _labels; "
+            f"warnings.simplefilter('error'); a = {arg}; a.setflags(write=False); "
+            f"{call.replace(arg, 'a')}; print('ok')")
+    assert fresh_python(code) == "ok"

@@ -12,24 +12,34 @@ The seed's Keras workflow maps one to one::
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .config import TrainConfig
 from .data.dataset import ArrayDataset
-from .data.images import convert_channels, resize_to
+from .data.images import ImageDecodeError, _to_array, convert_channels, resize_to
 from .data.prepare import make_loader
 from .data.sources import Source
 from .engine.evaluate import basic_metrics, predict_logits
 from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
+from .predict import PathsLike, image_files, predict_files
 from .preprocess import Preprocess
+from .results import TOP_K
 from .run import load_run_model
 
 __all__ = ["Classifier", "History", "load"]
+
+# One image as a file path, its encoded bytes or a PIL image; a str or path may also be a
+# folder or a glob pattern, as imgcls.predict takes them.
+ONE_IMAGE = (str, os.PathLike, bytes, bytearray, Image.Image)
+ImageInput = (np.ndarray | torch.Tensor | str | os.PathLike | bytes | Image.Image
+              | list | tuple)
 
 
 @dataclass
@@ -56,7 +66,7 @@ def as_uint8_images(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     (N, H, W) is grayscale; (N, H, W, 1|3) is channels-last (Keras); (N, 1|3, H, W) is
     channels-first. Floats with a maximum of at most 1 are taken as 0..1, others as 0..255.
     """
-    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    t = x if isinstance(x, torch.Tensor) else _tensor(x)
     if t.dim() == 3:
         t = t[:, None]
     elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
@@ -70,6 +80,31 @@ def as_uint8_images(x: np.ndarray | torch.Tensor) -> torch.Tensor:
             t = t * 255
         t = t.round().clamp(0, 255).to(torch.uint8)
     return t.contiguous()
+
+
+def _tensor(x: object) -> torch.Tensor:
+    """``x`` as a tensor; a read-only array (``np.asarray`` of a PIL image, ``np.frombuffer``)
+    is copied, since torch cannot share memory it may not write (and warns)."""
+    a = np.asarray(x)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def _pil_image(img: Image.Image, channels: int) -> torch.Tensor:
+    """A PIL image of any mode as uint8 (C, H, W), by the conversion rule of image files."""
+    return torch.from_numpy(np.array(_to_array(img, channels).transpose(2, 0, 1)))
+
+
+def _image_items(x: object) -> list | None:
+    """``x`` as a list of single images (files, encoded bytes, PIL images) with its folders
+    and glob patterns expanded as :func:`imgcls.predict` expands them; None for arrays."""
+    if isinstance(x, ONE_IMAGE):
+        x = [x]
+    if not (isinstance(x, list | tuple) and x and all(isinstance(v, ONE_IMAGE) for v in x)):
+        return None
+    items: list = []
+    for v in x:
+        items += image_files(v) if isinstance(v, str | os.PathLike) else [v]
+    return items
 
 
 def _label_names(y: object) -> np.ndarray | None:
@@ -99,7 +134,7 @@ def _labels(y: np.ndarray | torch.Tensor | list, n: int,
                             f"classes {classes}")
         return torch.tensor([index[v] for v in names.tolist()], dtype=torch.long)
     try:
-        t = torch.as_tensor(np.asarray(y))
+        t = y if isinstance(y, torch.Tensor) else _tensor(y)
     except (TypeError, ValueError):
         raise DataError("labels must be integers, one-hot rows or class names") from None
     if t.dim() == 2:  # one-hot, as keras.utils.to_categorical makes
@@ -196,15 +231,27 @@ class Classifier:
             raise RuntimeError("the classifier has no weights yet: call fit() or imgcls.load()")
         return self.model, self.preprocess
 
-    def _input(self, x: np.ndarray | torch.Tensor | list | str | os.PathLike | bytes
-               ) -> torch.Tensor:
+    def _input(self, x: ImageInput, strict: bool = True
+               ) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+        """uint8 (N, C, S, S) of the images of ``x`` that can be read, and (position, reason)
+        of those that cannot: with ``strict`` the first one raises instead."""
         _, pre = self._require()
-        if isinstance(x, str | os.PathLike | bytes):  # one image file (or its bytes)
-            x = [x]
-        if isinstance(x, list | tuple) and x and isinstance(x[0], str | os.PathLike | bytes):
-            return pre.load_images(list(x))
-        images = convert_channels(as_uint8_images(x), pre.in_chans)
-        return resize_to(images, pre.input_size, pre.resize)
+        items = _image_items(x)
+        if items is None:  # arrays
+            images = convert_channels(as_uint8_images(x), pre.in_chans)
+            return resize_to(images, pre.input_size, pre.resize), []
+        good, bad = [], []
+        for i, item in enumerate(items):
+            try:
+                good.append(resize_to(_pil_image(item, pre.in_chans), pre.input_size,
+                                      pre.resize) if isinstance(item, Image.Image)
+                            else pre.load_image(item))
+            except ImageDecodeError as e:
+                if strict:
+                    raise
+                bad.append((i, str(e)))
+        empty = torch.zeros(0, pre.in_chans, pre.input_size, pre.input_size, dtype=torch.uint8)
+        return (torch.stack(good) if good else empty), bad
 
     def _logits(self, images: torch.Tensor, y: torch.Tensor | None, batch_size: int,
                 tta: bool | str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,29 +264,50 @@ class Classifier:
         loader = make_loader(ds, pre, train=False, batch_size=batch_size, **plan.placement)
         return predict_logits(model, loader, plan, tta=tta)
 
-    def evaluate(self, x: np.ndarray | torch.Tensor | list | str | os.PathLike,
-                 y: np.ndarray | torch.Tensor | list, *, batch_size: int = 256,
-                 tta: bool | str = False) -> dict[str, float]:
+    def evaluate(self, x: ImageInput, y: np.ndarray | torch.Tensor | list, *,
+                 batch_size: int = 256, tta: bool | str = False) -> dict[str, float]:
         """``{"loss", "top1", "top5", "n"}`` (the keys of every imgcls result) on images ``x``
-        (arrays, or image files as :meth:`predict` takes them) with labels ``y`` (integers,
-        one-hot rows or names of :attr:`classes`); ``tta``: False, "flip" (or True) or
-        "shift" (:func:`imgcls.engine.evaluate.tta_views`)."""
-        images = self._input(x)
+        (arrays, or images as :meth:`predict` takes them; one that cannot be read raises)
+        with labels ``y`` (integers, one-hot rows or names of :attr:`classes`); ``tta``:
+        False, "flip" (or True) or "shift" (:func:`imgcls.engine.evaluate.tta_views`)."""
+        images, _ = self._input(x)
         labels = _labels(y, len(images), self.classes)
         logits, labels = self._logits(images, labels, batch_size, tta)
         return basic_metrics(logits, labels)
 
-    def predict(self, x: np.ndarray | torch.Tensor | list | str | os.PathLike | bytes, *,
-                batch_size: int = 256, tta: bool | str = False) -> np.ndarray:
-        """Class probabilities (N, classes), columns in the order of :attr:`classes`, for
-        arrays, a list of image files (paths or encoded bytes) or one image file (then N is
-        1); ``tta`` as in :meth:`evaluate`."""
+    def predict(self, x: ImageInput, *, batch_size: int = 256,
+                tta: bool | str = False) -> np.ndarray:
+        """Class probabilities (N, classes), columns in the order of :attr:`classes`, one row
+        per image: of an array batch, of one image (a file, its bytes or a PIL image of any
+        mode: N is 1) or of a list of them, where a folder or glob pattern stands for its
+        image files in :func:`imgcls.predict`'s order. An image that cannot be read gets a
+        row of NaN and one warning names each with its reason (:meth:`predict_files` gives
+        per-file records instead); ``tta`` as in :meth:`evaluate`."""
         _, pre = self._require()
-        logits, _ = self._logits(self._input(x), None, batch_size, tta)
-        return torch.softmax(logits / pre.temperature, 1).numpy()
+        images, bad = self._input(x, strict=False)
+        probs = np.full((len(images) + len(bad), len(self.classes)), np.nan, np.float32)
+        if len(images):
+            logits, _ = self._logits(images, None, batch_size, tta)
+            ok = np.ones(len(probs), bool)
+            ok[[i for i, _ in bad]] = False
+            probs[ok] = torch.softmax(logits / pre.temperature, 1).numpy()
+        if bad:
+            warnings.warn(f"{len(bad)} image(s) could not be read, their rows are NaN: "
+                          + "; ".join(reason for _, reason in bad), stacklevel=2)
+        return probs
+
+    def predict_files(self, paths: PathsLike, *, top_k: int = TOP_K, batch_size: int = 64,
+                      reject_below: float | None = None, score: str = "maxprob"
+                      ) -> list[dict]:
+        """One record per image file under ``paths`` (files, folders, glob patterns), as
+        :func:`imgcls.predict` gives them: ``{"file", "label", "probability", "top_k"}``,
+        or ``{"file", "error"}`` for a file that cannot be read."""
+        model, pre = self._require()
+        return predict_files(model, pre, image_files(paths), top_k=top_k,
+                             batch_size=batch_size, reject_below=reject_below, score=score,
+                             device=str(next(model.parameters()).device))
 
 
 def load(path: str | os.PathLike, device: str = "auto") -> Classifier:
     """Load a finished run (or its ``model.safetensors``) as a :class:`Classifier`."""
     return Classifier.from_run(path, resolve_device(device))
-

@@ -78,8 +78,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict, to_csv, to_json
+    from .predict import predict, print_table, to_csv, to_json
+    from .results import check_top_k
 
+    check_top_k(args.top_k, "--top-k")  # a usage error, before the model is loaded
     records = predict(args.run, args.paths, top_k=args.top_k, batch_size=args.batch_size,
                       reject_below=args.reject_below, score=args.ood_score,
                       device=args.device)
@@ -98,16 +100,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                      if errors else ""), file=sys.stderr)
         else:
             print(text, end="" if text.endswith("\n") else "\n")
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table("file", "label", *[f"top {i + 1}" for i in range(args.top_k)])
-        for r in records:
-            if "error" not in r:
-                t.add_row(r["file"], r["label"],
-                          *[f"{c['label']} {c['probability']:.3f}" for c in r["top_k"]])
-        Console().print(t)
+    elif predicted:
+        print_table(records)
     print(f"{predicted} predicted, {len(errors)} unreadable", file=sys.stderr)
     return 0 if predicted else 1
 
@@ -292,10 +286,13 @@ def _add_max_pixels(p: argparse.ArgumentParser) -> None:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from .results import TOP_K
+
     pr = sub.add_parser("predict", help="top-k labels and calibrated probabilities of images")
     pr.add_argument("run", help="run folder (or its model.safetensors)")
     pr.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
-    pr.add_argument("--top-k", type=int, default=3, help="labels shown per image")
+    pr.add_argument("--top-k", type=int, default=TOP_K,
+                    help="classes per image, at least 1 (above the number of classes: all)")
     pr.add_argument("--format", default="table", choices=("table", "csv", "json"),
                     help="json: per file {file, label, probability, top_k: [{label, "
                     "probability}]} or {file, error}; csv: file,label,probability,top_k,error "

@@ -25,16 +25,22 @@ from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
 from .metrics import unknown_scores
 from .preprocess import Preprocess
-from .results import failure, prediction, ranked
+from .results import TOP_K, check_top_k, failure, prediction, ranked
 from .run import load_run_model
 
 UNKNOWN = "unknown"
 
 
-def expand_paths(paths: list[str]) -> list[Path]:
-    """Files, folders (recursive, image extensions only) and globs, in order, deduplicated."""
+PathsLike = str | os.PathLike | list[str | os.PathLike] | tuple[str | os.PathLike, ...]
+
+
+def expand_paths(paths: PathsLike) -> list[Path]:
+    """Files, folders (recursive, image extensions only) and globs, in order, deduplicated;
+    ``paths`` is one path or a list of them."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
     out: list[Path] = []
-    for p in paths:
+    for p in map(os.fspath, paths):
         path = Path(p)
         if path.is_dir():
             out += folder_images(path)
@@ -49,12 +55,13 @@ def expand_paths(paths: list[str]) -> list[Path]:
 
 
 def predict_files(
-    model: torch.nn.Module, pre: Preprocess, files: list[Path], *, top_k: int = 5,
+    model: torch.nn.Module, pre: Preprocess, files: list[Path], *, top_k: int = TOP_K,
     batch_size: int = 64, reject_below: float | None = None, score: str = "maxprob",
     device: str = "cpu",
 ) -> list[dict]:
     """One record per file (:mod:`imgcls.results`): ``file``, ``label``, ``probability`` and
     ``top_k``, or ``file`` and ``error``."""
+    top_k = check_top_k(top_k)
     records: list[dict] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
@@ -80,23 +87,65 @@ def predict_files(
     return sorted(records, key=lambda r: order[r["file"]])
 
 
-def predict(run: str | os.PathLike, paths: str | os.PathLike | list[str | os.PathLike], *,
-            top_k: int = 5, batch_size: int = 64, reject_below: float | None = None,
-            score: str = "maxprob", device: str = "auto") -> list[dict]:
+def image_files(paths: PathsLike) -> list[Path]:
+    """:func:`expand_paths`, refusing paths that hold no image file at all."""
+    files = expand_paths(paths)
+    if not files:
+        named = [paths] if isinstance(paths, str | os.PathLike) else paths
+        raise DataError(f"no image files under {' '.join(map(os.fspath, named))}")
+    return files
+
+
+def predict(run: str | os.PathLike, paths: PathsLike, *, top_k: int = TOP_K,
+            batch_size: int = 64, reject_below: float | None = None, score: str = "maxprob",
+            device: str = "auto") -> list[dict]:
     """Predict every image under ``paths`` (one path or a list of files, folders and glob
     patterns) with the run's model and preprocessing: one record per file,
     ``{"file", "label", "probability", "top_k": [{"label", "probability"}, ...]}`` or
     ``{"file", "error"}`` (:mod:`imgcls.results`)."""
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
-    paths = [os.fspath(p) for p in paths]
+    top_k = check_top_k(top_k)  # before the model is loaded
     device = resolve_device(device)
     model, pre, _ = load_run_model(run, device)
-    files = expand_paths(paths)
-    if not files:
-        raise DataError(f"no image files under {' '.join(paths)}")
-    return predict_files(model, pre, files, top_k=top_k, batch_size=batch_size,
+    return predict_files(model, pre, image_files(paths), top_k=top_k, batch_size=batch_size,
                          reject_below=reject_below, score=score, device=device)
+
+
+def common_folder(files: list[str]) -> tuple[str, list[str]]:
+    """The folder that all ``files`` share and each file's path relative to it: a table shows
+    the part that tells the files apart instead of a long shared prefix."""
+    if not files:
+        return "", []
+    absolute = [os.path.abspath(f) for f in files]
+    try:
+        root = os.path.commonpath([os.path.dirname(f) for f in absolute])
+    except ValueError:  # paths on different drives share nothing
+        return "", list(files)
+    return root, [os.path.relpath(f, root) for f in absolute]
+
+
+def print_table(records: list[dict]) -> None:
+    """The predicted files of ``records`` as a table on the terminal: each file's path
+    relative to the folder they share (named in the title), its label and probability, then
+    the next most probable classes of its top k."""
+    from rich.console import Console
+    from rich.table import Table
+
+    good = [r for r in records if "error" not in r]
+    root, names = common_folder([r["file"] for r in good])
+    t = Table(title=f"files under {root}" if root else None, title_justify="left")
+    # folded, not cut with an ellipsis: the end of a path is what tells the files apart
+    t.add_column("file", overflow="fold")
+    t.add_column("label", overflow="fold")
+    t.add_column("probability", justify="right")
+    # the rest of the top k; all of it where the label is UNKNOWN (rejected)
+    rest = [r["top_k"][r["label"] == r["top_k"][0]["label"]:] for r in good]
+    if any(rest):
+        t.add_column("next most probable", overflow="fold")
+    for name, r, more in zip(names, good, rest):
+        t.add_row(name, r["label"], f"{r['probability']:.3f}",
+                  *([", ".join(f"{c['label']} {c['probability']:.3f}" for c in more)]
+                    if any(rest) else []))
+    Console().print(t)
 
 
 def to_csv(records: list[dict]) -> str:
