@@ -102,7 +102,8 @@ def test_triton_client_health_and_metadata(triton_client, run):
     m = triton_client.get_model_metadata("digits")
     assert m["name"] == "digits" and m["platform"] == "onnxruntime_onnx"
     assert m["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 1, 8, 8]}]
-    assert m["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    assert m["outputs"] == [{"name": n, "datatype": "FP32", "shape": [-1, 10]}
+                            for n in ("probabilities", "logits")]  # those of model.onnx
     assert m["parameters"]["labels"] == [str(i) for i in range(10)]  # the output's columns
     with pytest.raises(InferenceServerException, match="unknown model"):
         triton_client.get_model_metadata("nope")
@@ -241,6 +242,28 @@ def test_top_level_classification_parameter(http, images):
     assert r.status_code == 400 and "classification" in r.json()["error"]
 
 
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_the_logits_of_the_exported_model_are_served(run, images, backend):
+    """A client written against model.onnx asks for its outputs by name, logits included."""
+    import onnxruntime as ort
+
+    probs, logits = ort.InferenceSession(str(run / "model.onnx")).run(None, {"images": images})
+    with running(create_app(load_predictor(run, backend=backend), "d")) as (url, _, _):
+        c = triton.InferenceServerClient(url=url)
+        inp = triton.InferInput("images", list(images.shape), "UINT8")
+        inp.set_data_from_numpy(images)
+        res = c.infer("d", [inp], outputs=[triton.InferRequestedOutput("logits"),
+                                           triton.InferRequestedOutput("probabilities")])
+        top = c.infer("d", [inp], outputs=[triton.InferRequestedOutput("logits",
+                                                                       class_count=2)])
+        c.close()
+    np.testing.assert_allclose(res.as_numpy("logits"), logits, atol=1e-4)
+    np.testing.assert_allclose(res.as_numpy("probabilities"), probs, atol=1e-5)
+    best = [row[0].decode().split(":") for row in top.as_numpy("logits")]
+    assert [int(i) for _, i, _ in best] == logits.argmax(1).tolist()
+    np.testing.assert_allclose([float(v) for v, _, _ in best], logits.max(1), atol=1e-4)
+
+
 def test_openapi_schema_without_cdn_pages(http):
     paths = http.get("/openapi.json").json()["paths"]
     assert {"/v2/models/{model_name}/infer", "/predict", "/v2/health/ready"} <= set(paths)
@@ -303,8 +326,9 @@ def test_bad_tensors_are_400(http, images):
     for body in (b"{not json", b"[1, 2]", b"[" * 100000 + b"]" * 100000, b"\xff\xfe"):
         r = http.post("/v2/models/digits/infer", content=body)
         assert r.status_code == 400, (body[:10], r.text)
-    r = infer_json(http, [tensor(x)], outputs=[{"name": "logits"}])
+    r = infer_json(http, [tensor(x)], outputs=[{"name": "scores"}])
     assert r.status_code == 400 and "unknown output" in r.json()["error"]
+    assert "'logits'" in r.json()["error"]  # the error names the outputs there are
     # binary data whose declared size is a lie
     head = json.dumps({"inputs": [{"name": "images", "datatype": "UINT8", "shape": [2, 1, 8, 8],
                                    "parameters": {"binary_data_size": 128}}]}).encode()

@@ -203,11 +203,11 @@ def test_soak_concurrency_32_no_errors_flat_memory(run, images, tmp_path):
 SLOW = """
 import sys, time
 from imgcls.serve.predictor import OnnxPredictor
-fast = OnnxPredictor.__call__
+fast = OnnxPredictor.run
 def slow(self, images):
     time.sleep(0.15)
     return fast(self, images)
-OnnxPredictor.__call__ = slow
+OnnxPredictor.run = slow
 """
 
 

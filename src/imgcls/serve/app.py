@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.images import MAX_PIXELS
 from ..errors import ConfigError, ImgclsError
-from ..results import failure, prediction, ranked
+from ..results import TOP_K, failure, prediction, ranked
 from . import protocol
 from .edge import Edge
 from .predictor import Predictor
@@ -96,7 +96,7 @@ class Batcher:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
+    async def submit(self, images: np.ndarray) -> dict[str, np.ndarray]:
         fut = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait((images, fut))
@@ -138,7 +138,7 @@ class Batcher:
             x = items[0][0] if len(items) == 1 else np.concatenate([it[0] for it in items])
             t0 = time.perf_counter()
             try:
-                probs = await loop.run_in_executor(self.executor, self.predict, x)
+                out = await loop.run_in_executor(self.executor, self.predict.run, x)
             except Exception as e:  # a model fault: fail these requests, keep serving
                 log.exception("inference failed on a batch of %d", len(x))
                 for _, fut in items:
@@ -151,7 +151,7 @@ class Batcher:
             start = 0
             for images, fut in items:
                 if not fut.done():
-                    fut.set_result(probs[start:start + len(images)])
+                    fut.set_result({k: v[start:start + len(images)] for k, v in out.items()})
                 start += len(images)
 
     async def stop(self) -> None:
@@ -198,7 +198,7 @@ class Served:
         self._batcher = batcher
         # the first run pays for allocation and kernel selection: not a client's request
         c, s, _ = self.predictor.input_shape
-        out = await batcher.submit(np.zeros((1, c, s, s), np.uint8))
+        out = (await batcher.submit(np.zeros((1, c, s, s), np.uint8)))["probabilities"]
         if out.shape != (1, len(self.labels)):
             raise ImgclsError(f"the model returns {out.shape[1:]} scores for "
                               f"{len(self.labels)} class names")
@@ -227,7 +227,8 @@ class Served:
         assert self._batcher is not None
         return self._batcher
 
-    async def run(self, images: np.ndarray) -> np.ndarray:
+    async def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the model (:attr:`Predictor.outputs`) for ``images``, by name."""
         return await self.batcher().submit(images)
 
     async def limited(self, coro: Awaitable) -> object:
@@ -245,8 +246,8 @@ class Served:
             "platform": "onnxruntime_onnx" if self.predictor.backend == "onnx" else "pytorch",
             "inputs": [{"name": protocol.INPUT_NAME, "datatype": "UINT8",
                         "shape": [-1, c, s, s]}],
-            "outputs": [{"name": protocol.OUTPUT_NAME, "datatype": "FP32",
-                         "shape": [-1, len(self.labels)]}],
+            "outputs": [{"name": name, "datatype": "FP32", "shape": [-1, len(self.labels)]}
+                        for name in self.predictor.outputs],
             # the class of each output column (a field that OIP clients pass through)
             "parameters": {"labels": list(self.labels)},
         }
@@ -340,7 +341,7 @@ INFER_DOC = {"requestBody": {"required": True, "content": {"application/json": {
             "shape": {"type": "array", "items": {"type": "integer"}},
             "data": {"type": "array", "items": {}}}}},
         "outputs": {"type": "array", "items": {"type": "object", "properties": {
-            "name": {"type": "string", "enum": [protocol.OUTPUT_NAME]},
+            "name": {"type": "string", "enum": list(protocol.OUTPUT_NAMES)},
             "parameters": {"type": "object", "properties": {
                 "classification": {"type": "integer"},
                 "binary_data": {"type": "boolean"}}}}}}}}}}}}
@@ -356,14 +357,15 @@ async def _infer(served: Served, body: bytes, header: str | None) -> tuple[bytes
     with served.batcher().expecting():
         req, binary = (protocol.split_body(body, header) if small else
                        await asyncio.to_thread(protocol.split_body, body, header))
-        specs = protocol.parse_outputs(req)  # cheap checks before decoding images
+        # cheap checks before decoding images
+        specs = protocol.parse_outputs(req, served.predictor.outputs)
         if small and protocol.input_datatype(req) != "BYTES":
             images = protocol.parse_inputs(req, binary, pre, max_pixels)
         else:
             images = await asyncio.to_thread(protocol.parse_inputs, req, binary, pre,
                                              max_pixels)
-    probs = await served.run(images)
-    return protocol.encode_response(served.name, req, probs, specs, served.labels)
+    return protocol.encode_response(served.name, req, await served.run(images), specs,
+                                    served.labels)
 
 
 def _add_infer_route(app: FastAPI, served: Served) -> None:
@@ -398,7 +400,8 @@ async def _predict(served: Served, files: list[UploadFile], top_k: int) -> dict:
     good = [d for d in decoded if not isinstance(d, str)]
     if not good:
         raise HTTPError("; ".join(decoded), 400)
-    tops = iter(ranked(await served.run(np.stack(good)), served.labels, top_k))
+    probs = (await served.run(np.stack(good)))["probabilities"]
+    tops = iter(ranked(probs, served.labels, top_k))
     return {"model": served.name, "predictions": [
         failure(name, d) if isinstance(d, str) else prediction(name, next(tops))
         for name, d in zip(names, decoded)]}
@@ -409,7 +412,8 @@ def _add_predict_route(app: FastAPI, served: Served) -> None:
 
     @app.post("/predict", tags=["inference"])
     async def predict(files: list[UploadFile] = File(..., description="image files"),
-                      top_k: int = Query(5, ge=1, description="classes per image")) -> dict:
+                      top_k: int = Query(TOP_K, ge=1, description="classes per image (all "
+                                         "of them when above their number)")) -> dict:
         """Per uploaded image file (multipart field ``files``), in order: ``{file, label,
         probability, top_k: [{label, probability}]}``, or ``{file, error}`` for a file that
         cannot be read (a 400 only when none can)."""

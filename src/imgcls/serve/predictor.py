@@ -1,5 +1,6 @@
-"""What the server runs: uint8 images (N, C, H, W) in, probabilities (N, classes) out, with
-ONNX Runtime on an exported ``model.onnx`` or with torch on the run's weights."""
+"""What the server runs: uint8 images (N, C, H, W) in, probabilities (N, classes) out (and
+the logits, which an exported ``model.onnx`` also gives), with ONNX Runtime on an exported
+``model.onnx`` or with torch on the run's weights."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ BACKENDS = ("auto", "onnx", "torch")
 
 
 class Predictor:
-    """A loaded model with its preprocessing; ``name`` is the default served model name."""
+    """A loaded model with its preprocessing; ``name`` is the default served model name.
+
+    ``predictor(images)`` gives the probabilities; :meth:`run` gives every output of
+    :attr:`outputs` by name from one model run (what the server calls). A subclass that
+    overrides only ``__call__`` serves the probabilities alone."""
 
     backend = "none"
+    outputs: tuple[str, ...] = ("probabilities",)
 
     def __init__(self, pre: Preprocess, name: str) -> None:
         self.pre, self.name = pre, name
@@ -29,8 +35,13 @@ class Predictor:
     def input_shape(self) -> tuple[int, int, int]:
         return self.pre.in_chans, self.pre.input_size, self.pre.input_size
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, classes) of uint8 images (N, C, H, W)."""
+        return self.run(images)["probabilities"]
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Each output of :attr:`outputs`, (N, classes), by name."""
+        return {"probabilities": self(images)}
 
 
 class OnnxPredictor(Predictor):
@@ -52,14 +63,19 @@ class OnnxPredictor(Predictor):
         super().__init__(pre, name)
         self.path = path
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name  # probabilities come first
+        names = [o.name for o in self.session.get_outputs()]
+        # probabilities come first; the logits are served when the file has them
+        self.outputs = ("probabilities", *(["logits"] if "logits" in names else []))
+        self.output_names = [names[0], *self.outputs[1:]]
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: images})[0]
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.output_names, {self.input_name: images})
+        return dict(zip(self.outputs, values))
 
 
 class TorchPredictor(Predictor):
     backend = "torch"
+    outputs = ("probabilities", "logits")
 
     def __init__(self, model: torch.nn.Module, pre: Preprocess, name: str,
                  plan: ExecPlan | None = None) -> None:
@@ -68,13 +84,14 @@ class TorchPredictor(Predictor):
         self.model = self.plan.prepare_inference(model)
 
     @torch.inference_mode()
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         # binary request data arrive as read-only buffers, which torch will not wrap
         x = self.pre.normalize(torch.from_numpy(np.require(images, requirements="W"))
                                .to(self.plan.device))
         with self.plan.autocast():
             logits = self.model(self.plan.prepare_input(x)).float()
-        return torch.softmax(logits / self.pre.temperature, 1).cpu().numpy()
+        return {"probabilities": torch.softmax(logits / self.pre.temperature, 1).cpu().numpy(),
+                "logits": logits.cpu().numpy()}
 
 
 def model_name(path: Path) -> str:

@@ -24,6 +24,9 @@ from ..preprocess import Preprocess
 from ..results import top_k
 
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+# the outputs of an exported model.onnx (imgcls.export), which a client of that file expects
+# from the server too; OUTPUT_NAME is the one answered when a request names none
+OUTPUT_NAMES = (OUTPUT_NAME, "logits")
 HEADER_LENGTH = "inference-header-content-length"
 
 
@@ -227,10 +230,11 @@ def _classification(params: dict, default: int, where: str) -> int:
     return k
 
 
-def parse_outputs(req: dict) -> list[OutputSpec]:
-    """Requested outputs; all of them (the probabilities) when none are named. The request's
-    ``parameters`` (``classification``, ``binary_data_output``) apply to every output; an
-    output's own ``parameters`` (``classification``, ``binary_data``) win over them."""
+def parse_outputs(req: dict, names: tuple[str, ...] = OUTPUT_NAMES) -> list[OutputSpec]:
+    """Requested outputs among ``names``; the probabilities when none are named. The
+    request's ``parameters`` (``classification``, ``binary_data_output``) apply to every
+    output; an output's own ``parameters`` (``classification``, ``binary_data``) win over
+    them."""
     params = req.get("parameters") or {}
     if not isinstance(params, dict):
         raise BadRequest("request 'parameters' must be an object")
@@ -245,30 +249,33 @@ def parse_outputs(req: dict) -> list[OutputSpec]:
         raise BadRequest("'outputs' must be a list of objects")
     specs = []
     for o in outputs:
-        if o.get("name") != OUTPUT_NAME:
-            raise BadRequest(f"unknown output {o.get('name')!r}; the model's output is "
-                             f"'{OUTPUT_NAME}'")
+        name = o.get("name")
+        if name not in names:
+            raise BadRequest(f"unknown output {name!r}; the model's outputs are "
+                             f"{', '.join(map(repr, names))}")
         p = o.get("parameters") or {}
         if not isinstance(p, dict):
             raise BadRequest("output 'parameters' must be an object")
         binary = p.get("binary_data", binary_all)
         if not isinstance(binary, bool):
             raise BadRequest("output parameter 'binary_data' must be a bool")
-        specs.append(OutputSpec(OUTPUT_NAME, _classification(p, k_all, "output parameter"),
-                                binary))
+        specs.append(OutputSpec(name, _classification(p, k_all, "output parameter"), binary))
     return specs
 
 
-def encode_response(model: str, req: dict, probs: np.ndarray, specs: list[OutputSpec],
-                    labels: list[str]) -> tuple[bytes, int | None]:
-    """The response body and, when some output is binary, the JSON header's length."""
-    n, classes = probs.shape
+def encode_response(model: str, req: dict, results: dict[str, np.ndarray],
+                    specs: list[OutputSpec], labels: list[str]) -> tuple[bytes, int | None]:
+    """The response body and, when some output is binary, the JSON header's length;
+    ``results`` holds each output's (N, classes) array by name (a classification output
+    ranks the classes by that output's values, as Triton does)."""
     outputs, blobs = [], []
     for spec in specs:
+        values = results[spec.name]
+        n, classes = values.shape
         if spec.classification:
             k = min(spec.classification, classes)
-            idx = top_k(probs, k)
-            strings = [f"{probs[i, j]:f}:{j}:{labels[j] if j < len(labels) else j}"
+            idx = top_k(values, k)
+            strings = [f"{values[i, j]:f}:{j}:{labels[j] if j < len(labels) else j}"
                        for i in range(n) for j in idx[i]]
             out = {"name": spec.name, "datatype": "BYTES", "shape": [n, k]}
             blob = (b"".join(len(b).to_bytes(4, "little") + b
@@ -276,8 +283,8 @@ def encode_response(model: str, req: dict, probs: np.ndarray, specs: list[Output
             data: list = strings
         else:
             out = {"name": spec.name, "datatype": "FP32", "shape": [n, classes]}
-            blob = probs.astype("<f4").tobytes() if spec.binary else None
-            data = probs.astype(np.float32).ravel().tolist()
+            blob = values.astype("<f4").tobytes() if spec.binary else None
+            data = values.astype(np.float32).ravel().tolist()
         if blob is None:
             out["data"] = data
         else:
