@@ -158,3 +158,125 @@ def test_cli_eval_with_shift_tta(run, capsys):
         assert main(["eval", str(run), "--format", "json", "--no-report", *flags]) == 0
         r = json.loads(capsys.readouterr().out)
         assert r["tta"] == mode and r["n"] == 1000 and r["top1"] > 0.6
+
+
+# --------------------------------------------------------------------------- report plots
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions draw, kept open (the functions close them)."""
+    from imgcls.report import plots
+
+    figs = []
+    monkeypatch.setattr(plots.plt, "close", figs.append)
+    return figs
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_legends_leave_bars_and_points_uncovered(tmp_path, drawn):
+    from imgcls.report import plots
+
+    per_class = [{"class": f"class {i}", "recall": 1.0, "f1": 0.97} for i in range(10)]
+    plots.per_class_bars(per_class, tmp_path / "bars.png")
+    bins = {"confidence": [0.15, 0.25, 0.35, 0.55, 0.75, 0.95], "count": [5] * 6,
+            "accuracy": [0.9, 0.95, 1.0, 0.2, 0.1, 0.05]}  # points in every corner
+    plots.reliability_plot(bins, bins, tmp_path / "rel.png", (0.1, 0.1))
+    for fig in drawn:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent()
+        marks = [p.get_window_extent() for p in ax.patches if p.get_height()]
+        for line in ax.get_lines()[1:]:  # the data, not the diagonal
+            for x, y in ax.transData.transform(line.get_xydata()):
+                marks.append(type(legend).from_bounds(x - 3, y - 3, 6, 6))
+        assert marks and not any(_overlaps(legend, m) for m in marks)
+
+
+def test_epoch_axes_have_whole_numbers_only(tmp_path, drawn):
+    from imgcls.report import plots
+
+    records = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "train_top1": 0.5,
+                "val_top1": 0.5, "lr": 0.1} for e in (1, 2, 3)]
+    plots.training_curves(records, tmp_path / "curves.png")
+    for ax in drawn[0].axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(t == int(t) for t in ticks), ticks
+
+
+def test_error_grid_titles_keep_clear_of_the_row_above(tmp_path, drawn):
+    from imgcls.report import plots
+
+    images = torch.randint(0, 255, (30, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(30) % 10
+    probs = torch.full((30, 10), 0.05).index_fill_(1, torch.tensor([3]), 0.55)
+    plots.error_grid(images, labels, probs, [f"class {i}" for i in range(10)],
+                     tmp_path / "errors.png")
+    fig = drawn[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    grid = np.array(fig.axes).reshape(-1, 6)
+    for row in range(1, len(grid)):
+        for above, ax in zip(grid[row - 1], grid[row]):
+            gap = above.get_window_extent().y0 - ax.title.get_window_extent(renderer).y1
+            assert gap >= 3, (row, gap)
+    top = max(ax.title.get_window_extent(renderer).y1 for ax in grid[0])
+    assert fig._suptitle.get_window_extent(renderer).y0 > top
+
+
+# --------------------------------------------------------------------------- other data
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    from conftest import train_digits
+
+    return train_digits(tmp_path_factory)
+
+
+def digit_folder(root, classes, n=12):
+    """Test digits of ``classes`` as PNG files in class folders named as the model's."""
+    test = load_source("digits").test
+    for c in classes:
+        idx = torch.nonzero(test.labels == int(c)).flatten()[:n]
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in idx.tolist():
+            Image.fromarray(test.images[i, 0].numpy(), "L").save(root / c / f"{i}.png")
+    return root
+
+
+def test_eval_on_a_folder_of_some_of_the_classes(digits_run, tmp_path, capsys):
+    folder = digit_folder(tmp_path / "holdout", ["3", "7"])
+    r = imgcls.evaluate(digits_run, data=str(folder), log=lambda _: None)
+    assert r["n"] == 24 and r["split"] == "all"
+    support = {p["class"]: p["support"] for p in r["per_class"]}
+    assert support == {str(i): 12 if i in (3, 7) else 0 for i in range(10)}
+    assert r["absent_classes"] == ["0", "1", "2", "4", "5", "6", "8", "9"]
+    present = [p for p in r["per_class"] if p["support"]]
+    for k in ("precision", "recall", "f1"):  # over the classes present
+        assert r["macro"][k] == pytest.approx(np.mean([p[k] for p in present]))
+    # the folder's classes are the model's class indices, not the folder's own 0 and 1
+    files = sorted(folder.rglob("*.png"))
+    pred = imgcls.load(digits_run).predict([str(f) for f in files]).argmax(1)
+    assert r["top1"] == pytest.approx(np.mean(pred == [int(f.parent.name) for f in files]))
+    assert main(["eval", str(digits_run), "--data", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "absent from these data (support 0): 0, 1, 2, 4, 5, 6, 8, 9" in out
+    (folder / "cat").mkdir()
+    Image.new("L", (8, 8)).save(folder / "cat" / "0.png")
+    with pytest.raises(imgcls.DataError, match="'cat' unknown to the model"):
+        imgcls.evaluate(digits_run, data=str(folder), log=lambda _: None)
+
+
+def test_each_evaluation_keeps_its_own_report(digits_run, tmp_path, capsys):
+    own = imgcls.evaluate(digits_run, log=lambda _: None)
+    run_report = (digits_run / "report.html").read_bytes()
+    assert own["files"]["report"] == str(digits_run / "eval-test" / "report.html")
+    assert (digits_run / "eval-test" / "report.html").read_bytes() == run_report
+    folder = digit_folder(tmp_path / "holdout", ["1", "2"], n=4)
+    assert main(["eval", str(digits_run), "--data", str(folder)]) == 0
+    report = digits_run / "eval-holdout-all" / "report.html"
+    assert f"report: {report}\n" in capsys.readouterr().out
+    assert "holdout" in report.read_text() and (report.parent / "metrics.json").exists()
+    assert (digits_run / "report.html").read_bytes() == run_report  # the run's, kept
+    assert json.loads((digits_run / "eval-test" / "metrics.json").read_text())["split"] == "test"

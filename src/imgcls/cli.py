@@ -35,6 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from .evaluation import evaluate
+    from .report import absent_note
 
     r = evaluate(args.run, args.data, args.split, data_dir=args.data_dir, tta=args.tta,
                  calibrate=args.calibrate, reject_below=args.reject_below,
@@ -60,6 +61,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         t.add_row(f"[bold]{name} avg", f"{a['precision']:.4f}", f"{a['recall']:.4f}",
                   f"{a['f1']:.4f}", str(r["n"]))
     con.print(t)
+    if absent_note(r):
+        con.print(absent_note(r))
     if r["most_confused"]:
         t = Table("true", "predicted as", "count", "share")
         for m in r["most_confused"][:5]:
@@ -72,8 +75,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         o = r["open_set"]
         con.print(f"open set ({o['score']} >= {o['threshold']}): coverage {o['coverage']:.4f}, "
                   f"accuracy on answered {o['accuracy_answered']:.4f}")
-    if "files" in r:
-        con.print(f"report: {r['files']['report']}")
+    if "files" in r:  # the evaluation's own report; on the run's data, the run's one too
+        paths = [r["files"][k] for k in ("report", "run_report") if k in r["files"]]
+        con.print(f"report: {' and '.join(paths)}", soft_wrap=True)  # paths stay whole
     return 0
 
 

@@ -8,6 +8,7 @@ fits it again on purpose and stores the new one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -96,6 +97,49 @@ def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, t
     return logits, labels, ds, skipped + sorted(getattr(loader, "skipped", ()))
 
 
+def on_model_classes(ds: Dataset, data: str, class_names: list[str]) -> Dataset:
+    """``ds`` with labels that index the model's ``class_names``: data may hold some of the
+    model's classes (in their own order); a class the model does not know is a DataError."""
+    if list(ds.classes) == list(class_names):
+        return ds
+    index = {c: i for i, c in enumerate(class_names)}
+    unknown = [c for c in ds.classes if c not in index]
+    if unknown:
+        raise DataError(f"{data}: class(es) {', '.join(map(repr, unknown))} unknown to the "
+                        f"model, whose classes are {', '.join(class_names)}")
+    mapping = torch.tensor([index[c] for c in ds.classes], dtype=torch.long)
+    return dataclasses.replace(ds, labels=mapping[ds.labels], classes=list(class_names))
+
+
+def average_over_present(result: dict) -> None:
+    """Name the classes absent from the labels (``absent_classes``) and take the macro
+    average over the classes present, as scikit-learn does with ``labels=`` those classes:
+    a recall of 0 for a class no image belongs to is no failure of the model. With every
+    class present this is the mean over all of them."""
+    present = [p for p in result["per_class"] if p["support"]]
+    result["absent_classes"] = [p["class"] for p in result["per_class"] if not p["support"]]
+    if result["absent_classes"] and present:
+        result["macro"] = {k: sum(p[k] for p in present) / len(present)
+                           for k in ("precision", "recall", "f1")}
+
+
+def calibration_figures(logits: torch.Tensor, labels: torch.Tensor, temperature: float,
+                        fitted_now: bool) -> dict:
+    """ECE, NLL and reliability bins without (T = 1) and with ``temperature``."""
+    p1 = logits.softmax(1)
+    pt = (logits / temperature).softmax(1)
+    return {
+        "temperature": temperature,
+        "fitted_on": "val, now" if fitted_now else "stored",
+        "ece_before": expected_calibration_error(p1, labels),
+        "ece_after": expected_calibration_error(pt, labels),
+        "nll_before": negative_log_likelihood(logits, labels),
+        "nll_after": negative_log_likelihood(logits, labels, temperature),
+        "bins_before": reliability_bins(p1, labels),
+        "bins_after": reliability_bins(pt, labels),
+    }
+
+
 def evaluate(
     run: str | os.PathLike,
     data: str | None = None,
@@ -113,13 +157,17 @@ def evaluate(
 ) -> dict:
     """Evaluate a run on ``split`` of ``data`` (default: the run's own data set; the split:
     its test split, else the run's validation split of its own data, else every image).
+    Other data may hold some of the model's classes: ``absent_classes`` names the others
+    (support 0), and the macro average is over the classes present.
 
     Returns the classification report (loss, top-1/5, per-class precision/recall/F1 with
     macro and weighted averages, confusion matrix, most-confused pairs), the calibration
     (ECE and NLL before and after temperature scaling; the temperature is fitted on the
     validation split and stored in the run) and, with ``reject_below``, accuracy and coverage
-    of the open-set answer. Writes ``eval-<split>/`` (metrics.json and PNGs),
-    ``report.html`` and ``model_card.md`` in the run folder unless ``report`` is False.
+    of the open-set answer. Writes metrics.json, the PNGs and ``report.html`` into the
+    evaluation's folder (``RunDir.eval_dir``: ``eval-<split>``, for other data
+    ``eval-<data>-<split>``), and for the run's own data also the run's ``report.html`` and
+    ``model_card.md``; no PNGs and no report when ``report`` is False.
     """
     device = resolve_device(device)
     rd = RunDir.open(run)
@@ -130,15 +178,15 @@ def evaluate(
         raise ConfigError(f"{run}: no data set recorded in the run; pass --data")
     data_dir = data_dir or (cfg.data_dir if cfg and data == cfg.data else None)
     source = load_source(data, data_dir)
-    if list(source.classes) != list(pre.class_names):
-        raise DataError(f"{data}: classes {source.classes} differ from the model's "
-                        f"{pre.class_names}")
     own = cfg is not None and data == cfg.data
+    on_model_classes(source.train, data, pre.class_names)  # unknown classes: before decoding
     split = split or default_split(source, own, log)
-    ds = split_dataset(source, split, cfg if own else None)
+    ds = on_model_classes(split_dataset(source, split, cfg if own else None), data,
+                          pre.class_names)
     logits, labels, arr, skipped = _logits(model, pre, ds, device, tta, batch_size,
                                            f"decoding {split}")
     result = classification_report(logits, labels, pre.class_names)
+    average_over_present(result)
     result.update(run=str(rd.path), data=data, split=split, tta=tta, skipped=skipped,
                   model=meta["model"])
     result["most_confused"] = most_confused(result["confusion"], pre.class_names)
@@ -146,7 +194,8 @@ def evaluate(
     temperature = pre.temperature
     if calibrate:
         try:
-            val = split_dataset(source, "val", cfg if own else None)
+            val = on_model_classes(split_dataset(source, "val", cfg if own else None), data,
+                                   pre.class_names)
         except DataError:
             val = None
         if val is not None:
@@ -156,26 +205,15 @@ def evaluate(
         else:
             log("no validation split to fit a temperature on; keeping "
                 f"T = {temperature:.3f}")
-    p1 = logits.softmax(1)
-    pt = (logits / temperature).softmax(1)
-    result["calibration"] = {
-        "temperature": temperature,
-        "fitted_on": "val, now" if calibrate else "stored",
-        "ece_before": expected_calibration_error(p1, labels),
-        "ece_after": expected_calibration_error(pt, labels),
-        "nll_before": negative_log_likelihood(logits, labels),
-        "nll_after": negative_log_likelihood(logits, labels, temperature),
-        "bins_before": reliability_bins(p1, labels),
-        "bins_after": reliability_bins(pt, labels),
-    }
+    result["calibration"] = calibration_figures(logits, labels, temperature, calibrate)
     if reject_below is not None:
         result["open_set"] = rejection_report(logits, labels, reject_below, ood_score,
                                               temperature)
+    out = rd.eval_dir(split, None if own else data)
     if report:
         from .report.html import write_report
 
-        out = rd.path / f"eval-{split}"
-        result["files"] = write_report(rd, result, arr, pt, out)
-    write_json(rd.path / f"eval-{split}" / "metrics.json",
-               {k: v for k, v in result.items() if k != "files"})
+        probs = (logits / temperature).softmax(1)
+        result["files"] = write_report(rd, result, arr, probs, out, run_report=own)
+    write_json(out / "metrics.json", {k: v for k, v in result.items() if k != "files"})
     return result

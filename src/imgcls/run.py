@@ -11,8 +11,10 @@ training code.
     checkpoints/last.safetensors   full training state for --resume (previous one: .prev)
     summary.json         final figures (test accuracy, time, chosen execution plan)
     tensorboard/         TensorBoard event files (--tensorboard)
-    eval-<split>/        metrics.json and plots of ``imgcls eval``
-    report.html, model_card.md      the evaluation's report and model card
+    eval-<split>/        metrics.json, plots and report.html of ``imgcls eval`` on the run's data
+    eval-<data>-<split>/ the same for other data (``imgcls eval --data``)
+    report.html, model_card.md      the report and model card of the latest evaluation on
+                         the run's own data
     model.onnx (+ .json), model.torchscript.pt   exports
 """
 
@@ -52,9 +54,12 @@ class RunDir:
     report = property(lambda self: self.path / "report.html")
     model_card = property(lambda self: self.path / "model_card.md")
 
-    def eval_dir(self, split: str) -> Path:
-        """Where ``imgcls eval`` writes the metrics and plots of ``split``."""
-        return self.path / f"eval-{split}"
+    def eval_dir(self, split: str, data: str | None = None) -> Path:
+        """Where ``imgcls eval`` writes the metrics, plots and report of ``split``: of the
+        run's own data, or of other ``data`` (a folder named for them, so that evaluating
+        them leaves the run's own evaluations in place)."""
+        return self.path / (f"eval-{split}" if data is None
+                            else f"eval-{data_name(data)}-{split}")
 
     def export_file(self, fmt: str) -> Path:
         """The default path of an export: ``model.onnx`` or ``model.torchscript.pt``."""
@@ -132,9 +137,14 @@ def _taken(path: Path) -> bool:
                and (p.name != "checkpoints" or any(p.iterdir())) for p in path.iterdir())
 
 
+def data_name(data: str) -> str:
+    """A data set name, or a path's last part, as a folder name may hold it."""
+    name = Path(data).name if ("/" in data or os.sep in data) else data
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "data"
+
+
 def default_run_name(model: str, data: str) -> str:
-    data_name = Path(data).name if ("/" in data or os.sep in data) else data
-    return f"{model.replace('/', '-')}-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{model.replace('/', '-')}-{data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 MODEL_FORMAT = 1  # the model file's header version

@@ -1,5 +1,6 @@
-"""The run's report: one self-contained ``report.html`` (images embedded as data URIs) and a
-``model_card.md``, written from an evaluation result."""
+"""An evaluation's report: one self-contained ``report.html`` (images embedded as data URIs)
+in the evaluation's folder, and for the run's own data the run's ``report.html`` and
+``model_card.md``."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import yaml
 from ..data.dataset import ArrayDataset, Dataset
 from ..run import RunDir
 from ..utils import atomic_write_text
-from . import plots
+from . import absent_note, plots
 
 
 def write_report(run: RunDir, result: dict, ds: Dataset, probs: torch.Tensor,
-                 out: Path) -> dict[str, str]:
-    """Plots into ``out``, then ``report.html`` and ``model_card.md`` in the run folder."""
+                 out: Path, run_report: bool = True) -> dict[str, str]:
+    """Plots and ``report.html`` into ``out``, the evaluation's folder; with ``run_report``
+    (an evaluation of the run's own data) the same report as the run's ``report.html``, and
+    its ``model_card.md``. Returns the paths written: ``report`` is the evaluation's own."""
     names = [p["class"] for p in result["per_class"]]
     files: dict[str, Path] = {}
     records = run.read_metrics()
@@ -35,11 +38,14 @@ def write_report(run: RunDir, result: dict, ds: Dataset, probs: torch.Tensor,
     if isinstance(ds, ArrayDataset):
         files["errors"] = plots.error_grid(ds.images, ds.labels, probs, names,
                                            out / "errors.png")
-    report = run.path / "report.html"
-    atomic_write_text(report, _html(run, result, files))
-    card = run.path / "model_card.md"
-    atomic_write_text(card, _model_card(run, result))
-    return {k: str(v) for k, v in {**files, "report": report, "model_card": card}.items()}
+    page = _html(run, result, files)
+    files["report"] = out / "report.html"
+    atomic_write_text(files["report"], page)
+    if run_report:
+        files["run_report"], files["model_card"] = run.report, run.model_card
+        atomic_write_text(run.report, page)
+        atomic_write_text(run.model_card, _model_card(run, result))
+    return {k: str(v) for k, v in files.items()}
 
 
 def training_class_counts(run: RunDir, class_names: list[str]) -> list[int] | None:
@@ -94,6 +100,8 @@ def _html(run: RunDir, r: dict, files: dict[str, Path]) -> str:
         "<div>" + "".join(f"<span class='kpi'><b>{v:.4f}</b>{html.escape(k)}</span>"
                           for k, v in kpis) + "</div>",
     ]
+    if absent_note(r):
+        parts.append(f"<p>{html.escape(absent_note(r).capitalize())}.</p>")
     if "curves" in files:
         parts += ["<h2>Training</h2>", _img(files["curves"], "training curves")]
         if summary:

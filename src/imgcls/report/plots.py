@@ -10,13 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if fig.get_layout_engine() is None:  # a figure with its own layout keeps it
+        fig.tight_layout()
+    # "tight" also takes in legends placed outside the axes
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -34,6 +37,7 @@ def training_curves(records: list[dict], path: str | Path) -> Path:
     for a, title in zip(ax, ("loss", "top-1 accuracy", "learning rate (end of epoch)")):
         a.set_title(title)
         a.set_xlabel("epoch")
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
         a.grid(alpha=0.3)
     ax[0].legend()
     ax[1].legend()
@@ -81,7 +85,8 @@ def reliability_plot(before: dict, after: dict | None, path: str | Path,
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    # below the axes: inside, it hid the points of one corner or another
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)
     return _save(fig, path)
 
 
@@ -95,7 +100,8 @@ def per_class_bars(per_class: list[dict], path: str | Path) -> Path:
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
+    # above the axes: inside, it covered the bars of the last classes
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, frameon=False)
     return _save(fig, path)
 
 
@@ -107,7 +113,10 @@ def error_grid(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor,
     order = wrong[conf[wrong].argsort(descending=True)][:n]
     cols = 6
     rows = max(1, -(-len(order) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.1), squeeze=False)
+    # constrained layout keeps each two-line title clear of the image above it (and of the
+    # figure's title), which tight_layout did not
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.3), squeeze=False,
+                             layout="constrained")
     for k, a in enumerate(axes.flat):
         a.axis("off")
         if k >= len(order):
