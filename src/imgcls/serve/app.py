@@ -198,7 +198,7 @@ class Served:
         self._batcher = batcher
         # the first run pays for allocation and kernel selection: not a client's request
         c, s, _ = self.predictor.input_shape
-        out = (await batcher.submit(np.zeros((1, c, s, s), np.uint8)))["probabilities"]
+        out = (await batcher.submit(np.zeros((1, c, s, s), np.uint8)))[protocol.OUTPUT_NAME]
         if out.shape != (1, len(self.labels)):
             raise ImgclsError(f"the model returns {out.shape[1:]} scores for "
                               f"{len(self.labels)} class names")
@@ -400,7 +400,7 @@ async def _predict(served: Served, files: list[UploadFile], top_k: int) -> dict:
     good = [d for d in decoded if not isinstance(d, str)]
     if not good:
         raise HTTPError("; ".join(decoded), 400)
-    probs = (await served.run(np.stack(good)))["probabilities"]
+    probs = (await served.run(np.stack(good)))[protocol.OUTPUT_NAME]
     tops = iter(ranked(probs, served.labels, top_k))
     return {"model": served.name, "predictions": [
         failure(name, d) if isinstance(d, str) else prediction(name, next(tops))

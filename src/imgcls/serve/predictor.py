@@ -13,9 +13,11 @@ import torch
 
 from ..engine.precision import ExecPlan
 from ..errors import ConfigError, ImgclsError, RunError
+from ..export import OUTPUT_NAMES
 from ..preprocess import Preprocess
 
 BACKENDS = ("auto", "onnx", "torch")
+PROBABILITIES, LOGITS = OUTPUT_NAMES  # the outputs of an exported model.onnx
 
 
 class Predictor:
@@ -26,7 +28,7 @@ class Predictor:
     overrides only ``__call__`` serves the probabilities alone."""
 
     backend = "none"
-    outputs: tuple[str, ...] = ("probabilities",)
+    outputs: tuple[str, ...] = (PROBABILITIES,)
 
     def __init__(self, pre: Preprocess, name: str) -> None:
         self.pre, self.name = pre, name
@@ -37,11 +39,11 @@ class Predictor:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, classes) of uint8 images (N, C, H, W)."""
-        return self.run(images)["probabilities"]
+        return self.run(images)[PROBABILITIES]
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Each output of :attr:`outputs`, (N, classes), by name."""
-        return {"probabilities": self(images)}
+        return {PROBABILITIES: self(images)}
 
 
 class OnnxPredictor(Predictor):
@@ -65,7 +67,7 @@ class OnnxPredictor(Predictor):
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         # probabilities come first; the logits are served when the file has them
-        self.outputs = ("probabilities", *(["logits"] if "logits" in names else []))
+        self.outputs = (PROBABILITIES, *([LOGITS] if LOGITS in names else []))
         self.output_names = [names[0], *self.outputs[1:]]
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -75,7 +77,7 @@ class OnnxPredictor(Predictor):
 
 class TorchPredictor(Predictor):
     backend = "torch"
-    outputs = ("probabilities", "logits")
+    outputs = OUTPUT_NAMES
 
     def __init__(self, model: torch.nn.Module, pre: Preprocess, name: str,
                  plan: ExecPlan | None = None) -> None:
@@ -90,8 +92,8 @@ class TorchPredictor(Predictor):
                                .to(self.plan.device))
         with self.plan.autocast():
             logits = self.model(self.plan.prepare_input(x)).float()
-        return {"probabilities": torch.softmax(logits / self.pre.temperature, 1).cpu().numpy(),
-                "logits": logits.cpu().numpy()}
+        return {PROBABILITIES: torch.softmax(logits / self.pre.temperature, 1).cpu().numpy(),
+                LOGITS: logits.cpu().numpy()}
 
 
 def model_name(path: Path) -> str:

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.images import decode_image, resize_to
+from ..export import INPUT_NAME, OUTPUT_NAMES
 from ..preprocess import Preprocess
 from ..results import top_k
 
-INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
-# the outputs of an exported model.onnx (imgcls.export), which a client of that file expects
-# from the server too; OUTPUT_NAME is the one answered when a request names none
-OUTPUT_NAMES = (OUTPUT_NAME, "logits")
+# The server takes the input and gives the outputs of an exported model.onnx, so that a
+# client of that file works against it; the first output (the probabilities) is the one
+# answered when a request names none.
+OUTPUT_NAME = OUTPUT_NAMES[0]
 HEADER_LENGTH = "inference-header-content-length"
 
 
