@@ -86,7 +86,7 @@ def test_each_config_flag_names_its_default_once(command):
     sub = next(a for a in build_parser()._actions if a.choices and command in a.choices)
     helps = {a.dest: a.help for a in sub.choices[command]._actions if a.help}
     for name in ("image_size", "workers", "batch_size", "epochs", "lr"):
-        assert helps[name].count("default") == 1, helps[name]
+        assert helps[name].count("default:") == 1, helps[name]
     assert all(h.count("(default:") <= 1 for h in helps.values())
     assert helps["data_dir"].endswith("(default: -)")  # no default named: said so once
 

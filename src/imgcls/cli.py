@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import TTA_MODES
+from .config import DEFAULT_EPOCHS, TTA_MODES
 from .config_flags import DefaultsFormatter, add_config_flags, config_from_args
 from .errors import ImgclsError
 
@@ -213,8 +213,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
     base = config_from_args(args)
-    # --budget is the whole search's time here; each trial runs --epochs (default 10)
-    budget = parse_duration(base.budget, "budget") if base.budget else None
+    budget = parse_duration(base.budget, "budget") if base.budget else None  # TUNE_HELPS
     r = tune(base.replace(budget=None), args.study_dir, trials=args.trials, budget_s=budget,
              study_name=args.study, seed=base.seed, storage=args.storage)
     print(f"best val top-1 {r['value']:.4f} after {r['trials']} trials: {r['params']}")
@@ -312,13 +311,31 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=cmd_predict)
 
 
+# What --budget and --epochs mean where they do not mean one training run's.
+COMPARE_HELPS = {
+    "budget": "time per model, e.g. 5m: each model's whole run (loading, planning, training "
+              "and the final calibration and test passes; the leaderboard's 'run s') fits in "
+              "it (default: 10m, unless --epochs)",
+    "epochs": "train every model this many epochs instead of within a --budget (default: -, "
+              "the budget decides)",
+}
+TUNE_HELPS = {
+    "budget": "time of the whole search, e.g. 2h: no trial starts after it (the one running "
+              "finishes); a trial has no budget of its own, it trains --epochs (default: -, "
+              "the search runs until --trials are done)",
+    "epochs": f"epochs of every trial, the same for all so that they compare (default: "
+              f"{DEFAULT_EPOCHS}; imgcls train's default from the data, and its time cap, do "
+              "not apply)",
+}
+
+
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="train several models under the same time budget; "
                        "leaderboard with accuracy, size, FLOPs, latency and the Pareto front",
                        formatter_class=DefaultsFormatter)
     c.add_argument("--models", required=True, help="comma-separated model names")
     c.add_argument("--leaderboard", default="leaderboard", help="output folder")
-    add_config_flags(c)
+    add_config_flags(c, COMPARE_HELPS)
     c.set_defaults(func=cmd_compare)
 
 
@@ -332,7 +349,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
                     help="the study's Optuna storage instead of STUDY_DIR/study.db: an RDB URL "
                     "(postgresql://user:pw@host/db) or journal:PATH (a journal file), for "
                     "workers on several machines")
-    add_config_flags(tu)
+    add_config_flags(tu, TUNE_HELPS)
     tu.set_defaults(func=cmd_tune)
 
 

@@ -92,8 +92,10 @@ class TrainConfig:
                             "as fit in --budget; on --resume: the run's own)")
     train_fraction: float = _f(1.0, "share of the training set one epoch sees (a new random "
                                "part each epoch); --budget lowers it when not even one epoch fits")
-    budget: str | None = _f(None, "time budget for training, e.g. 90s, 5m, 1.5h: the number of "
-                            "epochs is chosen from the measured speed")
+    budget: str | None = _f(None, "time budget of this run's training, e.g. 90s, 5m, 1.5h: as "
+                            "many epochs as fit, re-planned from the measured pace; the "
+                            "loading before and the final test after are not counted "
+                            "(--epochs given wins)")
     batch_size: int | None = _f(None, "images per optimisation step (global, over all "
                                 "processes; default: a power of two from 16 to 256 that gives "
                                 "about 40 steps per epoch or more)")

@@ -51,10 +51,11 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
 _GROUP_OF = {name: group for group, names in CONFIG_GROUPS.items() for name in names}
 
 
-def add_config_flags(p: argparse.ArgumentParser) -> None:
+def add_config_flags(p: argparse.ArgumentParser, helps: dict[str, str] | None = None) -> None:
     """``--config`` and one flag per TrainConfig field, typed from its annotation, in the
     sections of CONFIG_GROUPS; defaults are left None so that only flags given on the command
-    line override the YAML file."""
+    line override the YAML file. ``helps`` replaces the help of some fields, for a command
+    that uses them otherwise than ``imgcls train`` (compare's per-model budget)."""
     groups = {title: p.add_argument_group(title) for title in CONFIG_GROUPS}
     groups["presets"].add_argument("--config", help="YAML file of config keys; flags override it")
     hints = get_type_hints(TrainConfig)
@@ -67,7 +68,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         t = types[0]
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default is MISSING else f.default
-        help_ = f.metadata["help"]
+        help_ = (helps or {}).get(f.name, f.metadata["help"])
         if "default:" not in help_:  # a help that names its default says it once
             help_ += f" (default: {default if default not in (None, {}) else '-'})"
         if t is bool:

@@ -41,7 +41,7 @@ from .defaults import (
     tta_mode,
 )
 from .distributed import DistInfo, broadcast, finish, gather, init_distributed, weights_checksum
-from .engine.budget import Budget, epochs_for_budget
+from .engine.budget import Budget, epochs_for_budget, final_reserve
 from .engine.callbacks import (
     BestModel,
     Callback,
@@ -52,7 +52,7 @@ from .engine.callbacks import (
     TensorBoard,
 )
 from .engine.checkpoint import Checkpoint, load_latest, previous_path
-from .engine.evaluate import basic_metrics, predict_logits
+from .engine.evaluate import basic_metrics, predict_logits, tta_views
 from .engine.precision import ExecPlan, choose_plan, eval_plan, measure_step, resolve_device
 from .engine.trainer import (
     CrossEntropy,
@@ -108,12 +108,15 @@ def build_model(cfg: TrainConfig, pre: Preprocess, log: Log = print) -> nn.Modul
 
 
 def plan_epochs(cfg: TrainConfig, plan: ExecPlan, model: nn.Module, example: tuple,
-                train_steps: int, data: PreparedData, log: Log) -> tuple[int, float]:
-    """(epochs, train_fraction): given, the default, or what fits in ``--budget``. The
-    budget's first estimate times a few steps now, not the plan's cached timings: those may
-    come from another hour of a machine whose speed varies (here 1.6x: a cached 253 ms/step
-    planned 17 epochs of a 19-minute budget, and the first epoch's 400 ms cut them to 11,
-    squeezing the schedule's warm-up)."""
+                train_steps: int, data: PreparedData, log: Log,
+                whole_run: tuple[float, int] | None = None) -> tuple[int, float]:
+    """(epochs, train_fraction): given, the default, or what fits in ``--budget`` (with
+    ``whole_run``, (the run's start, the images of its final passes): what is left of it
+    after the time spent so far and the final passes). The budget's first estimate times a
+    few steps now, not the plan's cached timings: those may come from another hour of a
+    machine whose speed varies (here 1.6x: a cached 253 ms/step planned 17 epochs of a
+    19-minute budget, and the first epoch's 400 ms cut them to 11, squeezing the schedule's
+    warm-up)."""
     if cfg.epochs is not None:
         return cfg.epochs, cfg.train_fraction
     if not cfg.budget:
@@ -124,9 +127,12 @@ def plan_epochs(cfg: TrainConfig, plan: ExecPlan, model: nn.Module, example: tup
         # (fixmatch and freematch add a forward pass of their weak view, about a third of a
         # step); the first epochs' measured time corrects the estimate
         step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl in ("fixmatch", "freematch") else 1)
+    budget_s, batch = parse_duration(cfg.budget), example[0].shape[0]
+    if whole_run:  # a forward pass is about a third of a step
+        budget_s -= time.perf_counter() - whole_run[0] + final_reserve(whole_run[1],
+                                                                        step_s / batch / 3)
     epochs, fraction = epochs_for_budget(
-        parse_duration(cfg.budget), step_s, train_steps, len(data.val) if data.val else 0,
-        example[0].shape[0])
+        budget_s, step_s, train_steps, len(data.val) if data.val else 0, batch)
     log(f"budget {cfg.budget}: {epochs} epoch(s)"
         f"{f' of {fraction:.0%} of the training set' if fraction < 1 else ''} at "
         f"{1000 * step_s:.0f} ms/step")
@@ -219,10 +225,16 @@ def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
 
 
 def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | None = None,
-          callbacks: list[Callback] | None = None, **overrides: object) -> TrainResult:
+          callbacks: list[Callback] | None = None, budget_scope: str = "training",
+          **overrides: object) -> TrainResult:
     """Train a model as ``cfg`` (plus keyword overrides) says; returns the finished run.
     ``source`` replaces ``cfg.data`` with data already in memory (used by ``Classifier.fit``).
-    Under ``torchrun`` every process calls this; rank 0 writes the run."""
+    ``--budget`` covers the epochs and their validation (``budget_scope`` ``training``), or
+    the whole call (``run``: loading, planning, training and the final calibration and test
+    passes, as ``imgcls compare`` gives each model). Under ``torchrun`` every process calls
+    this; rank 0 writes the run."""
+    if budget_scope not in ("training", "run"):
+        raise ValueError(f"budget_scope must be training or run, got {budget_scope!r}")
     t_start = time.perf_counter()
     cfg, run, ddp, log, ckpt, epochs_given = _setup(cfg, overrides, log)
     if ckpt is not None and _complete(run, ckpt, cfg.epochs if epochs_given else None):
@@ -234,7 +246,8 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     pre = data.preprocess
     model = build_model(cfg, pre, log)
     plan, timings, example, steps = _execution_plan(cfg, model, data, ddp)
-    epochs, fraction = plan_epochs(cfg, plan, model, example, steps, data, log)
+    whole_run = (t_start, _final_images(cfg, data)) if budget_scope == "run" else None
+    epochs, fraction = plan_epochs(cfg, plan, model, example, steps, data, log, whole_run)
     budget_kind = _budget_kind(cfg, ckpt, epochs_given, decisions)
     restarts = 0 if cfg.lr is not None else 2  # a learning rate given is not overridden
     cfg = cfg.replace(epochs=epochs, train_fraction=fraction, lr=default_lr(cfg),
@@ -256,7 +269,8 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         if not plan.device.startswith("cuda"):
             raise ConfigError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    budget = _budget(budget_kind, cfg, log, ddp)  # before a teacher's pass, which it counts
+    # before a teacher's pass, which the budget counts
+    budget = _budget(budget_kind, cfg, log, ddp, whole_run)
     objective = CrossEntropy(class_weights(data.train) if cfg.class_weights == "auto" else None,
                              cfg.label_smoothing)
     if unlabeled is not None:
@@ -357,10 +371,20 @@ def _budget_kind(cfg: TrainConfig, ckpt: Checkpoint | None, epochs_given: bool,
     return "cap" if any(d.key == "epochs" for d in decisions) else None
 
 
-def _budget(kind: str | None, cfg: TrainConfig, log: Log, ddp: DistInfo) -> Budget | None:
+def _final_images(cfg: TrainConfig, data: PreparedData) -> int:
+    """The images the passes after training classify: the validation split (to fit the
+    temperature) and the held-out split once per TTA view."""
+    held = data.test if data.test is not None else data.val
+    views = len(tta_views(torch.empty(0, 1, 2, 2), tta_mode(cfg, cfg.flip)))
+    return (len(data.val) if data.val is not None else 0) + (len(held) * views if held else 0)
+
+
+def _budget(kind: str | None, cfg: TrainConfig, log: Log, ddp: DistInfo,
+            whole_run: tuple[float, int] | None = None) -> Budget | None:
     if kind == "budget":
+        start, final = whole_run or (None, 0)
         return Budget(parse_duration(cfg.budget), f"budget {cfg.budget}", log, ddp=ddp,
-                      partial_epochs=cfg.train_fraction < 1)
+                      partial_epochs=cfg.train_fraction < 1, start=start, final_images=final)
     if kind == "cap":
         return Budget(parse_duration(TIME_CAP), f"time cap {TIME_CAP}", log, ddp=ddp,
                       max_epochs=cfg.epochs)

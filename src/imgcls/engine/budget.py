@@ -10,6 +10,16 @@ from ..distributed import DistInfo, broadcast
 from .trainer import Callback, Trainer
 
 PROBE_STEPS = 10  # steps timed before a less-than-one-epoch budget is re-planned
+# The passes after training, when the budget covers them, take longer per image than the
+# validation pass they are estimated from (fp32 where training may run bf16, the model loaded
+# again, the temperature fitted): half again as long is kept for them.
+FINAL_MARGIN = 1.5
+
+
+def final_reserve(images: int, per_image_s: float) -> float:
+    """Seconds kept for the passes after training over ``images`` images, classified at
+    ``per_image_s`` each when validating."""
+    return FINAL_MARGIN * images * per_image_s
 
 
 def epochs_for_budget(budget_s: float, step_s: float, train_steps: int, val_images: int,
@@ -29,19 +39,27 @@ class Budget(Callback):
     """Re-plans a budgeted run as it goes (the start-up estimate from a few bare steps cannot
     see data, augmentation, validation and writes, and a machine's speed varies). The time
     already spent and the epochs' times are its state, so a resumed run goes on with the
-    time it has left (time while it was not running does not count)."""
+    time it has left (time while it was not running does not count).
+
+    The budget covers the epochs from the callback's creation on; given ``start`` (the
+    ``time.perf_counter()`` at which the run began) and ``final_images`` (the images that
+    the passes after training will classify), it covers the whole run: what was spent before
+    training, and the final passes, estimated from the measured validation pace."""
 
     key = "budget"
 
     def __init__(self, budget_s: float, label: str, log: Callable[[str], None], *,
                  partial_epochs: bool = False, max_epochs: int | None = None,
-                 ddp: DistInfo | None = None) -> None:
+                 ddp: DistInfo | None = None, start: float | None = None,
+                 final_images: int = 0) -> None:
         self.budget_s, self.label, self.log, self.ddp = budget_s, label, log, ddp or DistInfo()
         self.partial = partial_epochs  # epochs over part of the training set
         self.max_epochs = max_epochs  # a time cap on a planned run: never more than planned
+        self.final_images = final_images
         # the first epoch is timed from here, after the one-time work the budget counts
         # (a teacher's labelling pass)
-        self.start = self.epoch_end = time.perf_counter()
+        self.epoch_end = self.step_end = time.perf_counter()
+        self.start = self.epoch_end if start is None else start
         self.epoch_times: list[float] = []
 
     def elapsed(self) -> float:
@@ -51,8 +69,10 @@ class Budget(Callback):
         self.epoch_end = time.perf_counter()
 
     def on_step_end(self, t: Trainer) -> None:
+        self.step_end = time.perf_counter()  # after the epoch's last one, validation starts
         if self.partial and t.state.step == PROBE_STEPS < t.steps_per_epoch:
             self.replan_fraction(t)
+
 
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
         # a planned single epoch over part of the data cannot grow (its batches were drawn);
@@ -68,6 +88,7 @@ class Budget(Callback):
         now = time.perf_counter()
         per_step = (now - self.epoch_end) / t.state.step  # not a teacher's pass before it
         left = self.budget_s - (now - self.start)
+        left -= final_reserve(self.final_images, per_step / t.train_loader.batch_size / 3)
         val_s = (len(t.val_loader) if t.val_loader is not None else 0) * per_step / 3
         fit = t.state.step + max(0, int((left - val_s) / (1.05 * per_step)))
         steps = broadcast(min(t.steps_per_epoch, fit), self.ddp)
@@ -86,6 +107,11 @@ class Budget(Callback):
         schedule is not nudged every epoch."""
         now = time.perf_counter()
         self.epoch_times.append(now - self.epoch_end)
+        # the final passes at this epoch's validation pace (without one: a third of a
+        # training step per image)
+        per_image = ((now - self.step_end) / t.val_loader.n if t.val_loader is not None else
+                     (self.step_end - self.epoch_end)
+                     / (t.steps_per_epoch * t.train_loader.batch_size) / 3)
         self.epoch_end = now
         budget, done = self.budget_s, t.state.epoch
         window: list[float] = []
@@ -94,7 +120,7 @@ class Budget(Callback):
             if len(window) >= 3 and sum(window) >= 0.1 * budget:
                 break
         pace = sum(window) / len(window)
-        left = budget - (now - self.start)
+        left = budget - (now - self.start) - final_reserve(self.final_images, per_image)
         fit, planned = max(done, done + int(left / (1.05 * pace))), t.epochs
         overrun = (planned - done) * pace > left
         spare = fit > planned + max(1, 0.03 * planned)
