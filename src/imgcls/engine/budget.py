@@ -73,7 +73,6 @@ class Budget(Callback):
         if self.partial and t.state.step == PROBE_STEPS < t.steps_per_epoch:
             self.replan_fraction(t)
 
-
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
         # a planned single epoch over part of the data cannot grow (its batches were drawn);
         # a single full epoch is re-planned too, the schedule stretching over those added
