@@ -119,3 +119,11 @@ def test_ctrl_c_names_the_command_that_resumes_the_run(tmp_path, capsys, monkeyp
     monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
     assert main(["train", "--resume", str(run)]) == 0  # the command it names works
     assert (run / "summary.json").exists()
+
+
+def test_an_abbreviated_flag_is_not_taken_for_the_flag(capsys):
+    """argparse would read --rotat as --rotate and train; it is an unknown flag instead."""
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--rotat", "3", "--epochs", "1"])
+    assert e.value.code == 2
+    assert "unknown flag(s): --rotat (did you mean --rotate?)" in capsys.readouterr().err

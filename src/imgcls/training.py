@@ -13,8 +13,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +23,7 @@ from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration, read_yaml
 from .data.augment import choose_augment
 from .data.dataset import ArrayDataset, Dataset
 from .data.images import skip_summary
-from .data.prepare import (
-    PreparedData,
-    class_weights,
-    make_loader,
-)
+from .data.prepare import PreparedData, class_weights, make_loader
 from .data.sources import Source, load_source
 from .data.splits import write_split_manifest
 from .defaults import (
@@ -51,20 +45,15 @@ from .engine.callbacks import (
     MetricsLog,
     TensorBoard,
 )
-from .engine.checkpoint import Checkpoint, load_latest, previous_path
+from .engine.checkpoint import Checkpoint
 from .engine.evaluate import basic_metrics, predict_logits, tta_views
 from .engine.precision import ExecPlan, choose_plan, eval_plan, measure_step, resolve_device
-from .engine.trainer import (
-    CrossEntropy,
-    LoopSettings,
-    OptimSettings,
-    Trainer,
-    TrainState,
-)
-from .errors import ConfigError, RunError, TrainingInterrupted
+from .engine.trainer import CrossEntropy, LoopSettings, OptimSettings, Trainer
+from .errors import ConfigError
 from .models import create_model, is_external
 from .models.transfer import load_pretrained
 from .preprocess import Preprocess
+from .resume import is_complete, last_checkpoint, resumable, resume_config
 from .run import (
     RunDir,
     default_run_name,
@@ -155,44 +144,6 @@ def _unlabeled(cfg: TrainConfig, data: PreparedData, log: Log) -> ArrayDataset |
     return unlabeled_images(cfg, data, data.skipped, log)
 
 
-def _resume_config(cfg: TrainConfig) -> tuple[TrainConfig, RunDir]:
-    run = RunDir.open(cfg.resume, need_model=False)
-    if not run.config.exists():
-        raise RunError(f"{cfg.resume}: no config.yaml, not a run folder")
-    saved = TrainConfig.from_yaml(run.config)
-    # Only the number of epochs may change on resume (to extend a finished run), and whether
-    # progress bars show; anything else would make the resumed run differ from an
-    # uninterrupted one, so a key given with another value is an error, not ignored.
-    defaults, given = TrainConfig().to_dict(), cfg.to_dict()
-    changed = [k for k, v in given.items() if k not in RESUMABLE and v != defaults[k]
-               and v != getattr(saved, k)]
-    if changed:
-        raise ConfigError(f"{cfg.resume}: {', '.join(changed)} cannot change on --resume "
-                          f"(the run has {', '.join(f'{k} {getattr(saved, k)!r}' for k in changed)}"
-                          "); only --epochs can. Start a new run to train otherwise")
-    return saved.replace(resume=cfg.resume, epochs=cfg.epochs or saved.epochs,
-                         progress=cfg.progress), run
-
-
-RESUMABLE = ("resume", "epochs", "progress")  # what --resume may be given besides the run
-
-
-def _last_checkpoint(run: RunDir, log: Log, write: bool) -> Checkpoint | None:
-    """The run's last checkpoint (or the one before it, when that one is damaged); None when
-    there is none yet (killed before its first checkpoint: the run starts from the
-    beginning). Only ``write`` touches files (rank 0)."""
-    if write:
-        for stale in run.last_checkpoint.parent.glob(".*.tmp"):  # writes cut short by a kill
-            stale.unlink(missing_ok=True)
-    if not (run.last_checkpoint.exists() or previous_path(run.last_checkpoint).exists()):
-        log(f"{run.path}: no checkpoint yet; starting from the beginning")
-        return None
-    ckpt, used = load_latest(run.last_checkpoint)
-    if used != run.last_checkpoint:
-        log(f"warning: {run.last_checkpoint} is damaged; resuming from {used}")
-    return ckpt
-
-
 def _quiet(_: str) -> None:
     pass
 
@@ -207,7 +158,7 @@ def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
         cfg = cfg.replace(**overrides)
     run, epochs_given = None, cfg.epochs is not None
     if cfg.resume:  # the run's own settings (threads, determinism, ...) apply from here on
-        cfg, run = _resume_config(cfg)
+        cfg, run = resume_config(cfg)
     if not cfg.progress:
         os.environ["IMGCLS_NO_PROGRESS"] = "1"
     os.environ["IMGCLS_MAX_PIXELS"] = str(cfg.max_pixels)  # decoding threads and workers
@@ -220,7 +171,7 @@ def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
         log = _quiet  # one voice: rank 0 speaks for the run
     if ddp.is_main and not cfg.resume:
         ensure_writable(cfg.out)  # now; the run's own folder once the run is resolved
-    ckpt = _last_checkpoint(run, log, ddp.is_main) if cfg.resume else None
+    ckpt = last_checkpoint(run, log, ddp.is_main) if cfg.resume else None
     return cfg, run, ddp, log, ckpt, epochs_given
 
 
@@ -237,7 +188,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         raise ValueError(f"budget_scope must be training or run, got {budget_scope!r}")
     t_start = time.perf_counter()
     cfg, run, ddp, log, ckpt, epochs_given = _setup(cfg, overrides, log)
-    if ckpt is not None and _complete(run, ckpt, cfg.epochs if epochs_given else None):
+    if ckpt is not None and is_complete(run, ckpt, cfg.epochs if epochs_given else None):
         finish(ddp)
         return _finished_run(run, log)
     source = source or load_source(cfg.data, cfg.data_dir)
@@ -289,7 +240,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     checks = LearningCheck(max(data.train.counts()) / len(data.train), len(pre.class_names),
                            log, after=_ramp_epochs(cfg), restarts=restarts)
     best = _add_callbacks(trainer, cfg, run, meta, [budget, checks], ddp, log, callbacks or [])
-    with _resumable(run):
+    with resumable(run):
         _start(trainer, run, cfg, ckpt, epochs_given, data, source, model, ddp, log)
         history = trainer.fit()
         checksums = gather(weights_checksum(trainer.model), ddp)
@@ -321,16 +272,6 @@ def _record_epochs(run: RunDir, epochs: int) -> None:
         write_yaml(run.config, {**saved, "epochs": epochs})
 
 
-def _complete(run: RunDir, ckpt: Checkpoint, epochs: int | None) -> bool:
-    """Whether ``run``, resumed from ``ckpt`` to train ``epochs`` (None: its own plan), has
-    nothing left to do: its training ended (the planned epochs done, or stopped early) and
-    its final figures are written."""
-    state = TrainState.from_dict(ckpt.meta["state"])
-    planned = epochs or state.epochs or TrainConfig.from_yaml(run.config).epochs
-    ended = state.epoch >= planned or (state.stop and epochs is None)
-    return ended and state.batch == 0 and run.summary.exists()
-
-
 def _finished_run(run: RunDir, log: Log) -> TrainResult:
     """A finished run as it is, read and not written (no file of the folder changes)."""
     summary, history = json.loads(run.summary.read_text()), run.read_metrics()
@@ -342,19 +283,6 @@ def _finished_run(run: RunDir, log: Log) -> TrainResult:
         "it further)")
     return TrainResult(run, summary.get("test"), history, None, summary["seconds"],
                        held and (held.pop("split"), held), unchanged=True)
-
-
-@contextmanager
-def _resumable(run: RunDir) -> Iterator[None]:
-    """Ctrl-C inside: a TrainingInterrupted that names the run folder, once it holds its
-    config (from then on ``imgcls train --resume`` continues it, from its last checkpoint
-    or, before the first, from the beginning)."""
-    try:
-        yield
-    except KeyboardInterrupt as e:
-        if isinstance(e, TrainingInterrupted) or not run.config.exists():
-            raise
-        raise TrainingInterrupted(run.path) from e
 
 
 def _budget_kind(cfg: TrainConfig, ckpt: Checkpoint | None, epochs_given: bool,
