@@ -10,7 +10,7 @@ each (set, configuration).
 
 Sets: sample (the embedded 5,000 images, the README's first command) and fashion-mnist (the
 named data sets, scored on their own test images) and the folders of suite_data.py
-(fmnist50, digits-mixed, icons, large), each scored on its `<set>-test` folder.
+(fmnist50, digits-mixed, icons, large, lineart), each scored on its `<set>-test` folder.
 """
 
 import argparse
@@ -27,7 +27,7 @@ from _record import append_row
 
 HERE = Path(__file__).parent
 ROOT = Path(os.environ.get("IMGCLS_SUITE", Path.home() / ".cache" / "imgcls" / "suite"))
-SETS = ("sample", "fashion-mnist", "fmnist50", "digits-mixed", "icons", "large")
+SETS = ("sample", "fashion-mnist", "fmnist50", "digits-mixed", "icons", "large", "lineart")
 NAMED = ("sample", "fashion-mnist")  # data sets with a test split of their own
 CHOSEN = ("model", "image_size", "channels", "batch_size", "epochs", "flip", "class_weights",
           "augment")
@@ -56,7 +56,7 @@ def describe(name: str) -> dict:
             sides.append(min(probe_image(p)[:2]))
         except Exception:  # an unreadable file: counted by the run itself
             pass
-    return {"images": len(src.train.paths) + len(src.train.skipped),
+    return {"images": len(src.train.paths),
             "classes": len(src.classes), "median_px": int(statistics.median(sides))}
 
 

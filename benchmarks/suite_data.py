@@ -23,6 +23,7 @@ Debian packages used (bookworm), installed with ``apt-get install -y --no-instal
   mate-backgrounds             large
   lomiri-wallpapers            large (pulls in lomiri-wallpapers-16.04 and -20.04)
   ukui-wallpapers              large
+  adwaita-icon-theme           lineart
 
 The sets:
 
@@ -51,6 +52,12 @@ the themes ship them; the same name in two categories is kept). Counts are the n
 that the smallest class is subsampled at random to a fifth of the largest if it is bigger
 (so largest/smallest >= 5: devices 116 -> 115), and all classes would be subsampled in
 proportion if the total passed 1,500 (it is 1,417). 20% per class go to ``icons-test``.
+
+``lineart`` (3 classes: actions, devices, status): Adwaita's symbolic icons, black line art
+on a transparent background (RGBA, opaque pixels black or nearly), one size between 16 and 96 px
+drawn at random per icon (seed 0), one file per icon name: actions 152, devices 64, status
+203. 20% per class go to ``lineart-test``. Composited over black, every image is black: the
+set on which the handling of transparency matters most.
 
 ``large`` (5 classes, one per wallpaper package: gnome, plasma, mate, lomiri, ukui): the
 packages ship only 107 distinct wallpapers of at least 1,000 px (gnome 14 abstract patterns
@@ -87,7 +94,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-SETS = ("fmnist50", "digits-mixed", "icons", "large")
+SETS = ("fmnist50", "digits-mixed", "icons", "large", "lineart")
 DEFAULT_ROOT = Path("~/.cache/imgcls/suite").expanduser()
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -112,7 +119,11 @@ LARGE_CLASSES = {  # class -> Debian packages whose wallpapers it is made of
 }
 LARGE_PER_CLASS = 72
 
+LINEART_DIR = Path("/usr/share/icons/Adwaita")
+LINEART_CLASSES = ("actions", "devices", "status")
+
 PACKAGES = {
+    "lineart": ("adwaita-icon-theme",),
     "fmnist50": ("dataset-fashion-mnist",),
     "digits-mixed": (),
     "icons": ("oxygen-icon-theme", "paper-icon-theme", "mate-icon-theme"),
@@ -391,8 +402,26 @@ def build_large(tmp: Path) -> None:
                 (tmp / folder / cls / f"{stem_ok}-{counts[stem]:02d}.jpg").write_bytes(data)
 
 
+# ---------------------------------------------------------------- line art
+
+def build_lineart(tmp: Path) -> None:
+    icons: dict[str, list[Path]] = {}
+    rng = random.Random(0)
+    for cat in LINEART_CLASSES:
+        sizes = defaultdict(list)  # icon name -> its PNG at every size
+        for f in sorted(LINEART_DIR.glob(f"*x*/{cat}/*-symbolic.symbolic.png")):
+            sizes[f.name].append(f)
+        icons[cat] = [rng.choice(files) for _, files in sorted(sizes.items())]
+    train, test = split_per_class(icons, 0.2, seed=0)
+    for folder, sets in (("lineart", train), ("lineart-test", test)):
+        for cat, files in sets.items():
+            (tmp / folder / cat).mkdir(parents=True)
+            for f in files:
+                shutil.copyfile(f, tmp / folder / cat / f"{f.parent.parent.name}_{f.name}")
+
+
 BUILDERS = {"fmnist50": build_fmnist50, "digits-mixed": build_digits_mixed,
-            "icons": build_icons, "large": build_large}
+            "icons": build_icons, "large": build_large, "lineart": build_lineart}
 
 
 # ---------------------------------------------------------------- driver

@@ -32,7 +32,7 @@ def test_gray_and_rgb_conversion_rule():
     assert decode_image(save(gray), 3)[:, 0, 0].tolist() == [77, 77, 77]
 
 
-def test_alpha_is_composited_over_black():
+def test_light_transparent_images_are_composited_over_black():
     rgba = Image.new("RGBA", (2, 2), (200, 100, 0, 128))
     v = decode_image(save(rgba), 3)[:, 0, 0].tolist()
     assert v == [100, 50, 0] or all(abs(a - b) <= 1 for a, b in zip(v, [100, 50, 0]))
@@ -114,3 +114,20 @@ def test_convert_channels():
     c = torch.zeros(2, 3, 3, 3, dtype=torch.uint8)
     c[:, 1] = 100
     assert convert_channels(c, 1)[0, 0, 0, 0].item() == round(100 * 0.587)
+
+
+def test_dark_line_art_on_transparency_is_drawn_on_white():
+    """Black strokes on transparency would be all black over black: the background
+    brightens to white under a dark foreground, and stays black under a light one."""
+    art = Image.new("RGBA", (9, 9), (0, 0, 0, 0))
+    for i in range(9):
+        art.putpixel((i, 4), (0, 0, 0, 255))  # a black line
+    t = decode_image(save(art), 1)[0]
+    assert t[4].tolist() == [0] * 9 and t[0].tolist() == [255] * 9
+    glyph = Image.new("RGBA", (9, 9), (0, 0, 0, 0))
+    glyph.putpixel((4, 4), (250, 250, 250, 255))  # a light icon keeps black
+    t = decode_image(save(glyph), 1)[0]
+    assert t[4, 4] == 250 and t[0, 0] == 0
+    gray = Image.new("LA", (4, 4), (0, 0))
+    gray.putpixel((0, 0), (32, 255))  # half a quarter of white: a mid-gray background
+    assert decode_image(save(gray), 1)[0, 3, 3].item() in (127, 128)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from .config import TrainConfig
 from .data.dataset import ArrayDataset
-from .data.images import ImageDecodeError, _to_array, convert_channels, resize_to
+from .data.images import ImageDecodeError, convert_channels, convert_image, resize_to
 from .data.prepare import make_loader
 from .data.sources import Source
 from .engine.evaluate import basic_metrics, predict_logits
@@ -87,11 +87,6 @@ def _tensor(x: object) -> torch.Tensor:
     is copied, since torch cannot share memory it may not write (and warns)."""
     a = np.asarray(x)
     return torch.from_numpy(a if a.flags.writeable else a.copy())
-
-
-def _pil_image(img: Image.Image, channels: int) -> torch.Tensor:
-    """A PIL image of any mode as uint8 (C, H, W), by the conversion rule of image files."""
-    return torch.from_numpy(np.array(_to_array(img, channels).transpose(2, 0, 1)))
 
 
 def _image_items(x: object) -> list | None:
@@ -243,7 +238,7 @@ class Classifier:
         good, bad = [], []
         for i, item in enumerate(items):
             try:
-                good.append(resize_to(_pil_image(item, pre.in_chans), pre.input_size,
+                good.append(resize_to(convert_image(item, pre.in_chans), pre.input_size,
                                       pre.resize) if isinstance(item, Image.Image)
                             else pre.load_image(item))
             except ImageDecodeError as e:

@@ -21,9 +21,13 @@ Conversion rule (what every mode becomes):
 * EXIF orientation is applied first, so a photo is upright as a viewer shows it.
 * 16- and 32-bit integer images (``I;16*``, ``I``) are scaled to 8 bits (value / 257,
   clipped to 0..65535); floating-point images (``F``) are clipped to 0..255.
-* Transparency (``RGBA``, ``LA``, ``PA``, palette images with a transparent colour) is
-  composited over black, which is what dropping the alpha channel of the common
-  transparent-black pixel gives and what MNIST-like dark backgrounds expect.
+* Transparency (``RGBA``, ``LA``, ``PA``, palette images with a transparent colour or a
+  transparent colour key) is composited over :func:`background_level`: black, unless the
+  image's opaque pixels are dark (mean brightness under a quarter of white), when the
+  background brightens to white as they darken. Black line art on transparency stays
+  visible (over black it would be all black) and icons and cut-outs, mostly brighter, keep
+  the black that dropping the alpha of the common transparent-black pixel gives
+  (benchmarks/transparency.py measures the choice).
 * Palette, CMYK, YCbCr, LAB and HSV images are converted to RGB by Pillow.
 * For a 1-channel model colour is turned into luma (ITU-R 601-2, Pillow's ``L``); for a
   3-channel model grayscale is repeated on the three channels.
@@ -43,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from ..errors import DataError
 
@@ -180,6 +184,30 @@ def _upright(img: Image.Image) -> Image.Image:
             return img
 
 
+def foreground_luma(rgba: Image.Image) -> float | None:
+    """The mean brightness (luma, 0..255) of an RGBA image's pixels weighted by their opacity;
+    None when every pixel is transparent."""
+    alpha = rgba.getchannel("A")
+    weight = ImageStat.Stat(alpha).sum[0]
+    inked = ImageChops.multiply(rgba.convert("L"), alpha)  # luma x alpha / 255
+    return 255 * ImageStat.Stat(inked).sum[0] / weight if weight else None
+
+
+def background_level(rgba: Image.Image) -> int:
+    """The gray level transparent pixels are composited over: black, the common background
+    of icons and cut-outs (most are brighter than a quarter of white), brightening to white
+    as the opaque pixels darken below that, so that black line art is drawn on white."""
+    luma = foreground_luma(rgba)
+    return 0 if luma is None else round(255 * min(max(1 - luma / 64, 0.0), 1.0))
+
+
+def _flatten(rgba: Image.Image) -> Image.Image:
+    """An RGBA image composited over its :func:`background_level`."""
+    bg = background_level(rgba)
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (bg, bg, bg, 255)),
+                                 rgba).convert("RGB")
+
+
 def _to_array(img: Image.Image, channels: int) -> np.ndarray:
     img = _upright(img)
     mode = img.mode
@@ -197,9 +225,7 @@ def _to_array(img: Image.Image, channels: int) -> np.ndarray:
     elif "transparency" in img.info and img.mode in ("L", "RGB"):
         img = img.convert("LA" if img.mode == "L" else "RGBA")  # a transparent colour key
     if img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
-        rgba = img.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(black, rgba).convert("RGB")
+        img = _flatten(img.convert("RGBA"))
         if mode in ("LA", "La"):
             img = img.convert("L")
     if channels == 1:
@@ -216,6 +242,18 @@ def pixel_limit() -> int:
     return int(os.environ.get("IMGCLS_MAX_PIXELS") or MAX_PIXELS)
 
 
+def convert_image(img: Image.Image, channels: int, name: str = "<image>") -> torch.Tensor:
+    """A decoded PIL image of any mode as a ``uint8`` tensor (C, H, W) by the conversion rule;
+    raises ImageDecodeError naming ``name``."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    try:
+        a = _to_array(img, channels)
+    except Exception as e:
+        raise ImageDecodeError(f"{name}: cannot convert {img.mode} image ({e})") from e
+    return torch.from_numpy(np.array(a.transpose(2, 0, 1)))  # a writable copy
+
+
 def decode_image(
     source: str | Path | bytes, channels: int, max_pixels: int | None = None
 ) -> torch.Tensor:
@@ -224,11 +262,7 @@ def decode_image(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     with _opened(source, max_pixels or pixel_limit()) as (img, name):
-        try:
-            a = _to_array(img, channels)
-        except Exception as e:
-            raise ImageDecodeError(f"{name}: cannot convert {img.mode} image ({e})") from e
-    return torch.from_numpy(np.array(a.transpose(2, 0, 1)))  # a writable copy
+        return convert_image(img, channels, name)
 
 
 def probe_image(path: str | Path, max_pixels: int | None = None) -> tuple[int, int, bool]:

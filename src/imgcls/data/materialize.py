@@ -77,7 +77,7 @@ def infer_image_size(ds: FileDataset, limit: int = 200) -> int:
 
 def cache_key(ds: FileDataset, size: int, channels: int, resize: str) -> str:
     """A stable key of the files (paths, sizes, modification times) and the decoding."""
-    h = hashlib.sha256(f"v2|{size}|{channels}|{resize}|{pixel_limit()}".encode())
+    h = hashlib.sha256(f"v3|{size}|{channels}|{resize}|{pixel_limit()}".encode())
     for p in ds.paths:
         h.update(os.fsencode(p))  # the name's own bytes: not every file name is UTF-8
         try:
