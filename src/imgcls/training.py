@@ -206,8 +206,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     if decisions:
         log("defaults chosen from the data (each flag overrides its own):\n"
             + "\n".join(d.line() for d in decisions))
-    measured = ", ".join(f"{k} {1000 * v:.0f} ms/step" for k, v in timings.items())
-    log(f"execution plan: {measured + ' -> ' if measured else ''}{plan.describe()}")
+    log(f"execution plan: {plan.explain(timings, cfg.precision)}")
     aug = choose_augment(cfg.augment, cfg.epochs, pre.input_size, cfg.flip,
                          translate=cfg.translate, rotate=cfg.rotate, erase=cfg.erase)
     train_loader = make_loader(data.train, pre, train=True, augment=aug, **plan.placement,

@@ -1,0 +1,50 @@
+"""The execution plan spends nothing on a precision the CPU cannot compute natively, says
+why, and gives up early on a candidate that is hopelessly slow."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from imgcls.engine import precision
+from imgcls.engine.precision import ExecPlan, _cpu_candidates, _time_steps, native_bf16
+
+AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+
+
+@pytest.mark.parametrize("cpuinfo,native", [(AVX2, False), (AMX, True)])
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, cpuinfo, native):
+    monkeypatch.setattr(precision, "open", lambda *a, **k: io.StringIO(cpuinfo), raising=False)
+    ok, why = native_bf16.__wrapped__()
+    assert ok is native
+    assert ("amx_bf16" in why) if native else ("no bf16 instructions" in why)
+
+
+def test_auto_tries_bf16_only_where_it_is_native(monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda: (False, "no bf16 instructions"))
+    plans = _cpu_candidates("cpu", "auto", "auto")
+    assert {p.precision for p in plans} == {"fp32"} and len(plans) == 2  # NCHW, channels_last
+    assert "no bf16 instructions" in ExecPlan().explain({"fp32": 0.1}, "auto")
+    assert "bf16" not in ExecPlan().explain({"fp32": 0.1}, "fp32")  # asked for: no note
+    assert [p.precision for p in _cpu_candidates("cpu", "bf16", "yes")] == ["bf16"]
+    monkeypatch.setattr(precision, "native_bf16", lambda: (True, "the CPU has amx_bf16"))
+    assert "bf16" in {p.precision for p in _cpu_candidates("cpu", "auto", "auto")}
+
+
+def test_a_hopeless_candidate_is_not_timed_further(monkeypatch):
+    calls = []
+
+    class Counted(nn.Linear):
+        def forward(self, x):
+            calls.append(1)
+            return super().forward(x)
+
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    _time_steps(Counted(3, 2), ExecPlan(), x, y, steps=3)
+    assert len(calls) == 5  # two warm-up steps and three timed ones
+    calls.clear()
+    monkeypatch.setattr(precision, "TRIAL_LIMIT_S", 0.0)
+    assert _time_steps(Counted(3, 2), ExecPlan(), x, y, steps=3) > 0
+    assert len(calls) == 1  # its first step alone was over the limit
