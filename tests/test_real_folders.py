@@ -216,3 +216,17 @@ def test_no_pillow_warning_reaches_the_user(real_folder, recwarn):
             except ImageDecodeError:
                 pass
     assert not [w for w in recwarn if "PIL" in (w.filename or "")]
+
+
+def test_the_streamed_loader_skips_the_same_files(real_folder):
+    """Folders too big for memory stream through DataLoader workers: the same guarded open,
+    the same files skipped, with the same reasons' files named."""
+    from imgcls.data.loader import StreamLoader
+
+    ds = load_source(str(real_folder)).train
+    loader = StreamLoader(ds, 16, size=16, channels=3, workers=0, mean=[0.5] * 3,
+                          std=[0.25] * 3)
+    n = sum(len(y) for _, y in loader)
+    bad = {f for f, (_, p) in pathologies(0).items() if p is not None}
+    assert n == len(ds) - 2 * len(bad)
+    assert {os.path.basename(s) for s in loader.skipped} == bad
