@@ -165,6 +165,12 @@ def test_cli_train_eval_and_data_info(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out and str(tmp_path / "cli") in out
+    # the command's phases: start-up (from the process's start) + steps + final passes
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    phases = summary["startup_s"] + summary["train_s"] + summary["teardown_s"]
+    assert all(summary[k] > 0 for k in ("startup_s", "train_s", "teardown_s"))
+    assert summary["seconds"] <= phases <= summary["seconds"] + 60  # + imports before train()
+    assert f"start-up {summary['startup_s']:.1f} s, training" in out
     assert main(["eval", str(tmp_path / "cli"), "--data", "digits", "--format", "json"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["n"] == 359 and m["top1"] > 0.3

@@ -8,17 +8,19 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from .cli_parser import build_parser, unknown_flags
 from .config_flags import config_from_args
 from .errors import ImgclsError
+from .utils import process_seconds
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
-    result = train(config_from_args(args))
+    result = train(config_from_args(args), started=args.started)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     if result.held_out:
@@ -26,7 +28,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{split} accuracy {m['top1']:.4f} ({m['n']} images"
               f"{'' if split == 'test' else '; no test split'})")
     if not result.unchanged:
-        print(f"run saved to {result.path} ({result.seconds:.0f} s)")
+        t = json.loads(result.run.summary.read_text())
+        total = t["startup_s"] + t["train_s"] + t["teardown_s"]
+        print(f"run saved to {result.path} ({total:.0f} s: start-up {t['startup_s']:.1f} s, "
+              f"training {t['train_s']:.1f} s, final passes {t['teardown_s']:.1f} s)")
     return 0
 
 
@@ -228,8 +233,11 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
 
 
 def main(argv: list[str] | None = None) -> int:
+    # when the command began: from a shell, the interpreter's start (where the system says)
+    started = time.perf_counter() - ((process_seconds() or 0.0) if argv is None else 0.0)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.started = started
     if extra:
         unknown_flags(parser, args, extra)
     if getattr(args, "max_pixels", None):

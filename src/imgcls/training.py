@@ -103,9 +103,7 @@ def plan_epochs(cfg: TrainConfig, plan: ExecPlan, model: nn.Module, example: tup
     ``whole_run``, (the run's start, the images of its final passes): what is left of it
     after the time spent so far and the final passes). The budget's first estimate times a
     few steps now, not the plan's cached timings: those may come from another hour of a
-    machine whose speed varies (here 1.6x: a cached 253 ms/step planned 17 epochs of a
-    19-minute budget, and the first epoch's 400 ms cut them to 11, squeezing the schedule's
-    warm-up)."""
+    machine whose speed varies."""
     if cfg.epochs is not None:
         return cfg.epochs, cfg.train_fraction
     if not cfg.budget:
@@ -177,16 +175,17 @@ def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
 
 def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | None = None,
           callbacks: list[Callback] | None = None, budget_scope: str = "training",
-          **overrides: object) -> TrainResult:
+          started: float | None = None, **overrides: object) -> TrainResult:
     """Train a model as ``cfg`` (plus keyword overrides) says; returns the finished run.
     ``source`` replaces ``cfg.data`` with data already in memory (used by ``Classifier.fit``).
     ``--budget`` covers the epochs and their validation (``budget_scope`` ``training``), or
     the whole call (``run``: loading, planning, training and the final calibration and test
-    passes, as ``imgcls compare`` gives each model). Under ``torchrun`` every process calls
-    this; rank 0 writes the run."""
+    passes, as ``imgcls compare`` gives each model). Start-up counts from ``started`` (a
+    ``perf_counter`` time; default: this call). Under torchrun rank 0 writes the run."""
     if budget_scope not in ("training", "run"):
         raise ValueError(f"budget_scope must be training or run, got {budget_scope!r}")
     t_start = time.perf_counter()
+    started = t_start if started is None else started
     cfg, run, ddp, log, ckpt, epochs_given = _setup(cfg, overrides, log)
     if ckpt is not None and is_complete(run, ckpt, cfg.epochs if epochs_given else None):
         finish(ddp)
@@ -241,7 +240,9 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     best = _add_callbacks(trainer, cfg, run, meta, [budget, checks], ddp, log, callbacks or [])
     with resumable(run):
         _start(trainer, run, cfg, ckpt, epochs_given, data, source, model, ddp, log)
+        t_fit = time.perf_counter()
         history = trainer.fit()
+        t_fit_end = time.perf_counter()
         checksums = gather(weights_checksum(trainer.model), ddp)
         finish(ddp)
         if not ddp.is_main:
@@ -250,12 +251,15 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         held_out = _final_figures(run, cfg, data, plan, log)
     _record_epochs(run, trainer.epochs)
     test = held_out[1] if held_out and held_out[0] == "test" else None
-    seconds = time.perf_counter() - t_start
+    t_end = time.perf_counter()
+    seconds = t_end - t_start
     write_json(run.summary, {
         "test": test, "held_out": held_out and {"split": held_out[0], **held_out[1]},
         "best_val_top1": best.top1, "best_epoch": best.epoch, "epochs": trainer.epochs,
         "restarts": trainer.state.restarts, "lr_factor": trainer.state.lr_factor,
         "seconds": seconds, "plan": plan.describe(), "timings_s_per_step": timings,
+        "startup_s": t_fit - started, "train_s": t_fit_end - t_fit,  # the command's phases
+        "teardown_s": t_end - t_fit_end,
         "skipped_images": len(skipped), "world_size": ddp.world_size,
         "ranks_identical": len(set(checksums)) == 1})
     return TrainResult(run, test, history, plan, seconds, held_out)

@@ -17,6 +17,18 @@ from .errors import RunError
 Log = Callable[[str], None]  # where progress messages go: print, a list's append, ...
 
 
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux's /proc/self/stat); None where unknown."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temp file in the same folder, fsync it, then rename over ``path``:
     a reader sees the old file or the new one, never half of one, even after a crash."""
