@@ -31,9 +31,10 @@ def write_report(run: RunDir, result: dict, ds: Dataset, probs: torch.Tensor,
         files["curves"] = plots.training_curves(records, out / "curves.png")
     files["confusion"] = plots.confusion_plot(result["confusion"], names, out / "confusion.png")
     cal = result["calibration"]
+    scaled = cal["temperature"] != 1.0  # at T = 1 the scaled line would hide the other
     files["reliability"] = plots.reliability_plot(
-        cal["bins_before"], cal["bins_after"], out / "reliability.png",
-        (cal["ece_before"], cal["ece_after"]))
+        cal["bins_before"], cal["bins_after"] if scaled else None, out / "reliability.png",
+        (cal["ece_before"], cal["ece_after"] if scaled else None))
     files["per_class"] = plots.per_class_bars(result["per_class"], out / "per_class.png")
     if isinstance(ds, ArrayDataset):
         files["errors"] = plots.error_grid(ds.images, ds.labels, probs, names,
