@@ -497,3 +497,21 @@ def test_config_yaml_holds_the_epochs_a_budget_trained_and_repeats_them(tmp_path
                                            progress=False), log=lines.append)
     assert len(more.run.read_metrics()) == epochs + 1
     assert imgcls.TrainConfig.from_yaml(r.path / "config.yaml").epochs == epochs + 1
+
+
+def test_an_early_stopped_run_killed_before_its_summary_does_not_train_on(tmp_path):
+    """With a learning rate of ~0 the validation figures soon stop improving: early stopping
+    (patience 1) ends the run before its 6 epochs. Killed in its final passes (no summary
+    yet), the resumed run gives its final figures and trains no further epoch."""
+    kw = dict(data="digits", epochs=6, early_stop=1, lr=1e-12, out=str(tmp_path), name="es",
+              progress=False, precision="fp32", channels_last="no")
+    r = imgcls.train(**kw, log=lambda _: None)
+    trained = len(r.history)
+    assert trained < 6
+    (r.path / "summary.json").unlink()  # as if killed during the final passes
+    lines = []
+    again = imgcls.train(imgcls.TrainConfig(resume=str(r.path), progress=False),
+                         log=lines.append)
+    assert any("after its training ended: its final figures follow" in s for s in lines)
+    assert len(again.run.read_metrics()) == trained and again.test is not None
+    assert json.loads((r.path / "summary.json").read_text())["epochs"] == 6

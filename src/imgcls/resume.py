@@ -60,7 +60,8 @@ def is_complete(run: RunDir, ckpt: Checkpoint, epochs: int | None) -> bool:
     its final figures are written."""
     state = TrainState.from_dict(ckpt.meta["state"])
     planned = epochs or state.epochs or TrainConfig.from_yaml(run.config).epochs
-    ended = state.epoch >= planned or (state.stop and epochs is None)
+    ended = state.epoch >= planned or (state.stop and not state.restart_lr_factor
+                                        and epochs is None)
     return ended and state.batch == 0 and run.summary.exists()
 
 

@@ -331,9 +331,9 @@ def _start(trainer: Trainer, run: RunDir, cfg: TrainConfig, ckpt: Checkpoint | N
         if ddp.is_main:
             run.truncate_metrics(trainer.state.epoch)
         s = trainer.state
-        log(f"resumed {run.path} " + (f"at epoch {s.epoch + 1}, batch {s.batch}"
-                                      if s.epoch < trainer.epochs else
-                                      "after its training ended: its final figures follow"))
+        ended = s.epoch >= trainer.epochs or (s.stop and not s.restart_lr_factor)
+        log(f"resumed {run.path} " + ("after its training ended: its final figures follow"
+                                      if ended else f"at epoch {s.epoch + 1}, batch {s.batch}"))
     elif ddp.is_main:
         if cfg.resume:
             run.truncate_metrics(0)

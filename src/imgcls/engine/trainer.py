@@ -71,6 +71,7 @@ class TrainState:
     skipped_steps: int = 0  # all of them, for the record
     lr_factor: float = 1.0  # lowered after every nonfinite_patience bad steps in a row
     restarts: int = 0  # times the run started over (a run that did not learn)
+    restart_lr_factor: float = 0.0  # a start-over requested at the end of this epoch
     # the plan, when it differs from the settings (a --budget re-plans it): 0 = as set
     epochs: int = 0
     steps_per_epoch: int = 0
@@ -203,7 +204,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if plan.precision == "fp16" else None
         self.ema = ModelEMA(self.model, loop.ema) if loop.ema > 0 else None
         self.state = TrainState()
-        self.restart_lr_factor = 0.0  # set by request_restart
         self._initial = {"model": {k: v.clone() for k, v in self.model.state_dict().items()}}
         # BatchNorm statistics are updated by the forward pass itself: a step whose loss is
         # not finite restores them from this copy, so a skipped step leaves no trace.
@@ -314,7 +314,7 @@ class Trainer:
             while True:
                 while self.state.epoch < self.epochs and not self.state.stop:
                     self.run_epoch(bar)
-                if not self.restart_lr_factor:
+                if not self.state.restart_lr_factor:
                     break
                 self.restart()
         for cb in self.callbacks:
@@ -324,7 +324,7 @@ class Trainer:
     def request_restart(self, lr_factor: float) -> None:
         """Start over after this epoch, from the initial weights, with the learning rate
         scaled by ``lr_factor`` (for a run that is not learning)."""
-        self.restart_lr_factor, self.state.stop = lr_factor, True
+        self.state.restart_lr_factor, self.state.stop = lr_factor, True
 
     def restart(self) -> None:
         s = self.state
@@ -333,10 +333,10 @@ class Trainer:
             self.ema.module.load_state_dict(self._initial["model"])
             self.ema.updates = 0
         self.optimizer.state.clear()  # momentum and Adam's moments
-        self.state = TrainState(lr_factor=s.lr_factor * self.restart_lr_factor,
+        self.state = TrainState(lr_factor=s.lr_factor * s.restart_lr_factor,
                                 restarts=s.restarts + 1, epochs=s.epochs,
                                 steps_per_epoch=s.steps_per_epoch)
-        self.restart_lr_factor, self.history = 0.0, []
+        self.history = []
         for cb in self.callbacks:
             cb.on_restart(self)
 
@@ -429,4 +429,5 @@ class Trainer:
         if self.scaler is not None and ckpt.scaler:
             self.scaler.load_state_dict(ckpt.scaler)
         restore_rng(ckpt.rng["tensors"], ckpt.rng["info"])
-        self.state.stop = False
+        if epochs is not None and not self.state.restart_lr_factor:
+            self.state.stop = False  # more epochs asked of a run that stopped early: train on
