@@ -13,7 +13,7 @@ from imgcls.utils import read_safetensors
 
 def test_importing_imgcls_leaves_pillows_bomb_guard_alone(fresh_python):
     code = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; import imgcls, "
-            "imgcls.data.images, imgcls.predict; print(Image.MAX_IMAGE_PIXELS == before "
+            "imgcls.data.images, imgcls.prediction; print(Image.MAX_IMAGE_PIXELS == before "
             "and before is not None)")
     assert fresh_python(code) == "True"
 

@@ -7,8 +7,6 @@ part) does not load the rest: inference never imports the training code.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, DataError, ImgclsError, ModelError, RunError
@@ -20,7 +18,7 @@ _LAZY = {
     "TrainConfig": "config",
     "evaluate": "evaluation",
     "create_model": "models", "list_models": "models",
-    "predict": "predict",
+    "predict": "prediction",
     "TrainResult": "training", "train": "training",
 }
 
@@ -35,22 +33,8 @@ if TYPE_CHECKING:
     from .config import TrainConfig
     from .evaluation import evaluate
     from .models import create_model, list_models
-    from .predict import predict
+    from .prediction import predict
     from .training import TrainResult, train
-
-
-class _Package(types.ModuleType):
-    """This package as a module type that keeps ``imgcls.predict`` the function."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        # Importing a submodule binds it on its package, so the module imgcls.predict would
-        # replace the function of that name whenever some code imported the module first.
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> object:

@@ -28,7 +28,7 @@ from .data.sources import Source
 from .engine.evaluate import basic_metrics, predict_logits
 from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
-from .predict import PathsLike, image_files, predict_files
+from .prediction import PathsLike, image_files, predict_files
 from .preprocess import Preprocess
 from .results import TOP_K
 from .run import load_run_model

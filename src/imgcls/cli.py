@@ -87,7 +87,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict, print_table, to_csv, to_json
+    from .prediction import predict, print_table, to_csv, to_json
     from .results import check_top_k
 
     check_top_k(args.top_k, "--top-k")  # a usage error, before the model is loaded

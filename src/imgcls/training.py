@@ -3,8 +3,8 @@ resume. Orchestration only: each step's work lives in ``data``, ``models``, ``en
 ``ssl``; the configuration is resolved here, once, before training starts, and written
 then (its epochs again at the end, when a budget re-planned them).
 
-(Named ``training`` rather than ``train`` so that the module does not shadow the
-``imgcls.train`` function, as ``evaluation`` does not shadow ``imgcls.evaluate``.)
+(Named ``training``, as ``evaluation`` and ``prediction`` are, so that no module shadows
+the function ``imgcls.train``, ``imgcls.evaluate`` or ``imgcls.predict``.)
 """
 
 from __future__ import annotations
