@@ -89,6 +89,15 @@ def test_per_class_averages_and_confusion_match_sklearn(case):
                                                             average=avg, zero_division=0)
         assert close(r[avg]["precision"], ap) and close(r[avg]["recall"], ar)
         assert close(r[avg]["f1"], af)
+    # over the classes present (data holding some of the model's classes): labels= those
+    present = sorted(set(labels.tolist()))
+    rp = classification_report(torch.from_numpy(logits), torch.from_numpy(labels),
+                               [f"c{i}" for i in range(n_cls)], macro_over="present")
+    ap, ar, af, _ = skm.precision_recall_fscore_support(labels, pred, labels=present,
+                                                        average="macro", zero_division=0)
+    assert close(rp["macro"]["precision"], ap) and close(rp["macro"]["recall"], ar)
+    assert close(rp["macro"]["f1"], af)
+    assert rp["absent_classes"] == [f"c{i}" for i in range(n_cls) if i not in present]
     assert r["confusion"] == skm.confusion_matrix(labels, pred, labels=labs).tolist()
     assert confusion_matrix(torch.from_numpy(pred), torch.from_numpy(labels),
                             n_cls).tolist() == r["confusion"]

@@ -111,18 +111,6 @@ def on_model_classes(ds: Dataset, data: str, class_names: list[str]) -> Dataset:
     return dataclasses.replace(ds, labels=mapping[ds.labels], classes=list(class_names))
 
 
-def average_over_present(result: dict) -> None:
-    """Name the classes absent from the labels (``absent_classes``) and take the macro
-    average over the classes present, as scikit-learn does with ``labels=`` those classes:
-    a recall of 0 for a class no image belongs to is no failure of the model. With every
-    class present this is the mean over all of them."""
-    present = [p for p in result["per_class"] if p["support"]]
-    result["absent_classes"] = [p["class"] for p in result["per_class"] if not p["support"]]
-    if result["absent_classes"] and present:
-        result["macro"] = {k: sum(p[k] for p in present) / len(present)
-                           for k in ("precision", "recall", "f1")}
-
-
 def calibration_figures(logits: torch.Tensor, labels: torch.Tensor, temperature: float,
                         fitted_now: bool) -> dict:
     """ECE, NLL and reliability bins without (T = 1) and with ``temperature``."""
@@ -185,8 +173,7 @@ def evaluate(
                           pre.class_names)
     logits, labels, arr, skipped = _logits(model, pre, ds, device, tta, batch_size,
                                            f"decoding {split}")
-    result = classification_report(logits, labels, pre.class_names)
-    average_over_present(result)
+    result = classification_report(logits, labels, pre.class_names, macro_over="present")
     result.update(run=str(rd.path), data=data, split=split, tta=tta, skipped=skipped,
                   model=meta["model"])
     result["most_confused"] = most_confused(result["confusion"], pre.class_names)

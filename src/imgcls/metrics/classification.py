@@ -59,15 +59,19 @@ def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor,
-                          class_names: list[str]) -> dict:
+                          class_names: list[str], macro_over: str = "all") -> dict:
     """Loss, top-1, top-5, the confusion matrix and per-class precision, recall, F1 and
     support, with macro and support-weighted averages.
 
     Everything is computed in float64. A class never predicted has precision 0, a class absent
     from ``labels`` recall 0, and F1 is 0 when precision and recall are both 0. ``macro`` is
     the mean over all ``len(class_names)`` classes (scikit-learn's ``average="macro"`` with
-    ``labels=range(C)``), ``weighted`` weighs each class by its support. With no images the
+    ``labels=range(C)``); with ``macro_over="present"``, over the classes present in
+    ``labels`` (``labels=`` those classes: data holding some of the model's classes), named
+    in ``absent_classes``. ``weighted`` weighs each class by its support. With no images the
     per-class figures are 0 and loss, top-1, top-5 and both averages are NaN."""
+    if macro_over not in ("all", "present"):
+        raise ValueError(f"macro_over must be all or present, got {macro_over!r}")
     n_cls = len(class_names)
     labels = labels.long().flatten()
     n = len(labels)
@@ -86,6 +90,7 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor,
     f1 = _safe_div(2 * tp, support + predicted)
     weights = support / max(n, 1)
     nan = float("nan")
+    macro = support > 0 if macro_over == "present" and n else torch.ones(n_cls, dtype=bool)
     per_class = [
         {"class": name, "precision": precision[i].item(), "recall": recall[i].item(),
          "f1": f1[i].item(), "support": int(support[i].item())}
@@ -98,9 +103,10 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor,
         "top1": top_k_accuracy(logits, labels, 1),
         "top5": top_k_accuracy(logits, labels, 5),
         "per_class": per_class,
-        "macro": {"precision": precision.mean().item() if n else nan,
-                  "recall": recall.mean().item() if n else nan,
-                  "f1": f1.mean().item() if n else nan},
+        "macro": {"precision": precision[macro].mean().item() if n else nan,
+                  "recall": recall[macro].mean().item() if n else nan,
+                  "f1": f1[macro].mean().item() if n else nan},
+        "absent_classes": [c for c, s in zip(class_names, support.tolist()) if not s],
         "weighted": {"precision": (precision * weights).sum().item() if n else nan,
                      "recall": (recall * weights).sum().item() if n else nan,
                      "f1": (f1 * weights).sum().item() if n else nan},
