@@ -28,8 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{split} accuracy {m['top1']:.4f} ({m['n']} images"
               f"{'' if split == 'test' else '; no test split'})")
     if not result.unchanged:
-        t = json.loads(result.run.summary.read_text())
-        total = t["startup_s"] + t["train_s"] + t["teardown_s"]
+        t = result.phases
+        total = sum(t.values())
         print(f"run saved to {result.path} ({total:.0f} s: start-up {t['startup_s']:.1f} s, "
               f"training {t['train_s']:.1f} s, final passes {t['teardown_s']:.1f} s)")
     return 0

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -74,6 +74,7 @@ class TrainResult:
     seconds: float
     held_out: tuple[str, dict[str, float]] | None = None  # (split, metrics): test, else val
     unchanged: bool = False  # --resume of a finished run: nothing trained, nothing written
+    phases: dict[str, float] = field(default_factory=dict)  # startup_s, train_s, teardown_s
 
     @property
     def path(self) -> Path:
@@ -251,18 +252,17 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         held_out = _final_figures(run, cfg, data, plan, log)
     _record_epochs(run, trainer.epochs)
     test = held_out[1] if held_out and held_out[0] == "test" else None
-    t_end = time.perf_counter()
-    seconds = t_end - t_start
+    seconds = (t_end := time.perf_counter()) - t_start
+    phases = {"startup_s": t_fit - started, "train_s": t_fit_end - t_fit,
+              "teardown_s": t_end - t_fit_end}  # from the command to the summary
     write_json(run.summary, {
         "test": test, "held_out": held_out and {"split": held_out[0], **held_out[1]},
         "best_val_top1": best.top1, "best_epoch": best.epoch, "epochs": trainer.epochs,
         "restarts": trainer.state.restarts, "lr_factor": trainer.state.lr_factor,
         "seconds": seconds, "plan": plan.describe(), "timings_s_per_step": timings,
-        "startup_s": t_fit - started, "train_s": t_fit_end - t_fit,  # the command's phases
-        "teardown_s": t_end - t_fit_end,
-        "skipped_images": len(skipped), "world_size": ddp.world_size,
+        **phases, "skipped_images": len(skipped), "world_size": ddp.world_size,
         "ranks_identical": len(set(checksums)) == 1})
-    return TrainResult(run, test, history, plan, seconds, held_out)
+    return TrainResult(run, test, history, plan, seconds, held_out, phases=phases)
 
 
 def _record_epochs(run: RunDir, epochs: int) -> None:

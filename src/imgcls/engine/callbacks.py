@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 def improves(record: dict, top1: float, loss: float) -> bool:
     """Whether the epoch ``record`` is better on validation than ``top1`` / ``loss``: a
-    higher top-1, or the same top-1 at a lower loss. A small validation split ties often
-    (143 images: every 0.7 points), and of two tied epochs the later one usually has the
-    lower loss (0.098 against 0.171), the better-calibrated and more certain model."""
+    higher top-1, or the same top-1 at a lower loss. A small validation split ties often,
+    and of two tied epochs the one of lower loss is the more certain, better-calibrated
+    model (usually the later one)."""
     return (record["val_top1"], -record["val_loss"]) > (top1, -loss)
 
 
