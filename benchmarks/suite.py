@@ -79,7 +79,7 @@ def run_imgcls(name: str, label: str, flags: list[str], out: Path) -> dict:
                                              "restarts": summary.get("restarts", 0)}
     r = imgcls.evaluate(run, test, report=False, calibrate=False, log=lambda _: None)
     return {"top1": r["top1"], "n": r["n"], "split": r["split"], "wall_s": round(wall, 1),
-            "chosen": chosen, "run": str(run),
+            "train_s": summary.get("train_s"), "chosen": chosen, "run": str(run),
             "log_tail": [s for s in proc.stdout.splitlines() if "defaults" in s
                          or s.startswith("  ") or "warning" in s][:12]}
 

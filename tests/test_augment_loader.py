@@ -6,6 +6,7 @@ from imgcls.data.augment import Augment, erase, flip, preset, translate
 from imgcls.data.dataset import ArrayDataset
 from imgcls.data.loader import BatchLoader
 from imgcls.data.splits import stratified_split
+from imgcls.engine.schedules import progressive_scale
 
 
 def gen(seed=0):
@@ -49,6 +50,29 @@ def test_presets():
 def make_ds(n=100):
     images = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 1, 4, 4)
     return ArrayDataset(images.contiguous(), torch.arange(n) % 5, list("abcde"))
+
+
+def test_progressive_resizing_reaches_the_full_size_at_three_quarters_of_the_run():
+    scales = [progressive_scale(e, 8, 0.5) for e in range(8)]
+    assert scales[0] == 0.5 and scales[6:] == [1.0, 1.0]
+    assert all(a < b for a, b in zip(scales[:6], scales[1:7]))
+    assert [progressive_scale(e, 8, 0.0) for e in range(8)] == [1.0] * 8  # off
+
+
+def test_the_loader_resizes_its_batches_to_its_scale():
+    n = 20
+    images = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 1, 16, 16)
+    loader = BatchLoader(ArrayDataset(images.contiguous(), torch.arange(n) % 5, list("abcde")),
+                         8, mean=[0.0], std=[1.0], augment=Augment(flip=True))
+    full, _ = next(iter(loader))
+    loader.scale = 0.5
+    half, _ = next(iter(loader))
+    assert full.shape[-2:] == (16, 16) and half.shape[-2:] == (8, 8)
+    # a flat image stays flat: resizing keeps every pixel's value
+    assert torch.allclose(half.amin((1, 2, 3)), full.amin((1, 2, 3)), atol=1e-5)
+    assert torch.allclose(half.amax((1, 2, 3)), full.amax((1, 2, 3)), atol=1e-5)
+    loader.scale = 0.1
+    assert next(iter(loader))[0].shape[-1] == 8  # never below 8 pixels
 
 
 def test_loader_is_deterministic_and_resumable():

@@ -17,9 +17,19 @@ AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile
 @pytest.mark.parametrize("cpuinfo,native", [(AVX2, False), (AMX, True)])
 def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, cpuinfo, native):
     monkeypatch.setattr(precision, "open", lambda *a, **k: io.StringIO(cpuinfo), raising=False)
+    monkeypatch.setattr(precision, "_onednn_bf16", lambda: True)
     ok, why = native_bf16.__wrapped__()
     assert ok is native
     assert ("amx_bf16" in why) if native else ("no bf16 instructions" in why)
+
+
+def test_bf16_instructions_kept_from_torch_are_not_native(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (say) keeps oneDNN from the CPU's bf16 instructions: the plan
+    agrees with torch and does not try bf16."""
+    monkeypatch.setattr(precision, "open", lambda *a, **k: io.StringIO(AMX), raising=False)
+    monkeypatch.setattr(precision, "_onednn_bf16", lambda: False)
+    ok, why = native_bf16.__wrapped__()
+    assert not ok and "amx_bf16" in why and "limited to" in why
 
 
 def test_auto_tries_bf16_only_where_it_is_native(monkeypatch):

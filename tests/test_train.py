@@ -41,6 +41,24 @@ def test_short_real_training_beats_chance_and_writes_the_run(tmp_path):
     assert acc == pytest.approx(r.test["top1"], abs=1e-6)
 
 
+def test_progressive_resizing_trains_small_first_and_ends_at_full_size(tmp_path):
+    seen = []
+
+    class Sizes(Callback):
+        def on_step_end(self, trainer):
+            if trainer.state.batch == 1:
+                seen.append(next(iter(trainer.train_loader))[0].shape[-1])
+
+    r = imgcls.train(data="digits", image_size=16, epochs=4, progressive_resize=0.5,
+                     out=str(tmp_path), name="p", callbacks=[Sizes()], log=lambda _: None,
+                     **FAST)
+    # the ramp ends at 3 of 4 epochs: 8, 11, 13 pixels, then 16
+    assert seen == [8, 11, 13, 16]
+    scales = [rec.get("train_scale") for rec in r.history]
+    assert scales[:3] == pytest.approx([0.5, 2 / 3, 5 / 6]) and scales[3] is None
+    assert r.test["top1"] > 0.5
+
+
 class Interrupt(Callback):
     def __init__(self, at_step):
         self.at_step = at_step

@@ -138,6 +138,9 @@ class TrainConfig:
     flip: bool | None = _f(None, "horizontal flips (default: measured on the data, off where "
                            "a mirror image changes the class, as for digits or text)")
     translate: int | None = _f(None, "override the preset's translation, pixels")
+    progressive_resize: float = _f(0.0, "progressive resizing: the first epoch trains at this "
+                                   "share of the image size (e.g. 0.6), growing linearly to "
+                                   "the full size at three quarters of the epochs (0: off)")
     rotate: float | None = _f(None, "override the preset's rotation, degrees")
     erase: float | None = _f(None, "override the preset's random-erasing probability")
     tta: str = _f("auto", "test-time augmentation of the final test: 'flip' averages the "
@@ -211,6 +214,9 @@ class TrainConfig:
             raise ConfigError(f"channels: must be 1 or 3, got {self.channels}")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if not (self.progressive_resize == 0 or 0.25 <= self.progressive_resize < 1):
+            raise ConfigError(f"progressive_resize: must be 0 (off) or in [0.25, 1), got "
+                              f"{self.progressive_resize}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")
         if (self.ssl == "distill") != (self.teacher is not None):

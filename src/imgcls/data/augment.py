@@ -127,6 +127,19 @@ def erase(x: torch.Tensor, p: float, gen: torch.Generator, scale: tuple = (0.02,
     return x.masked_fill(mask[:, None], 0.0)
 
 
+MIN_SIZE = 8
+
+
+def resize_batch(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """A float batch resized to ``scale`` of its size (antialiased bilinear, at least 8 px);
+    the batch itself when that is its size."""
+    size = max(MIN_SIZE, round(x.shape[-1] * scale))
+    if size >= x.shape[-1]:
+        return x
+    return F.interpolate(x, size=(size, round(x.shape[-2] * size / x.shape[-1])),
+                         mode="bilinear", antialias=True, align_corners=False)
+
+
 def apply_geometric(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
     """Flip, translate and rotate a float batch in pixel space (before normalisation)."""
     if aug.flip:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..preprocess import normalize
-from .augment import Augment, apply_geometric, erase
+from .augment import Augment, apply_geometric, erase, resize_batch
 from .dataset import ArrayDataset, FileDataset
 from .images import ImageDecodeError, decode_image, display_name, resize_to
 
@@ -63,6 +63,8 @@ class _Loader:
         # a balanced sampler: each epoch draws n samples with these probabilities
         self.sample_weights = sample_weights
         self.epoch = 0
+        # share of the full size the batches are resized to (progressive resizing)
+        self.scale = 1.0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -93,6 +95,8 @@ class _Loader:
     def _finish(self, images: torch.Tensor, batch: int) -> torch.Tensor:
         """uint8 batch -> (augmented) normalised float batch on the device."""
         x = images.to(self.device, non_blocking=True)
+        if self.scale < 1:
+            x = resize_batch(x.float(), self.scale)
         if self.augment is not None:
             gen = batch_generator(self.seed, self.epoch, batch)
             x = apply_geometric(x.float(), self.augment, gen)

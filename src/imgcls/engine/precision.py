@@ -192,12 +192,17 @@ def _cached_timings(kind: str, key: str, model: nn.Module, shape: tuple,
     return {plan_name(c): timings[plan_name(c)] for c in candidates}
 
 
+def _onednn_bf16() -> bool:
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @functools.lru_cache(maxsize=1)
 def native_bf16() -> tuple[bool, str]:
     """Whether this CPU computes in bf16 with instructions of its own, and the reason: the
-    ``avx512_bf16``/``amx_bf16`` (x86) or ``bf16`` (Arm) flags of /proc/cpuinfo; without that
-    file, whether oneDNN has bf16 kernels. Without them torch emulates bf16 at a small
-    fraction of fp32's speed (a 1024x1024 matmul 150x slower on an AVX2 CPU)."""
+    ``avx512_bf16``/``amx_bf16`` (x86) or ``bf16`` (Arm) flags of /proc/cpuinfo, where
+    oneDNN may use them; without that file, whether oneDNN has bf16 kernels. Without them
+    torch emulates bf16 at a small fraction of fp32's speed."""
     flags: set[str] = set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -207,10 +212,13 @@ def native_bf16() -> tuple[bool, str]:
     except OSError:
         pass
     if not flags:
-        ok = bool(torch.backends.mkldnn.is_available()
-                  and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        ok = _onednn_bf16()
         return ok, f"oneDNN {'has' if ok else 'lacks'} bf16 kernels for this CPU"
     found = sorted(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    if found and not _onednn_bf16():
+        # the instructions are there but kept from torch (ONEDNN_MAX_CPU_ISA=AVX2, say)
+        return False, (f"the CPU has {', '.join(found)}, but torch's kernels are limited to "
+                       f"{torch.backends.cpu.get_cpu_capability()}: bf16 not tried")
     if found:
         return True, f"the CPU has {', '.join(found)}"
     return False, "the CPU has no bf16 instructions (avx512_bf16, amx_bf16): bf16 not tried"

@@ -1,5 +1,5 @@
-"""Learning-rate schedules as pure functions of the step (nanoGPT's ``get_lr``): nothing to
-save or restore on resume beyond the step counter."""
+"""Learning-rate and resolution schedules as pure functions of the step or the epoch
+(nanoGPT's ``get_lr``): nothing to save or restore on resume beyond the counters."""
 
 from __future__ import annotations
 
@@ -43,3 +43,19 @@ def lr_at(
     if schedule == "constant":
         return peak
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+# Progressive resizing ramps the training resolution up to the full size by this share of the
+# epochs; the rest train at full size, so the weights and BatchNorm statistics end where they
+# are tested.
+RAMP_END = 0.75
+
+
+def progressive_scale(epoch: int, epochs: int, start: float) -> float:
+    """Share of the full image size epoch ``epoch`` (0-based) of ``epochs`` trains at: from
+    ``start`` at the first epoch, linearly up to 1 at ``RAMP_END`` of the run; 1 when
+    ``start`` is 0 or 1 (off)."""
+    ramp = max(1, round(RAMP_END * epochs))
+    if not 0 < start < 1 or epoch >= ramp:
+        return 1.0
+    return start + (1 - start) * epoch / ramp

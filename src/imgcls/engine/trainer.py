@@ -23,7 +23,7 @@ from .checkpoint import Checkpoint, restore_rng
 from .ema import ModelEMA
 from .evaluate import basic_metrics, predict_logits
 from .precision import ExecPlan
-from .schedules import lr_at
+from .schedules import lr_at, progressive_scale
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -52,6 +52,7 @@ class LoopSettings:
 
     epochs: int = 10
     ema: float = 0.0
+    progressive_resize: float = 0.0  # first epoch's share of the image size (0: off)
     freeze: str = "none"
     unfreeze_after: int = 0
     nonfinite_patience: int = 5
@@ -347,6 +348,8 @@ class Trainer:
     def run_epoch(self, bar: object) -> None:
         s = self.state
         self.train_loader.set_epoch(s.epoch)
+        self.train_loader.scale = progressive_scale(s.epoch, self.epochs,
+                                                    self.loop.progressive_resize)
         self.model.train()
         # Freezing is a function of the epoch, so a resumed run freezes exactly as before.
         if self.frozen(s.epoch):
@@ -380,6 +383,8 @@ class Trainer:
                   "train_loss": s.epoch_loss_sum / seen, "train_top1": s.epoch_correct / seen,
                   "train_images_per_s": s.epoch_seen / max(s.epoch_seconds, 1e-9),
                   "epoch_time_s": s.epoch_seconds}
+        if self.train_loader.scale < 1:
+            record["train_scale"] = self.train_loader.scale
         record.update(self.objective.epoch_record(s.batch))
         if not math.isfinite(record["train_loss"]):
             self.log(f"warning: epoch {s.epoch + 1} train loss is {record['train_loss']}")
