@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ import yaml
 import imgcls
 from imgcls.cli import main
 from imgcls.data.sources import load_source
+from imgcls.engine import budget as budget_mod
+from imgcls.engine.budget import Budget
+from imgcls.engine.schedules import progressive_scale
 from imgcls.engine.trainer import Callback
 from imgcls.utils import read_safetensors
 
@@ -57,6 +61,26 @@ def test_progressive_resizing_trains_small_first_and_ends_at_full_size(tmp_path)
     scales = [rec.get("train_scale") for rec in r.history]
     assert scales[:3] == pytest.approx([0.5, 2 / 3, 5 / 6]) and scales[3] is None
     assert r.test["top1"] > 0.5
+
+
+@pytest.mark.parametrize("budget_s", [37.0, 100.0, 300.0])
+def test_a_budget_counts_the_cheaper_epochs_of_progressive_resizing(monkeypatch, budget_s):
+    """Epochs at scale s take s^2 of a full-size epoch: the plan fills the budget without
+    overrunning it, although its first epochs are four times faster than its last."""
+    clock = [0.0]
+    monkeypatch.setattr(budget_mod.time, "perf_counter", lambda: clock[0])
+    t = SimpleNamespace(loop=SimpleNamespace(progressive_resize=0.5), epochs=4,
+                        state=SimpleNamespace(epoch=0), val_loader=None, steps_per_epoch=10,
+                        train_loader=SimpleNamespace(batch_size=8))
+    t.set_epochs = lambda n: setattr(t, "epochs", n)
+    b = Budget(budget_s, "budget", log=lambda _: None)
+    b.on_train_start(t)
+    while t.state.epoch < t.epochs:
+        clock[0] += 10 * progressive_scale(t.state.epoch, t.epochs, 0.5) ** 2
+        b.step_end = clock[0]
+        t.state.epoch += 1
+        b.on_epoch_end(t, {})
+    assert 0.75 * budget_s <= clock[0] <= budget_s, (clock[0], t.epochs)
 
 
 class Interrupt(Callback):

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from ..distributed import DistInfo, broadcast
+from .schedules import progressive_scale
 from .trainer import Callback, Trainer
 
 PROBE_STEPS = 10  # steps timed before a less-than-one-epoch budget is re-planned
@@ -33,6 +34,11 @@ def epochs_for_budget(budget_s: float, step_s: float, train_steps: int, val_imag
         return int(epochs), 1.0
     fraction = (budget_s / 1.1 - val_s) / (train_steps * step_s)
     return 1, min(1.0, max(fraction, 1 / train_steps))
+
+
+def _cost(t: Trainer, epoch: int, epochs: int) -> float:
+    """Time of epoch ``epoch`` of a run of ``epochs`` relative to a full-size epoch."""
+    return progressive_scale(epoch, epochs, t.loop.progressive_resize) ** 2
 
 
 class Budget(Callback):
@@ -105,7 +111,9 @@ class Budget(Callback):
         slows down mid-run still ends in time, one that speeds up uses the time, and the
         schedule is not nudged every epoch."""
         now = time.perf_counter()
-        self.epoch_times.append(now - self.epoch_end)
+        # epoch times in full-size epochs: with progressive resizing an epoch at scale s
+        # costs about s^2 of one at the full size
+        self.epoch_times.append((now - self.epoch_end) / _cost(t, t.state.epoch - 1, t.epochs))
         # the final passes at this epoch's validation pace (without one: a third of a
         # training step per image)
         per_image = ((now - self.step_end) / t.val_loader.n if t.val_loader is not None else
@@ -120,8 +128,16 @@ class Budget(Callback):
                 break
         pace = sum(window) / len(window)
         left = budget - (now - self.start) - final_reserve(self.final_images, per_image)
-        fit, planned = max(done, done + int(left / (1.05 * pace))), t.epochs
-        overrun = (planned - done) * pace > left
+
+        def time_left(epochs: int) -> float:  # the epochs after ``done`` of a run of ``epochs``
+            return pace * sum(_cost(t, e, epochs) for e in range(done, epochs))
+
+        # the most epochs whose rest fits (bisection: a longer run costs more)
+        fit, high, planned = done, done + int(left / (1.05 * pace * _cost(t, 0, 2))) + 1, t.epochs
+        while fit < high:
+            mid = (fit + high + 1) // 2
+            fit, high = (mid, high) if 1.05 * time_left(mid) <= left else (fit, mid - 1)
+        overrun = time_left(planned) > left
         spare = fit > planned + max(1, 0.03 * planned)
         if self.max_epochs:
             fit = min(fit, self.max_epochs)
