@@ -127,3 +127,11 @@ def test_an_abbreviated_flag_is_not_taken_for_the_flag(capsys):
         main(["train", "--rotat", "3", "--epochs", "1"])
     assert e.value.code == 2
     assert "unknown flag(s): --rotat (did you mean --rotate?)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["{widths: [24, 48", "[1, 2]"])
+def test_model_kwargs_that_are_not_a_yaml_mapping_are_a_usage_error(capsys, text):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--model-kwargs", text])
+    assert e.value.code == 2
+    assert "--model-kwargs: expected a YAML mapping" in capsys.readouterr().err

@@ -85,7 +85,10 @@ def add_config_flags(p: argparse.ArgumentParser, helps: dict[str, str] | None = 
 def _yaml_mapping(v: str) -> dict:
     import yaml
 
-    d = yaml.safe_load(v)
+    try:
+        d = yaml.safe_load(v)
+    except yaml.YAMLError:
+        d = None
     if not isinstance(d, dict):
         raise argparse.ArgumentTypeError(f"expected a YAML mapping like '{{a: 1}}', got {v!r}")
     return d
