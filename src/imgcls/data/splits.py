@@ -53,14 +53,3 @@ def write_split_manifest(path: str | Path, dataset: Dataset, train_idx: np.ndarr
         w.writerow([item, dataset.classes[labels[i]],
                     "unreadable" if item in unreadable else split[i]])
     atomic_write_text(path, buf.getvalue())
-
-
-def read_split_manifest(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(train, val) indices from a ``split.csv`` of an in-memory data set; None for files."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or rows[0][0] != "index":
-        return None
-    train = [int(r[0]) for r in rows[1:] if r[2] == "train"]
-    val = [int(r[0]) for r in rows[1:] if r[2] == "val"]
-    return np.array(train, dtype=np.int64), np.array(val, dtype=np.int64)
