@@ -285,7 +285,7 @@ class Classifier:
             logits, _ = self._logits(images, None, batch_size, tta)
             ok = np.ones(len(probs), bool)
             ok[[i for i, _ in bad]] = False
-            probs[ok] = torch.softmax(logits / pre.temperature, 1).numpy()
+            probs[ok] = pre.probabilities(logits).numpy()
         if bad:
             warnings.warn(f"{len(bad)} image(s) could not be read, their rows are NaN: "
                           + "; ".join(reason for _, reason in bad), stacklevel=2)

@@ -30,7 +30,7 @@ from .metrics import (
     rejection_report,
     reliability_bins,
 )
-from .preprocess import Preprocess
+from .preprocess import Preprocess, calibrated_softmax
 from .run import RunDir, load_run_model, set_temperature
 from .utils import Log, write_json
 
@@ -115,7 +115,7 @@ def calibration_figures(logits: torch.Tensor, labels: torch.Tensor, temperature:
                         fitted_now: bool) -> dict:
     """ECE, NLL and reliability bins without (T = 1) and with ``temperature``."""
     p1 = logits.softmax(1)
-    pt = (logits / temperature).softmax(1)
+    pt = calibrated_softmax(logits, temperature)
     return {
         "temperature": temperature,
         "fitted_on": "val, now" if fitted_now else "stored",
@@ -200,7 +200,7 @@ def evaluate(
     if report:
         from .report.html import write_report
 
-        probs = (logits / temperature).softmax(1)
+        probs = calibrated_softmax(logits, temperature)
         result["files"] = write_report(rd, result, arr, probs, out, run_report=own)
     write_json(out / "metrics.json", {k: v for k, v in result.items() if k != "files"})
     return result

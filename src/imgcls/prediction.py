@@ -77,7 +77,7 @@ def predict_files(
         x = pre.normalize(torch.stack(images)).to(device)
         logits, _ = predict_logits(model, [(x, torch.zeros(len(x), dtype=torch.long))],
                                    eval_plan(device))
-        probs = (logits / pre.temperature).softmax(1)
+        probs = pre.probabilities(logits)
         scores = unknown_scores(logits, score, pre.temperature)
         tops = ranked(probs.cpu().numpy(), pre.class_names, top_k)
         for j, f in enumerate(ok):

@@ -34,6 +34,10 @@ class Preprocess:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities of ``logits`` (:func:`calibrated_softmax`)."""
+        return calibrated_softmax(logits, self.temperature)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (or float in 0..255) batch -> normalised float32, one fused multiply-add."""
         return normalize(x, self.mean, self.std)
@@ -53,6 +57,12 @@ class Preprocess:
             raise ValueError(f"images have {images.shape[-3]} channels, the model takes "
                              f"{self.in_chans}")
         return self.normalize(resize_to(images, self.input_size, self.resize))
+
+
+def calibrated_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(logits / temperature) over the classes: the probabilities every prediction,
+    report, export and server response gives."""
+    return torch.softmax(logits / temperature, dim=1)
 
 
 def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:

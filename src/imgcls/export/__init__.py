@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ImgclsError
-from ..preprocess import Preprocess
+from ..preprocess import Preprocess, calibrated_softmax
 from ..utils import Log
 
 __all__ = ["FORMATS", "ProbabilityModel", "check_parity", "export_model", "input_facts",
@@ -54,7 +54,7 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(images.float() * self.scale + self.shift).float()
-        return torch.softmax(logits / self.temperature, dim=1), logits
+        return calibrated_softmax(logits, self.temperature), logits
 
 
 @torch.no_grad()
@@ -62,7 +62,7 @@ def reference_probs(model: nn.Module, pre: Preprocess, images: torch.Tensor) -> 
     """What ``imgcls.load(run).predict`` computes, independently of :class:`ProbabilityModel`
     (so a fault in the wrapper shows up in the parity check)."""
     logits = torch.cat([model(pre.normalize(c)).float() for c in images.split(256)])
-    return torch.softmax(logits / pre.temperature, dim=1)
+    return pre.probabilities(logits)
 
 
 def parity_images(run: Path, pre: Preprocess, n: int = PARITY_IMAGES, log: Log = print

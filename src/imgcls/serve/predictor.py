@@ -92,7 +92,7 @@ class TorchPredictor(Predictor):
                                .to(self.plan.device))
         with self.plan.autocast():
             logits = self.model(self.plan.prepare_input(x)).float()
-        return {PROBABILITIES: torch.softmax(logits / self.pre.temperature, 1).cpu().numpy(),
+        return {PROBABILITIES: self.pre.probabilities(logits).cpu().numpy(),
                 LOGITS: logits.cpu().numpy()}
 
 
