@@ -10,7 +10,6 @@ the function ``imgcls.train``, ``imgcls.evaluate`` or ``imgcls.predict``.)
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,8 @@ from .engine.callbacks import (
     LearningCheck,
     MetricsLog,
     TensorBoard,
+    TrainingMargins,
+    ramp_epochs,
 )
 from .engine.checkpoint import Checkpoint
 from .engine.evaluate import basic_metrics, predict_logits, tta_views
@@ -237,8 +238,11 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
             cfg.model, cfg.data)).path) if ddp.is_main else "", ddp))
     meta = model_meta(cfg.model, cfg.model_kwargs, pre)
     checks = LearningCheck(max(data.train.counts()) / len(data.train), len(pre.class_names),
-                           log, after=_ramp_epochs(cfg), restarts=restarts)
-    best = _add_callbacks(trainer, cfg, run, meta, [budget, checks], ddp, log, callbacks or [])
+                           log, after=ramp_epochs(cfg.schedule, cfg.epochs, cfg.warmup_epochs),
+                           restarts=restarts)
+    margins = TrainingMargins(len(data.train), run.margins) if ddp.is_main else None
+    best = _add_callbacks(trainer, cfg, run, meta, [budget, checks, margins], ddp, log,
+                          callbacks or [])
     with resumable(run):
         _start(trainer, run, cfg, ckpt, epochs_given, data, source, model, ddp, log)
         t_fit = time.perf_counter()
@@ -340,13 +344,6 @@ def _start(trainer: Trainer, run: RunDir, cfg: TrainConfig, ckpt: Checkpoint | N
         else:
             write_yaml(run.config, cfg.to_dict())  # resolved; epochs see _record_epochs
         _describe_start(run, cfg, data, source, model, ddp, log)
-
-
-def _ramp_epochs(cfg: TrainConfig) -> int:
-    """The epoch by which a run should have learnt something: 3, or the end of the learning
-    rate's ramp (one-cycle rises over the first quarter of the steps) when that is later."""
-    ramp = 0.25 * cfg.epochs if cfg.schedule == "onecycle" else cfg.warmup_epochs
-    return max(3, math.ceil(ramp))
 
 
 def _execution_plan(cfg: TrainConfig, model: nn.Module, data: PreparedData, ddp: DistInfo

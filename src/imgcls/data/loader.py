@@ -63,6 +63,9 @@ class _Loader:
         # a balanced sampler: each epoch draws n samples with these probabilities
         self.sample_weights = sample_weights
         self.epoch = 0
+        # the data set's indices of the batch last yielded (per-image records such as the
+        # training margins read them)
+        self.last_indices = torch.empty(0, dtype=torch.long)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -134,6 +137,7 @@ class BatchLoader(_Loader):
         for b, idx in enumerate(self.batches()):
             if b < start:
                 continue
+            self.last_indices = idx
             idx = idx.to(self.images.device)
             yield self._finish(self.images[idx], b), self.labels[idx].to(self.device)
 
@@ -211,7 +215,8 @@ class StreamLoader(_Loader):
             bad = labels < 0
             if bad.any():
                 self.skipped.update(display_name(self.files.paths[i]) for i in idx[bad].tolist())
-                imgs, labels = imgs[~bad], labels[~bad]
+                imgs, labels, idx = imgs[~bad], labels[~bad], idx[~bad]
                 if len(labels) == 0:
                     continue
+            self.last_indices = idx
             yield self._finish(imgs, b), labels.to(self.device)
