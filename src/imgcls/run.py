@@ -61,6 +61,7 @@ class RunDir:
     audit_csv = property(lambda self: self.path / "audit" / "audit.csv")
     audit_report = property(lambda self: self.path / "audit" / "report.html")
     audit_section = property(lambda self: self.path / "audit" / "section.html")
+    audit_summary = property(lambda self: self.path / "audit" / "summary.json")
 
     def eval_dir(self, split: str, data: str | None = None) -> Path:
         """Where ``imgcls eval`` writes the metrics, plots and report of ``split``: of the

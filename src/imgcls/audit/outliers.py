@@ -1,0 +1,63 @@
+"""Images unlike their class or the whole set, by the final model's features (the pooled
+features before the classifier, cosine distance): an image's distance to its nearest
+neighbours among the training images of its given class, and among all training images,
+each compared with what is usual for that class. Also the images a person should look at
+though no model could judge them: unreadable files (skipped by training, with the reason)
+and near-blank images (one flat colour)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NEIGHBOURS = 5
+FAR = 6.0  # robust z-score (median, scaled MAD) above which an image is unlike its class
+BLANK_STD = 2.0  # pixel standard deviation (of 255) below which an image is near-blank
+
+
+def knn_distance(query: torch.Tensor, ref: torch.Tensor, in_ref: torch.Tensor,
+                 k: int = NEIGHBOURS, chunk: int = 4096) -> torch.Tensor:
+    """Mean cosine distance of each row of ``query`` to its ``k`` nearest rows of ``ref``
+    (rows L2-normalised); a query row that is itself in ``ref`` (``in_ref``) skips its
+    nearest, itself."""
+    k = min(k, len(ref) - 1)
+    if k < 1:
+        return torch.zeros(len(query))
+    out = []
+    for start in range(0, len(query), chunk):
+        top = (query[start : start + chunk] @ ref.T).topk(k + 1, dim=1).values
+        own = in_ref[start : start + chunk, None]
+        out.append(1 - torch.where(own, top[:, 1:], top[:, :k]).mean(1))
+    return torch.cat(out)
+
+
+def robust_z(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """(x - median(ref)) / (1.4826 MAD(ref)): a z-score that the outliers themselves do not
+    inflate."""
+    med = ref.median()
+    mad = (ref - med).abs().median() * 1.4826
+    return (x - med) / mad.clamp_min(1e-6)
+
+
+def outlier_scores(features: torch.Tensor, labels: torch.Tensor, is_train: torch.Tensor,
+                   classes: int) -> torch.Tensor:
+    """Each image's robust z-score of its k-NN distance to the training images (the larger
+    of: among all of them, among those of its given class), against the training images'
+    own; above :data:`FAR`, an outlier."""
+    f = F.normalize(features.float(), dim=1)
+    train = torch.nonzero(is_train).flatten()
+    every = knn_distance(f, f[train], is_train)
+    score = robust_z(every, every[is_train])
+    for c in range(classes):
+        ref = train[labels[train] == c]
+        mine = torch.nonzero(labels == c).flatten()
+        if len(ref) < 3 or not len(mine):
+            continue
+        d = knn_distance(f[mine], f[ref], is_train[mine])
+        score[mine] = torch.maximum(score[mine], robust_z(d, d[is_train[mine]]))
+    return score
+
+
+def near_blank(images: torch.Tensor) -> torch.Tensor:
+    """Per image: whether its pixels are (nearly) one flat value."""
+    return images.float().flatten(1).std(1) < BLANK_STD
