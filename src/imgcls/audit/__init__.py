@@ -16,8 +16,9 @@ Issues, in the order the CSV lists them (by score, highest first, within each):
                logits the given label trails by on average), held-out images by the final
                model's confident disagreement (score: probability of the predicted class
                minus that of the given label).
-``outlier``    unlike its class or the whole set (score: robust z-score of its distance to
-               its nearest training images, above 6), or unreadable or near-blank (score inf).
+``outlier``    unlike its class or the whole set (score: how many interquartile ranges its
+               distance to its nearest training images lies beyond the upper quartile of
+               the training images' own, above 3), or unreadable or near-blank (score inf).
 """
 
 from __future__ import annotations

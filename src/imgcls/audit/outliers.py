@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 NEIGHBOURS = 5
-FAR = 6.0  # robust z-score (median, scaled MAD) above which an image is unlike its class
+FAR = 3.0  # Tukey's "far out": beyond the upper quartile by 3 interquartile ranges
 BLANK_STD = 2.0  # pixel standard deviation (of 255) below which an image is near-blank
 
 
@@ -31,31 +31,31 @@ def knn_distance(query: torch.Tensor, ref: torch.Tensor, in_ref: torch.Tensor,
     return torch.cat(out)
 
 
-def robust_z(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """(x - median(ref)) / (1.4826 MAD(ref)): a z-score that the outliers themselves do not
-    inflate."""
-    med = ref.median()
-    mad = (ref - med).abs().median() * 1.4826
-    return (x - med) / mad.clamp_min(1e-6)
+def fence_score(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """(x - Q3(ref)) / IQR(ref): how many interquartile ranges ``x`` lies beyond the upper
+    quartile of ``ref`` (Tukey's fences; above 3 is "far out"). Distances are skewed to the
+    right, so a z-score (even the median/MAD one) flagged 2-6% of clean images."""
+    q1, q3 = torch.quantile(ref.float(), torch.tensor([0.25, 0.75]))
+    return (x - q3) / (q3 - q1).clamp_min(1e-6)
 
 
 def outlier_scores(features: torch.Tensor, labels: torch.Tensor, is_train: torch.Tensor,
                    classes: int) -> torch.Tensor:
-    """Each image's robust z-score of its k-NN distance to the training images (the larger
-    of: among all of them, among those of its given class), against the training images'
-    own; above :data:`FAR`, an outlier."""
+    """Each image's :func:`fence_score` of its k-NN distance to the training images (the
+    larger of: among all of them, among those of its given class), against the training
+    images' own; above :data:`FAR`, an outlier."""
     f = F.normalize(features.float(), dim=1)
     train = torch.nonzero(is_train).flatten()
     every = knn_distance(f, f[train], is_train)
-    score = robust_z(every, every[is_train])
+    own = every.clone()  # to the training images of the same class
     for c in range(classes):
         ref = train[labels[train] == c]
         mine = torch.nonzero(labels == c).flatten()
-        if len(ref) < 3 or not len(mine):
-            continue
-        d = knn_distance(f[mine], f[ref], is_train[mine])
-        score[mine] = torch.maximum(score[mine], robust_z(d, d[is_train[mine]]))
-    return score
+        if len(ref) > 1 and len(mine):
+            own[mine] = knn_distance(f[mine], f[ref], is_train[mine])
+    # each compared with the training images' own: pooled over the classes, since a small
+    # class's quartiles are too uncertain to set a fence by
+    return torch.maximum(fence_score(every, every[is_train]), fence_score(own, own[is_train]))
 
 
 def near_blank(images: torch.Tensor) -> torch.Tensor:
