@@ -67,12 +67,17 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--data-dir", default=None, help="folder holding a named data set's files")
     a.add_argument("--no-report", action="store_true",
                    help="the CSV only: no thumbnails, no heatmaps, no report section")
-    a.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    a.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    a.add_argument("--format", default="table", choices=("table", "json"),
-                   help="a summary table and the first findings, or the findings as JSON")
-    _add_max_pixels(a)
+    _add_pass_flags(a, "a summary table and the first findings, or the findings as JSON")
     a.set_defaults(command_fn="audit")
+
+
+def _add_pass_flags(p: argparse.ArgumentParser, format_help: str) -> None:
+    """The flags of a command that runs a run's model over a data set: batch, device, output
+    format (table or json) and the decoding pixel limit."""
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--format", default="table", choices=("table", "json"), help=format_help)
+    _add_max_pixels(p)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -95,11 +100,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="test-time augmentation: --tta (flip) averages each image's logits "
                    "with its mirror image's, as the final test of `imgcls train` does unless "
                    "digits; --tta shift also with both moved by one pixel (10 views)")
-    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    e.add_argument("--format", default="table", choices=("table", "json"),
-                   help="tables on the terminal, or one JSON object")
-    _add_max_pixels(e)
+    _add_pass_flags(e, "tables on the terminal, or one JSON object")
     e.set_defaults(command_fn="eval")
 
 
