@@ -240,9 +240,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     checks = LearningCheck(max(data.train.counts()) / len(data.train), len(pre.class_names),
                            log, after=ramp_epochs(cfg.schedule, cfg.epochs, cfg.warmup_epochs),
                            restarts=restarts)
-    margins = TrainingMargins(len(data.train), run.margins) if ddp.is_main else None
-    best = _add_callbacks(trainer, cfg, run, meta, [budget, checks, margins], ddp, log,
-                          callbacks or [])
+    best = _add_callbacks(trainer, cfg, run, meta, [budget, checks], ddp, log, callbacks or [])
     with resumable(run):
         _start(trainer, run, cfg, ckpt, epochs_given, data, source, model, ddp, log)
         t_fit = time.perf_counter()
@@ -369,8 +367,8 @@ def _add_callbacks(trainer: Trainer, cfg: TrainConfig, run: RunDir, meta: dict,
                    extra: list[Callback]) -> BestModel:
     """The run's callbacks, in the order their work must happen after an epoch: ``first``
     (re-plan the budget, check that the model learns), keep the best model, stop early, log
-    the metrics, then checkpoint all of it; rank 0 alone writes. The caller's callbacks come
-    last."""
+    the metrics and the training margins, then checkpoint all of it; rank 0 alone writes.
+    The caller's callbacks come last."""
     def save(t: Trainer) -> None:
         if ddp.is_main:
             save_model_file(run.model_file, t.eval_model.state_dict(), meta)
@@ -381,7 +379,8 @@ def _add_callbacks(trainer: Trainer, cfg: TrainConfig, run: RunDir, meta: dict,
     if cfg.early_stop:
         cbs.append(EarlyStopping(cfg.early_stop, log))
     cbs.append(MetricsLog(run if ddp.is_main else None, log))
-    if ddp.is_main:
+    if ddp.is_main:  # each training image's margins (rank 0's share), for the audit
+        cbs.append(TrainingMargins(trainer.train_loader.n, run.margins))
         cbs.append(Checkpointing(run.last_checkpoint, meta, cfg.checkpoint_every))
         if cfg.tensorboard:
             cbs.append(TensorBoard(run.tensorboard))
