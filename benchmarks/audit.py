@@ -57,15 +57,20 @@ def base_images(name, n_train, n_test, seed=0):
         out = {}
         for split, ds, n in (("train", src.train, n_train), ("test", src.test, n_test)):
             idx = rng.permutation(len(ds))[: min(n, len(ds))]
-            out[split] = [(Image.fromarray(ds.images[i, 0].numpy()), int(ds.labels[i]))
-                          for i in idx]
+            out[split] = [
+                (Image.fromarray(ds.images[i, 0].numpy()), int(ds.labels[i])) for i in idx
+            ]
         return out, list(src.train.classes)
     root = SUITE / name
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     out = {}
     for split, folder in (("train", root), ("test", SUITE / f"{name}-test")):
-        items = [(f, classes.index(f.parent.name)) for c in classes
-                 for f in sorted((folder / c).iterdir()) if f.is_file()]
+        items = [
+            (f, classes.index(f.parent.name))
+            for c in classes
+            for f in sorted((folder / c).iterdir())
+            if f.is_file()
+        ]
         out[split] = [(Image.open(f), y) for f, y in items]
     return out, classes
 
@@ -128,8 +133,11 @@ def plant(name, root, noise, copies_share, seed=0, n_train=5000, n_test=1000):
 
 def pr(flagged, truth):
     tp = len(set(flagged) & set(truth))
-    return {"precision": tp / max(len(flagged), 1), "recall": tp / max(len(truth), 1),
-            "flagged": len(flagged)}
+    return {
+        "precision": tp / max(len(flagged), 1),
+        "recall": tp / max(len(truth), 1),
+        "flagged": len(flagged),
+    }
 
 
 def crossfit_probs(cfg, part, epochs, out, log):
@@ -138,15 +146,26 @@ def crossfit_probs(cfg, part, epochs, out, log):
     ds = part.images
     rng = np.random.default_rng(0)
     order = rng.permutation(len(ds))
-    halves = [np.sort(order[: len(ds) // 2]), np.sort(order[len(ds) // 2:])]
+    halves = [np.sort(order[: len(ds) // 2]), np.sort(order[len(ds) // 2 :])]
     probs = torch.zeros(len(ds), len(ds.classes))
     t0 = time.perf_counter()
     for k, (fit, held) in enumerate([(halves[0], halves[1]), (halves[1], halves[0])]):
         src = Source(f"fold{k}", ds.subset(fit))
-        r = imgcls.train(source=src, data=f"fold{k}", model=cfg.model, epochs=epochs,
-                         batch_size=cfg.batch_size, image_size=cfg.image_size,
-                         channels=cfg.channels, val_split=0.0, seed=cfg.seed, out=str(out),
-                         name=f"fold{k}", progress=False, log=log)
+        r = imgcls.train(
+            source=src,
+            data=f"fold{k}",
+            model=cfg.model,
+            epochs=epochs,
+            batch_size=cfg.batch_size,
+            image_size=cfg.image_size,
+            channels=cfg.channels,
+            val_split=0.0,
+            seed=cfg.seed,
+            out=str(out),
+            name=f"fold{k}",
+            progress=False,
+            log=log,
+        )
         model, pre, _ = load_run_model(r.path)
         loader = make_loader(ds.subset(held), pre, train=False, batch_size=256)
         logits, _ = predict_logits(model, loader, eval_plan("cpu"))
@@ -160,8 +179,16 @@ def measure(name, noise, args):
     moved, pairs = plant(name, root, noise, args.copies, n_train=args.train, n_test=args.test)
     quiet = (lambda _: None) if not args.verbose else print
     t0 = time.perf_counter()
-    r = imgcls.train(data=str(root), model=args.model, epochs=args.epochs, out=str(work / "runs"),
-                     name="run", seed=0, progress=False, log=quiet)
+    r = imgcls.train(
+        data=str(root),
+        model=args.model,
+        epochs=args.epochs,
+        out=str(work / "runs"),
+        name="run",
+        seed=0,
+        progress=False,
+        log=quiet,
+    )
     train_s = time.perf_counter() - t0
     result = audit(r.path, log=quiet)
     audit_s = result.seconds
@@ -174,26 +201,38 @@ def measure(name, noise, args):
     aum = area_under_margin(read_margins(r.path / "train_margins.safetensors").margin)
     n = len(truth)
     rank = np.argsort(aum.numpy(), kind="stable")
-    row = {"set": name, "noise": noise, "model": args.model, "epochs": args.epochs,
-           "train_images": len(names), "planted_in_train": n,
-           "aum_at_n": pr([names[i] for i in rank[:n]], truth),
-           "audit_list": pr([str(Path(f.file).resolve()) for f in result.of("label")
-                             if f.split == "train"], truth)}
+    row = {
+        "set": name,
+        "noise": noise,
+        "model": args.model,
+        "epochs": args.epochs,
+        "train_images": len(names),
+        "planted_in_train": n,
+        "aum_at_n": pr([names[i] for i in rank[:n]], truth),
+        "audit_list": pr(
+            [str(Path(f.file).resolve()) for f in result.of("label") if f.split == "train"], truth
+        ),
+    }
     # leaks
-    found = {(str(Path(f.file).resolve()), str(Path(f.other_file).resolve()))
-             for f in result.findings if f.issue in ("leak", "duplicate")}
+    found = {
+        (str(Path(f.file).resolve()), str(Path(f.other_file).resolve()))
+        for f in result.findings
+        if f.issue in ("leak", "duplicate")
+    }
     planted = {(str(Path(a).resolve()), str(Path(b).resolve())): k for (a, b), k in pairs.items()}
     by_kind = {}
     for pair, kind in planted.items():
         by_kind.setdefault(kind, []).append(pair in found or pair[::-1] in found)
     involved = {x for p in planted for x in p}
-    false_pairs = [p for p in found if not (p in planted or p[::-1] in planted)
-                   and not (set(p) & involved)]
+    false_pairs = [
+        p for p in found if not (p in planted or p[::-1] in planted) and not (set(p) & involved)
+    ]
     row["leaks"] = {k: f"{sum(v)}/{len(v)}" for k, v in by_kind.items()}
     row["leak_recall"] = sum(sum(v) for v in by_kind.values()) / len(planted)
     row["pairs_among_distinct"] = len(false_pairs)
-    row["pairs_examples"] = [list(map(lambda s: os.path.relpath(s, root), p))
-                             for p in false_pairs[:5]]
+    row["pairs_examples"] = [
+        list(map(lambda s: os.path.relpath(s, root), p)) for p in false_pairs[:5]
+    ]
     row["train_s"], row["audit_s"] = train_s, audit_s
     row["audit_share_of_training"] = audit_s / train_s
     row["counts"] = result.counts()
@@ -204,11 +243,11 @@ def measure(name, noise, args):
         probs, cf_s = crossfit_probs(cfg, part, args.epochs, work / "folds", quiet)
         labels = part.images.labels.numpy()
         issues = find_label_issues(labels, probs)
-        row["cleanlab_find_label_issues"] = pr([names[i] for i in np.flatnonzero(issues)],
-                                               truth)
+        row["cleanlab_find_label_issues"] = pr([names[i] for i in np.flatnonzero(issues)], truth)
         quality = get_label_quality_scores(labels, probs, method="self_confidence")
         row["crossfit_self_confidence_at_n"] = pr(
-            [names[i] for i in np.argsort(quality, kind="stable")[:n]], truth)
+            [names[i] for i in np.argsort(quality, kind="stable")[:n]], truth
+        )
         row["crossfit_s"] = cf_s
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
@@ -219,8 +258,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="digits,fashion,icons")
     ap.add_argument("--noise", default="0.02,0.05,0.10")
-    ap.add_argument("--copies", type=float, default=0.02,
-                    help="share of the test images copied into train, exactly and again near")
+    ap.add_argument(
+        "--copies",
+        type=float,
+        default=0.02,
+        help="share of the test images copied into train, exactly and again near",
+    )
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--model", default="fastnet_s")
     ap.add_argument("--train", type=int, default=5000, help="training images of fashion")

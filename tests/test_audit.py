@@ -62,8 +62,14 @@ def planted(tmp_path_factory):
             for i in range(n):
                 Image.fromarray(pattern(c, rng)).save(root / split / c / f"{c}{i}.png")
     moved = []
-    for i, (src, dst) in enumerate([("horizontal", "vertical"), ("vertical", "square"),
-                                    ("square", "diagonal"), ("diagonal", "horizontal")]):
+    for i, (src, dst) in enumerate(
+        [
+            ("horizontal", "vertical"),
+            ("vertical", "square"),
+            ("square", "diagonal"),
+            ("diagonal", "horizontal"),
+        ]
+    ):
         f = root / "train" / src / f"{src}{i}.png"
         shutil.move(f, root / "train" / dst / f"moved{i}.png")
         moved.append((f"train/{dst}/moved{i}.png", src))
@@ -82,8 +88,9 @@ def planted(tmp_path_factory):
         else:
             img.crop((1, 1, 15, 15)).resize((16, 16), Image.BILINEAR).save(copy)
         leaks.append((f"train/{c}/{copy.name}", f"test/{c}/{t.name}"))
-    shutil.copy(root / "train" / "square" / "square30.png",
-                root / "train" / "square" / "square30-again.png")
+    shutil.copy(
+        root / "train" / "square" / "square30.png", root / "train" / "square" / "square30-again.png"
+    )
     noise = rng.integers(0, 256, (16, 16), dtype=np.uint8)
     Image.fromarray(noise).save(root / "train" / "square" / "noise.png")
     (root / "train" / "vertical" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
@@ -91,9 +98,11 @@ def planted(tmp_path_factory):
 
 
 def digest_tree(root):
-    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(),
-                                       p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +113,16 @@ def audited(planted, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMGCLS_HOME", str(tmp_path_factory.mktemp("home")))
         torch.set_num_threads(1)
-        r = imgcls.train(data=str(root), model="fastnet_s", epochs=12, batch_size=16,
-                         val_split=0.0, out=str(out), name="planted", **FAST)
+        r = imgcls.train(
+            data=str(root),
+            model="fastnet_s",
+            epochs=12,
+            batch_size=16,
+            val_split=0.0,
+            out=str(out),
+            name="planted",
+            **FAST,
+        )
         result = imgcls.load(r.path, device="cpu").audit(log=lambda _: None)
     return root, moved, leaks, before, r, result
 
@@ -253,8 +270,9 @@ def test_grad_cam_of_a_pooled_linear_head_is_the_class_activation_map():
         w = model.head.fc.weight[target]  # (3, C): CAM of Zhou et al. 2016
         ref = torch.relu((w[:, :, None, None] * fm).sum(1))
         ref = ref / ref.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
-        ref = torch.nn.functional.interpolate(ref[:, None], size=(16, 16), mode="bilinear",
-                                              align_corners=False)[:, 0]
+        ref = torch.nn.functional.interpolate(
+            ref[:, None], size=(16, 16), mode="bilinear", align_corners=False
+        )[:, 0]
     assert torch.allclose(cams, ref.clamp(0, 1), atol=1e-4)
 
 

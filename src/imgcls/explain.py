@@ -22,21 +22,26 @@ from torch import nn
 from .errors import ConfigError
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(heatmaps (N, H, W) in [0, 1] at the input's size, logits (N, classes)) of the
     normalised batch ``x`` for the ``target`` classes (default: each image's prediction).
     A map with no positive evidence is all zeros."""
     if not hasattr(model, "forward_features") or not hasattr(model, "forward_head"):
-        raise ConfigError(f"{type(model).__name__}: Grad-CAM needs forward_features and "
-                          "forward_head (the model contract)")
+        raise ConfigError(
+            f"{type(model).__name__}: Grad-CAM needs forward_features and "
+            "forward_head (the model contract)"
+        )
     was_training = model.training
     model.eval()
     with torch.enable_grad():
         fm = model.forward_features(x.detach())
         if fm.dim() != 4:
-            raise ConfigError(f"{type(model).__name__}: its features are {tuple(fm.shape)}, "
-                              "not a (N, C, H, W) map; Grad-CAM needs a convolutional one")
+            raise ConfigError(
+                f"{type(model).__name__}: its features are {tuple(fm.shape)}, "
+                "not a (N, C, H, W) map; Grad-CAM needs a convolutional one"
+            )
         logits = model.forward_head(fm)
         target = logits.argmax(1) if target is None else target.to(logits.device)
         (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), fm)
@@ -45,8 +50,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = No
     cam = F.relu((weights * fm).sum(1)).detach().float()
     peak = cam.flatten(1).max(1).values.clamp_min(1e-12)
     cam = cam / peak[:, None, None]
-    cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear",
-                        align_corners=False)[:, 0]
+    cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     return cam.clamp(0, 1).cpu(), logits.detach().float().cpu()
 
 
@@ -59,16 +63,22 @@ def overlay(image: torch.Tensor, cam: torch.Tensor, size: int = 160) -> np.ndarr
     if img.shape[0] == 1:
         img = img.expand(3, -1, -1)
     img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    heat = F.interpolate(cam[None, None], size=(size, size), mode="bilinear",
-                         align_corners=False)[0, 0].clamp(0, 1)
+    heat = F.interpolate(cam[None, None], size=(size, size), mode="bilinear", align_corners=False)[
+        0, 0
+    ].clamp(0, 1)
     colours = torch.from_numpy(colormaps["jet"](heat.numpy())[..., :3]).float() * 255
     alpha = (0.25 + 0.5 * heat)[..., None]
     out = img.permute(1, 2, 0) * (1 - alpha) + colours * alpha
     return out.clamp(0, 255).to(torch.uint8).numpy()
 
 
-def explain_files(run: str | os.PathLike, files: list[Path], out_dir: str | os.PathLike,
-                  device: str = "cpu", batch_size: int = 32) -> list[Path]:
+def explain_files(
+    run: str | os.PathLike,
+    files: list[Path],
+    out_dir: str | os.PathLike,
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> list[Path]:
     """A Grad-CAM PNG per readable image file (``<name>.gradcam.png`` in ``out_dir``, for
     the predicted class; its title line names it), the files written in order. Files that
     cannot be decoded are left out (predict reports them)."""
@@ -84,7 +94,7 @@ def explain_files(run: str | os.PathLike, files: list[Path], out_dir: str | os.P
     taken: set[str] = set()
     for start in range(0, len(files), batch_size):
         images, ok = [], []
-        for f in files[start:start + batch_size]:
+        for f in files[start : start + batch_size]:
             try:
                 images.append(pre.load_image(f))
                 ok.append(Path(f))

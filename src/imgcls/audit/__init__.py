@@ -90,9 +90,16 @@ class _Pass:
     temperature: float
 
 
-def audit(run: str | os.PathLike, *, data: str | None = None, data_dir: str | None = None,
-          device: str = "auto", batch_size: int = 256, report: bool = True,
-          log: Log = print) -> AuditResult:
+def audit(
+    run: str | os.PathLike,
+    *,
+    data: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+    report: bool = True,
+    log: Log = print,
+) -> AuditResult:
     """Audit the data of the run folder ``run`` (its own data set; ``data`` / ``data_dir``
     where the files moved since training) and write ``RUN/audit/audit.csv``, its summary
     and, with ``report``, the report section. Needs a finished run; a run trained before
@@ -123,11 +130,20 @@ def audit(run: str | os.PathLike, *, data: str | None = None, data_dir: str | No
 
         result.files = write_audit_report(rd, result, rundata, out, model, pre, device)
     result.seconds = time.perf_counter() - t0
-    write_json(rd.audit_summary, {"counts": result.counts(), "label_evidence": evidence,
-                                  "images": sum(len(p.names) for p in rundata.parts),
-                                  "seconds": result.seconds})
-    log(f"audit of {rd.path}: " + ", ".join(f"{n} {i}" for i, n in result.counts().items())
-        + f" ({result.seconds:.1f} s); {rd.audit_csv}")
+    write_json(
+        rd.audit_summary,
+        {
+            "counts": result.counts(),
+            "label_evidence": evidence,
+            "images": sum(len(p.names) for p in rundata.parts),
+            "seconds": result.seconds,
+        },
+    )
+    log(
+        f"audit of {rd.path}: "
+        + ", ".join(f"{n} {i}" for i, n in result.counts().items())
+        + f" ({result.seconds:.1f} s); {rd.audit_csv}"
+    )
     if evidence != "margins":
         log(f"warning: {evidence}")
     return result
@@ -143,8 +159,9 @@ def to_csv(findings: list[Finding]) -> str:
     return buf.getvalue()
 
 
-def _model_pass(model: torch.nn.Module, pre: Preprocess, parts: list[Part], device: str,
-                batch_size: int) -> _Pass:
+def _model_pass(
+    model: torch.nn.Module, pre: Preprocess, parts: list[Part], device: str, batch_size: int
+) -> _Pass:
     """Logits and pooled features of every image, one forward pass (fp32)."""
     from ..data.prepare import make_loader
     from ..engine.evaluate import predict_outputs
@@ -153,8 +170,7 @@ def _model_pass(model: torch.nn.Module, pre: Preprocess, parts: list[Part], devi
     plan = eval_plan(device)
     logits, feats, labels = [], [], []
     for p in parts:
-        loader = make_loader(p.images, pre, train=False, batch_size=batch_size,
-                             **plan.placement)
+        loader = make_loader(p.images, pre, train=False, batch_size=batch_size, **plan.placement)
         lg, lb, ft = predict_outputs(model, loader, plan, features=True)
         logits.append(lg)
         labels.append(lb)
@@ -175,8 +191,9 @@ def _copies(parts: list[Part]) -> list[Finding]:
     for pair in find_copies(images):
         (pa, ia), (pb, ib) = where[pair.a], where[pair.b]
         issue = "duplicate" if pa.split == pb.split else "leak"
-        rows.append(Finding(pa.names[ia], issue, pair.score, _label(pa, ia), "",
-                            pb.names[ib], pa.split))
+        rows.append(
+            Finding(pa.names[ia], issue, pair.score, _label(pa, ia), "", pb.names[ib], pa.split)
+        )
     return rows
 
 
@@ -193,31 +210,45 @@ def _label_findings(rd: RunDir, rundata: RunData, out: _Pass) -> tuple[list[Find
         if p.split == "train":
             issues, evidence = _training_issues(rd, p, len(classes))
         else:
-            probs = (out.logits[start:start + n] / out.temperature).softmax(1)
-            issues = held_out_label_issues(probs, out.labels[start:start + n])
-        rows += [Finding(p.names[i.index], "label", i.score, _label(p, i.index),
-                         classes[i.suggested] if i.suggested >= 0 else "", "", p.split)
-                 for i in issues]
+            probs = (out.logits[start : start + n] / out.temperature).softmax(1)
+            issues = held_out_label_issues(probs, out.labels[start : start + n])
+        rows += [
+            Finding(
+                p.names[i.index],
+                "label",
+                i.score,
+                _label(p, i.index),
+                classes[i.suggested] if i.suggested >= 0 else "",
+                "",
+                p.split,
+            )
+            for i in issues
+        ]
         start += n
     return rows, evidence
 
 
 def _training_issues(rd: RunDir, p: Part, classes: int) -> tuple[list, str]:
     if not rd.margins.exists():
-        return [], (f"{rd.margins.name} is missing: {rd.path} was trained before imgcls "
-                    "recorded margins, so its training labels were not checked (train it "
-                    f"again, e.g. imgcls train --config {rd.config}, to check them)")
+        return [], (
+            f"{rd.margins.name} is missing: {rd.path} was trained before imgcls "
+            "recorded margins, so its training labels were not checked (train it "
+            f"again, e.g. imgcls train --config {rd.config}, to check them)"
+        )
     m = read_margins(rd.margins)
     if m.images == len(p.names):
         rows = torch.arange(len(p.names))  # trained in memory: the decoded images
     elif m.images == p.total:
         rows = p.rows  # streamed: every file of the split, unreadable ones included
     else:
-        return [], (f"{rd.margins} holds {m.images} training images, the data now "
-                    f"{len(p.names)}: the data changed since training, so its training "
-                    "labels were not checked")
-    issues, _ = training_label_issues(TrainingMargins(m.margin[:, rows], m.runner_up[:, rows]),
-                                      classes)
+        return [], (
+            f"{rd.margins} holds {m.images} training images, the data now "
+            f"{len(p.names)}: the data changed since training, so its training "
+            "labels were not checked"
+        )
+    issues, _ = training_label_issues(
+        TrainingMargins(m.margin[:, rows], m.runner_up[:, rows]), classes
+    )
     return issues, "margins"
 
 

@@ -43,8 +43,9 @@ def shrink(g: torch.Tensor, size: int) -> torch.Tensor:
     """Grey images (N, H, W) at most ``size`` x ``size`` (area-averaged)."""
     if g.shape[-1] <= size and g.shape[-2] <= size:
         return g
-    return F.interpolate(g[:, None], size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)[:, 0]
+    return F.interpolate(
+        g[:, None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )[:, 0]
 
 
 def standardize(g: torch.Tensor) -> torch.Tensor:
@@ -59,7 +60,7 @@ def blur(g: torch.Tensor, sigma: float = BLUR) -> torch.Tensor:
     """A separable Gaussian blur of grey images (N, H, W), edges replicated: what is left
     of the picture once re-encoding noise and resampling differences are smoothed away."""
     r = max(1, math.ceil(3 * sigma))
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma ** 2))
+    k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
     k = (k / k.sum()).to(g.dtype)
     x = F.pad(g[:, None], (r, r, 0, 0), mode="replicate")
     x = F.conv2d(x, k.view(1, 1, 1, -1))
@@ -73,8 +74,11 @@ def zooms(g: torch.Tensor, max_crop: float = MAX_CROP) -> list[torch.Tensor]:
     n = g.shape[-1]
     out = [g]
     for c in range(1, max(1, round(n * max_crop)) + 1):
-        out.append(F.interpolate(g[:, None, c:n - c, c:n - c], size=(n, n), mode="bilinear",
-                                 align_corners=False)[:, 0])
+        out.append(
+            F.interpolate(
+                g[:, None, c : n - c, c : n - c], size=(n, n), mode="bilinear", align_corners=False
+            )[:, 0]
+        )
     return out
 
 
@@ -96,13 +100,14 @@ def pixel_digests(images: torch.Tensor) -> list[str]:
     return [hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest() for a in arr]
 
 
-def nearest(desc: torch.Tensor, k: int = NEIGHBOURS, chunk: int = 2048
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(
+    desc: torch.Tensor, k: int = NEIGHBOURS, chunk: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(similarity, index) of each row's ``k`` most similar other rows of ``desc`` (N, D)."""
     k = min(k, len(desc) - 1)
     sims, idx = [], []
     for start in range(0, len(desc), chunk):
-        s = desc[start:start + chunk] @ desc.T
+        s = desc[start : start + chunk] @ desc.T
         rows = torch.arange(start, min(start + chunk, len(desc)))
         s[rows - start, rows] = -math.inf  # not itself
         v, i = s.topk(k, dim=1)
@@ -122,8 +127,9 @@ class Pair:
     exact: bool
 
 
-def find_copies(images: torch.Tensor, *, min_corr: float = MIN_CORR, k: int = NEIGHBOURS,
-                chunk: int = 20000) -> list[Pair]:
+def find_copies(
+    images: torch.Tensor, *, min_corr: float = MIN_CORR, k: int = NEIGHBOURS, chunk: int = 20000
+) -> list[Pair]:
     """Every pair of exact or near copies among ``images`` (uint8, N x C x H x W), each
     copy named once: against the first of its group of exact copies."""
     n = len(images)
@@ -139,11 +145,15 @@ def find_copies(images: torch.Tensor, *, min_corr: float = MIN_CORR, k: int = NE
     twins = {p.b for p in pairs.values()}
     g = shrink(grey(images), WORK)
     _, idx = nearest(standardize(shrink(g, THUMB)), k)
-    cand = {(min(i, j), max(i, j)) for i, row in enumerate(idx.tolist()) for j in row
-            if i not in twins and j not in twins}
+    cand = {
+        (min(i, j), max(i, j))
+        for i, row in enumerate(idx.tolist())
+        for j in row
+        if i not in twins and j not in twins
+    }
     cand = sorted(cand - pairs.keys())
     for start in range(0, len(cand), chunk):
-        part = torch.tensor(cand[start:start + chunk])
+        part = torch.tensor(cand[start : start + chunk])
         corr = aligned_correlation(g[part[:, 0]], g[part[:, 1]])
         for (i, j), c in zip(part.tolist(), corr.tolist()):
             if c >= min_corr:

@@ -46,27 +46,37 @@ def _names(ds: Dataset, tag: str, index: torch.Tensor | None) -> list[str]:
     return [f"{tag}[{i}]" for i in idx.tolist()]
 
 
-def run_data(cfg: TrainConfig, pre: Preprocess, data: str | None = None,
-             data_dir: str | None = None) -> RunData:
+def run_data(
+    cfg: TrainConfig, pre: Preprocess, data: str | None = None, data_dir: str | None = None
+) -> RunData:
     """The run's images (``data`` / ``data_dir`` where they moved since training)."""
     source = load_source(data or cfg.data, data_dir or cfg.data_dir)
     if list(source.train.classes) != list(pre.class_names):
-        raise RunError(f"{source.name}: its classes ({', '.join(source.train.classes)}) are "
-                       f"not the run's ({', '.join(pre.class_names)}); the data changed "
-                       "since training: audit the data the run was trained on")
-    prepared = prepare_data(source, val_split=cfg.val_split, seed=cfg.seed,
-                            labels_per_class=cfg.labels_per_class,
-                            image_size=pre.input_size, channels=pre.in_chans,
-                            decoding=Decoding(resize=pre.resize, in_memory="yes",
-                                              workers=cfg.workers))
+        raise RunError(
+            f"{source.name}: its classes ({', '.join(source.train.classes)}) are "
+            f"not the run's ({', '.join(pre.class_names)}); the data changed "
+            "since training: audit the data the run was trained on"
+        )
+    prepared = prepare_data(
+        source,
+        val_split=cfg.val_split,
+        seed=cfg.seed,
+        labels_per_class=cfg.labels_per_class,
+        image_size=pre.input_size,
+        channels=pre.in_chans,
+        decoding=Decoding(resize=pre.resize, in_memory="yes", workers=cfg.workers),
+    )
     full = source.train
     train_idx, val_idx = prepared.train_idx, prepared.val_idx
     if train_idx is None and cfg.labels_per_class:
         train_idx = per_class_subset(full.labels, cfg.labels_per_class, cfg.seed).numpy()
     before = {
         "train": (full if train_idx is None else full.subset(train_idx), "train", train_idx),
-        "val": ((full.subset(val_idx), "train", val_idx) if val_idx is not None
-                else (source.val, "val", None)),
+        "val": (
+            (full.subset(val_idx), "train", val_idx)
+            if val_idx is not None
+            else (source.val, "val", None)
+        ),
         "test": (source.test, "test", None),
     }
     bad = {}
@@ -82,8 +92,6 @@ def run_data(cfg: TrainConfig, pre: Preprocess, data: str | None = None,
         names = _names(ds, tag, index)
         labels = ds.labels.tolist()
         kept = [i for i, n in enumerate(names) if n not in bad]
-        unreadable += [(n, ds.classes[labels[i]], bad[n]) for i, n in enumerate(names)
-                       if n in bad]
-        parts.append(Part(split, decoded, [names[i] for i in kept], torch.tensor(kept),
-                          len(names)))
+        unreadable += [(n, ds.classes[labels[i]], bad[n]) for i, n in enumerate(names) if n in bad]
+        parts.append(Part(split, decoded, [names[i] for i in kept], torch.tensor(kept), len(names)))
     return RunData(parts, unreadable, list(pre.class_names))

@@ -75,8 +75,9 @@ class LabelIssue:
     suggested: int
 
 
-def training_label_issues(m: TrainingMargins, classes: int, below: float = AUM_BELOW
-                          ) -> tuple[list[LabelIssue], torch.Tensor]:
+def training_label_issues(
+    m: TrainingMargins, classes: int, below: float = AUM_BELOW
+) -> tuple[list[LabelIssue], torch.Tensor]:
     """Training images whose AUM is below ``below``, and every image's AUM."""
     aum = area_under_margin(m.margin)
     suggested = most_frequent_runner_up(m.runner_up, classes)
@@ -101,5 +102,7 @@ def held_out_label_issues(probs: torch.Tensor, labels: torch.Tensor) -> list[Lab
     p_pred = probs.gather(1, pred[:, None]).squeeze(1)
     p_given = probs.gather(1, labels[:, None]).squeeze(1)
     flagged = (pred != labels) & (p_pred >= thresholds[pred])
-    return [LabelIssue(i, float(p_pred[i] - p_given[i]), int(pred[i]))
-            for i in torch.nonzero(flagged).flatten().tolist()]
+    return [
+        LabelIssue(i, float(p_pred[i] - p_given[i]), int(pred[i]))
+        for i in torch.nonzero(flagged).flatten().tolist()
+    ]

@@ -15,8 +15,13 @@ FAR = 3.0  # Tukey's "far out": beyond the upper quartile by 3 interquartile ran
 BLANK_STD = 2.0  # pixel standard deviation (of 255) below which an image is near-blank
 
 
-def knn_distance(query: torch.Tensor, ref: torch.Tensor, in_ref: torch.Tensor,
-                 k: int = NEIGHBOURS, chunk: int = 4096) -> torch.Tensor:
+def knn_distance(
+    query: torch.Tensor,
+    ref: torch.Tensor,
+    in_ref: torch.Tensor,
+    k: int = NEIGHBOURS,
+    chunk: int = 4096,
+) -> torch.Tensor:
     """Mean cosine distance of each row of ``query`` to its ``k`` nearest rows of ``ref``
     (rows L2-normalised); a query row that is itself in ``ref`` (``in_ref``) skips its
     nearest, itself."""
@@ -39,8 +44,9 @@ def fence_score(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return (x - q3) / (q3 - q1).clamp_min(1e-6)
 
 
-def outlier_scores(features: torch.Tensor, labels: torch.Tensor, is_train: torch.Tensor,
-                   classes: int) -> torch.Tensor:
+def outlier_scores(
+    features: torch.Tensor, labels: torch.Tensor, is_train: torch.Tensor, classes: int
+) -> torch.Tensor:
     """Each image's :func:`fence_score` of its k-NN distance to the training images (the
     larger of: among all of them, among those of its given class), against the training
     images' own; above :data:`FAR`, an outlier."""

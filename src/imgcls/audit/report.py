@@ -46,8 +46,12 @@ def _rgb(image: torch.Tensor) -> np.ndarray:
 
 
 def _card(images: list[torch.Tensor], lines: list[str], cls: str = "") -> str:
-    imgs = "".join(f'<img class="{cls}" alt="" src="{_uri(i)}">' if isinstance(i, np.ndarray)
-                   else f'<img alt="" src="{_uri(_rgb(i))}">' for i in images)
+    imgs = "".join(
+        f'<img class="{cls}" alt="" src="{_uri(i)}">'
+        if isinstance(i, np.ndarray)
+        else f'<img alt="" src="{_uri(_rgb(i))}">'
+        for i in images
+    )
     text = "<br>".join(html.escape(line) for line in lines)
     return f'<div class="card">{imgs}<br>{text}</div>'
 
@@ -61,8 +65,11 @@ def _findings_html(result: AuditResult, lookup: dict[str, torch.Tensor]) -> list
         for f in rows[:PER_ISSUE]:
             imgs = [lookup[n] for n in (f.file, f.other_file) if n in lookup]
             score = "inf" if math.isinf(f.score) else f"{f.score:.3f}"
-            lines = [f.file, f"{f.label}" + (f" -> {f.suggested}" if f.suggested else ""),
-                     f"score {score}"] + ([f"= {f.other_file}"] if f.other_file else [])
+            lines = [
+                f.file,
+                f"{f.label}" + (f" -> {f.suggested}" if f.suggested else ""),
+                f"score {score}",
+            ] + ([f"= {f.other_file}"] if f.other_file else [])
             cards.append(_card(imgs, lines))
         if cards:
             parts.append(f'<div class="cards">{"".join(cards)}</div>')
@@ -81,9 +88,9 @@ def _cam_picks(rundata: RunData, out: _Pass) -> tuple[list[int], list[int], str]
         start += len(p.names)
     p, start = chosen or (rundata.parts[0], 0)
     n = len(p.names)
-    probs = (out.logits[start:start + n] / out.temperature).softmax(1)
+    probs = (out.logits[start : start + n] / out.temperature).softmax(1)
     conf, pred = probs.max(1)
-    labels = out.labels[start:start + n]
+    labels = out.labels[start : start + n]
     wrong = torch.nonzero(pred != labels).flatten()
     wrong = wrong[conf[wrong].argsort(descending=True)][:WRONG]
     typical = []
@@ -91,17 +98,26 @@ def _cam_picks(rundata: RunData, out: _Pass) -> tuple[list[int], list[int], str]
         right = torch.nonzero((pred == labels) & (labels == c)).flatten()
         order = right[conf[right].argsort()]
         mid = len(order) // 2  # around the median confidence: neither easy nor borderline
-        typical += order[max(0, mid - TYPICAL // 2): mid - TYPICAL // 2 + TYPICAL].tolist()
+        typical += order[max(0, mid - TYPICAL // 2) : mid - TYPICAL // 2 + TYPICAL].tolist()
     return [start + int(i) for i in wrong], [start + int(i) for i in typical], p.split
 
 
-def _cams_html(rundata: RunData, out: _Pass, model: torch.nn.Module, pre: Preprocess,
-               device: str, images: torch.Tensor, names: list[str]) -> list[str]:
+def _cams_html(
+    rundata: RunData,
+    out: _Pass,
+    model: torch.nn.Module,
+    pre: Preprocess,
+    device: str,
+    images: torch.Tensor,
+    names: list[str],
+) -> list[str]:
     wrong, typical, split = _cam_picks(rundata, out)
-    parts = ["<h3>Why the model decides (Grad-CAM)</h3>",
-             f"<p>Heatmaps over the {split} images the model is most confidently wrong on, and "
-             "over typical correctly classified ones of each class (median confidence): where "
-             "the evidence for the predicted class lies.</p>"]
+    parts = [
+        "<h3>Why the model decides (Grad-CAM)</h3>",
+        f"<p>Heatmaps over the {split} images the model is most confidently wrong on, and "
+        "over typical correctly classified ones of each class (median confidence): where "
+        "the evidence for the predicted class lies.</p>",
+    ]
     for title, picks in (("most confidently wrong", wrong), ("typical", typical)):
         if not picks:
             continue
@@ -111,32 +127,47 @@ def _cams_html(rundata: RunData, out: _Pass, model: torch.nn.Module, pre: Prepro
         cards = []
         for k, i in enumerate(picks):
             c = int(probs[k].argmax())
-            lines = [names[i], f"{rundata.classes[int(out.labels[i])]} -> "
-                     f"{rundata.classes[c]} ({float(probs[k, c]):.2f})"]
+            lines = [
+                names[i],
+                f"{rundata.classes[int(out.labels[i])]} -> "
+                f"{rundata.classes[c]} ({float(probs[k, c]):.2f})",
+            ]
             cards.append(_card([overlay(images[i], cams[k])], lines, "cam"))
         parts += [f"<h4>{title}</h4>", f'<div class="cards">{"".join(cards)}</div>']
     return parts
 
 
-def write_audit_report(rd: RunDir, result: AuditResult, rundata: RunData, out: _Pass,
-                       model: torch.nn.Module, pre: Preprocess, device: str
-                       ) -> dict[str, str]:
+def write_audit_report(
+    rd: RunDir,
+    result: AuditResult,
+    rundata: RunData,
+    out: _Pass,
+    model: torch.nn.Module,
+    pre: Preprocess,
+    device: str,
+) -> dict[str, str]:
     """The section (into the run's report.html when there is one) and the audit's page."""
     images = torch.cat([p.images.images for p in rundata.parts])
     names = [n for p in rundata.parts for n in p.names]
     lookup = dict(zip(names, images))
     counts = ", ".join(f"{n} {i}" for i, n in result.counts().items())
-    body = [f"<style>{CSS}</style>", "<h2>Data audit</h2>",
-            f"<p>{html.escape(counts)}; every finding in audit/audit.csv. "
-            + ("" if result.label_evidence == "margins"
-               else html.escape(result.label_evidence)) + "</p>"]
+    body = [
+        f"<style>{CSS}</style>",
+        "<h2>Data audit</h2>",
+        f"<p>{html.escape(counts)}; every finding in audit/audit.csv. "
+        + ("" if result.label_evidence == "margins" else html.escape(result.label_evidence))
+        + "</p>",
+    ]
     body += _findings_html(result, lookup)
     body += _cams_html(rundata, out, model, pre, device, images, names)
     section = START + "".join(body) + END
     atomic_write_text(rd.audit_section, section)
-    atomic_write_text(rd.audit_report, "<!doctype html><html><head><meta charset='utf-8'>"
-                      f"<title>imgcls audit: {html.escape(rd.path.name)}</title></head><body>"
-                      f"{section}</body></html>")
+    atomic_write_text(
+        rd.audit_report,
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>imgcls audit: {html.escape(rd.path.name)}</title></head><body>"
+        f"{section}</body></html>",
+    )
     files = {"section": str(rd.audit_section), "report": str(rd.audit_report)}
     if rd.report.exists():
         atomic_write_text(rd.report, with_section(rd.report.read_text(), section))
@@ -149,5 +180,4 @@ def with_section(page: str, section: str) -> str:
     pattern = re.escape(START) + ".*?" + re.escape(END)
     if re.search(pattern, page, flags=re.S):
         return re.sub(pattern, lambda _: section, page, flags=re.S)
-    return page.replace("</body>", section + "</body>", 1) if "</body>" in page \
-        else page + section
+    return page.replace("</body>", section + "</body>", 1) if "</body>" in page else page + section
