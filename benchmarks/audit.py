@@ -152,6 +152,7 @@ def crossfit_probs(cfg, part, epochs, out, log):
     for k, (fit, held) in enumerate([(halves[0], halves[1]), (halves[1], halves[0])]):
         src = Source(f"fold{k}", ds.subset(fit))
         r = imgcls.train(
+            threads=cfg.threads,
             source=src,
             data=f"fold{k}",
             model=cfg.model,
@@ -180,6 +181,7 @@ def measure(name, noise, args):
     quiet = (lambda _: None) if not args.verbose else print
     t0 = time.perf_counter()
     r = imgcls.train(
+        threads=args.threads,
         data=str(root),
         model=args.model,
         epochs=args.epochs,
@@ -268,6 +270,12 @@ def main():
     ap.add_argument("--model", default="fastnet_s")
     ap.add_argument("--train", type=int, default=5000, help="training images of fashion")
     ap.add_argument("--test", type=int, default=1000, help="test images of fashion")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on a busy shared CPU more threads spin-wait)",
+    )
     ap.add_argument("--no-cleanlab", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the planted folders and runs")
     ap.add_argument("--verbose", action="store_true")

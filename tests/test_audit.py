@@ -106,13 +106,12 @@ def digest_tree(root):
 
 
 @pytest.fixture(scope="module")
-def audited(planted, tmp_path_factory):
+def audited(planted, tmp_path_factory, one_thread):
     root, moved, leaks = planted
     before = digest_tree(root)
     out = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMGCLS_HOME", str(tmp_path_factory.mktemp("home")))
-        torch.set_num_threads(1)
         r = imgcls.train(
             data=str(root),
             model="fastnet_s",
