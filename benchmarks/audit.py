@@ -211,6 +211,11 @@ def measure(name, noise, args):
         "train_images": len(names),
         "planted_in_train": n,
         "aum_at_n": pr([names[i] for i in rank[:n]], truth),
+        # the audit's cutoff (AUM < 0) against stricter ones, at the planted answer
+        "aum_cutoffs": {
+            str(t): pr([names[i] for i in np.flatnonzero(aum.numpy() < t)], truth)
+            for t in (0.0, -0.5, -1.0, -2.0)
+        },
         "audit_list": pr(
             [str(Path(f.file).resolve()) for f in result.of("label") if f.split == "train"], truth
         ),
