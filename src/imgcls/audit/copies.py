@@ -82,16 +82,32 @@ def zooms(g: torch.Tensor, max_crop: float = MAX_CROP) -> list[torch.Tensor]:
     return out
 
 
+def views(g: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Each grey image (N x S x S) blurred and standardised as it is and at each of its
+    :func:`zooms`: (N, zooms, S * S). Computed once per image, not once per candidate pair
+    (the blur is most of the cost)."""
+    out = []
+    for start in range(0, len(g), chunk):
+        part = g[start : start + chunk]
+        out.append(torch.stack([standardize(blur(z)) for z in zooms(part)], 1))
+    return torch.cat(out)
+
+
+def pair_correlation(v: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """The aligned correlation of images ``i`` and ``j`` (index tensors) from their
+    :func:`views`: the best of each crop of one against the other as it is."""
+    a, b = v[i], v[j]
+    one = (a * b[:, :1]).sum(-1).max(1).values  # crops of i against j
+    two = (b[:, 1:] * a[:, :1]).sum(-1).max(1).values if b.shape[1] > 1 else one
+    return torch.maximum(one, two)
+
+
 def aligned_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise (row i of ``a`` with row i of ``b``; grey N x S x S) correlation of the
     blurred images, the best over slight crops of either one."""
-    fb, fa = standardize(blur(b)), standardize(blur(a))
-    best = torch.full((len(a),), -1.0)
-    for z in zooms(a):
-        best = torch.maximum(best, (standardize(blur(z)) * fb).sum(1))
-    for z in zooms(b)[1:]:
-        best = torch.maximum(best, (fa * standardize(blur(z))).sum(1))
-    return best
+    n = len(a)
+    idx = torch.arange(n)
+    return pair_correlation(views(torch.cat([a, b])), idx, idx + n)
 
 
 def pixel_digests(images: torch.Tensor) -> list[str]:
@@ -152,9 +168,10 @@ def find_copies(
         if i not in twins and j not in twins
     }
     cand = sorted(cand - pairs.keys())
+    v = views(g) if cand else g
     for start in range(0, len(cand), chunk):
         part = torch.tensor(cand[start : start + chunk])
-        corr = aligned_correlation(g[part[:, 0]], g[part[:, 1]])
+        corr = pair_correlation(v, part[:, 0], part[:, 1])
         for (i, j), c in zip(part.tolist(), corr.tolist()):
             if c >= min_corr:
                 pairs[(i, j)] = Pair(i, j, c, False)
