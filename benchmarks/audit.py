@@ -301,6 +301,37 @@ def margin_cost(args):
     }
 
 
+def table(path=RESULTS):
+    """Markdown rows of the latest result of each (set, noise rate)."""
+    import json
+
+    latest = {}
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        if "set" in r:
+            latest[(r["set"], r["noise"])] = r
+
+    def f(d):
+        return f"{d['precision']:.2f} / {d['recall']:.2f} ({d['flagged']})" if d else "-"
+
+    print(
+        "| set | noise | planted | AUM at N | AUM < 0 (the list) | AUM < -1 | cross-fit at N | "
+        "cleanlab find_label_issues | leaks found | pairs among distinct | audit / training |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (name, noise), r in sorted(latest.items()):
+        cut = r.get("aum_cutoffs", {})
+        print(
+            f"| {name} | {noise:.0%} | {r['planted_in_train']} | {f(r['aum_at_n'])} | "
+            f"{f(r['audit_list'])} | {f(cut.get('-1.0'))} | "
+            f"{f(r.get('crossfit_self_confidence_at_n'))} | "
+            f"{f(r.get('cleanlab_find_label_issues'))} | "
+            f"{sum(int(v.split('/')[0]) for v in r['leaks'].values())}/"
+            f"{sum(int(v.split('/')[1]) for v in r['leaks'].values())} | "
+            f"{r['pairs_among_distinct']} | {r['audit_share_of_training']:.1%} |"
+        )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="digits,fashion,icons")
@@ -329,7 +360,13 @@ def main():
         action="store_true",
         help="only time the margin recording of a 3-epoch run on sample",
     )
+    ap.add_argument(
+        "--table", action="store_true", help="only print the latest rows as a markdown table"
+    )
     args = ap.parse_args()
+    if args.table:
+        table()
+        return 0
     if args.margin_cost:
         print(append_row(RESULTS, margin_cost(args)))
         return 0
