@@ -53,7 +53,8 @@ def pattern(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
 def planted(tmp_path_factory):
     """DATA/{train,test}/<class>/ with a known answer: 4 training images moved to a wrong
     class, 2 test images copied into train exactly and 2 as near copies (JPEG re-encoded,
-    1-px crop), one training image duplicated within train, one noise image."""
+    1-px crop), one training image duplicated within train, a noise image, a blank image and
+    a broken file."""
     root = tmp_path_factory.mktemp("planted") / "data"
     rng = np.random.default_rng(0)
     for split, n in (("train", 40), ("test", 12)):
@@ -93,6 +94,7 @@ def planted(tmp_path_factory):
     )
     noise = rng.integers(0, 256, (16, 16), dtype=np.uint8)
     Image.fromarray(noise).save(root / "train" / "square" / "noise.png")
+    Image.new("L", (16, 16), 128).save(root / "train" / "horizontal" / "blank.png")
     (root / "train" / "vertical" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     return root, moved, leaks
 
@@ -146,6 +148,8 @@ def test_planted_label_errors_copies_and_outliers_are_found(audited):
     assert len(pairs) + len(dup) == len(leaks) + 1  # no false pairs
     outliers = {rel(root, x["file"]) for x in by["outlier"]}
     assert {"train/square/noise.png", "train/vertical/broken.png"} <= outliers
+    blank = [x for x in by["outlier"] if x["file"].endswith("blank.png")]
+    assert len(blank) == 1 and blank[0]["score"] == "inf"
     # leaks first, then the other issues; each sorted by score, highest first
     order = [ISSUES.index(row["issue"]) for row in rows]
     assert order == sorted(order)
