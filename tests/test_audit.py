@@ -299,3 +299,14 @@ def test_aligned_correlation_is_one_for_an_image_and_its_recoloured_self(seed):
     img = torch.from_numpy(rng.integers(0, 256, (2, 1, 20, 20), dtype=np.uint8))
     g = grey(img)
     assert torch.allclose(aligned_correlation(g, g * 0.5 + 30), torch.ones(2), atol=1e-5)
+
+
+def test_cli_train_audit_audits_when_training_ends(tmp_path, one_thread):
+    argv = ["train", "--data", "digits", "--epochs", "1", "--out", str(tmp_path), "--name",
+            "a", "--precision", "fp32", "--channels-last", "no", "--progress", "false",
+            "--audit"]  # fmt: skip
+    assert main(argv) == 0
+    run = tmp_path / "a"
+    rows = list(csv.DictReader(open(run / "audit" / "audit.csv")))
+    assert all(r["issue"] in ISSUES for r in rows)
+    assert (run / "audit" / "report.html").exists() and (run / "audit" / "summary.json").exists()
