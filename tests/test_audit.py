@@ -310,3 +310,14 @@ def test_cli_train_audit_audits_when_training_ends(tmp_path, one_thread):
     rows = list(csv.DictReader(open(run / "audit" / "audit.csv")))
     assert all(r["issue"] in ISSUES for r in rows)
     assert (run / "audit" / "report.html").exists() and (run / "audit" / "summary.json").exists()
+
+
+def test_a_resumed_run_keeps_the_margins_of_its_first_epochs(tmp_path, one_thread):
+    from imgcls.audit.labels import read_margins
+
+    r = imgcls.train(data="digits", epochs=1, out=str(tmp_path), name="r", **FAST)
+    first = read_margins(r.path / "train_margins.safetensors")
+    imgcls.train(resume=str(r.path), epochs=2, progress=False, log=lambda _: None)
+    both = read_margins(r.path / "train_margins.safetensors")
+    assert both.margin.shape == (2, first.images)
+    assert torch.equal(both.margin[0].nan_to_num(9), first.margin[0].nan_to_num(9))
