@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "imgcls"
 
 def test_the_inference_side_does_not_import_the_trainer(fresh_python):
     code = ("import sys, imgcls, imgcls.serve.app, imgcls.export, imgcls.prediction, "
-            "imgcls.evaluation; imgcls.load; "
+            "imgcls.evaluation, imgcls.explain, imgcls.audit; imgcls.load; "
             "print(sorted(m for m in sys.modules if m.startswith(('imgcls.engine.trainer', "
             "'imgcls.training', 'imgcls.ssl'))))")
     assert fresh_python(code) == "[]"

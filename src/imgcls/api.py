@@ -15,6 +15,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,11 +28,14 @@ from .data.prepare import make_loader
 from .data.sources import Source
 from .engine.evaluate import basic_metrics, predict_logits
 from .engine.precision import eval_plan, resolve_device
-from .errors import DataError
+from .errors import DataError, RunError
 from .prediction import PathsLike, image_files, predict_files
 from .preprocess import Preprocess
 from .results import TOP_K
 from .run import load_run_model
+
+if TYPE_CHECKING:
+    from .audit import AuditResult
 
 __all__ = ["Classifier", "History", "load"]
 
@@ -301,6 +305,19 @@ class Classifier:
         return predict_files(model, pre, image_files(paths), top_k=top_k,
                              batch_size=batch_size, reject_below=reject_below, score=score,
                              device=str(next(model.parameters()).device))
+
+    def audit(self, **kwargs: object) -> AuditResult:
+        """Audit the data of the run this classifier was loaded from (or trained into):
+        mislabelled images, duplicates, train/test leaks and outliers, written to
+        ``RUN/audit/audit.csv`` and the report (:func:`imgcls.audit.audit`, whose keyword
+        arguments it passes on)."""
+        if self.run_path is None:
+            raise RunError("this classifier has no run folder to audit: imgcls.load(RUN) "
+                           "one, or fit it first")
+        from .audit import audit
+
+        run = self.run_path if self.run_path.is_dir() else self.run_path.parent
+        return audit(run, **kwargs)  # type: ignore[arg-type]
 
 
 def load(path: str | os.PathLike, device: str = "auto") -> Classifier:

@@ -32,6 +32,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         total = sum(t.values())
         print(f"run saved to {result.path} ({total:.0f} s: start-up {t['startup_s']:.1f} s, "
               f"training {t['train_s']:.1f} s, final passes {t['teardown_s']:.1f} s)")
+    if args.audit:
+        from .audit import audit
+
+        audit(result.path, device=args.device or "auto")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .audit import audit
+
+    r = audit(args.run, data=args.data, data_dir=args.data_dir, device=args.device,
+              batch_size=args.batch_size, report=not args.no_report,
+              log=lambda m: print(m, file=sys.stderr))
+    if args.format == "json":
+        print(json.dumps([{k: v for k, v in vars(f).items() if k != "split"}
+                          for f in r.findings]))
+        return 0
+    con = Console()
+    t = Table("issue", "findings", "first (highest score)")
+    for issue, n in r.counts().items():
+        first = r.of(issue)[:1]
+        t.add_row(issue, str(n), first[0].file + (f" = {first[0].other_file}"
+                                                  if first[0].other_file else "")
+                  if first else "")
+    con.print(t)
+    con.print(f"every finding: {r.run.audit_csv}"
+              + (f"; thumbnails and heatmaps: {r.files['report']}" if r.files else ""))
     return 0
 
 
@@ -112,6 +142,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif predicted:
         print_table(records)
     print(f"{predicted} predicted, {len(errors)} unreadable", file=sys.stderr)
+    if args.explain and predicted:
+        from .engine.precision import resolve_device
+        from .explain import explain_files
+        from .prediction import image_files
+
+        written = explain_files(args.run, image_files(args.paths), args.explain,
+                                resolve_device(args.device))
+        print(f"wrote {len(written)} Grad-CAM heatmap(s) to {args.explain}", file=sys.stderr)
     return 0 if predicted else 1
 
 
@@ -226,7 +264,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "audit": cmd_audit,
             "compare": cmd_compare, "tune": cmd_tune, "bench": cmd_bench,
             "data_info": cmd_data_info, "models": cmd_models, "export": cmd_export,
             "serve": cmd_serve}  # the command_fn each subcommand's parser sets

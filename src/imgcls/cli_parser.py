@@ -18,8 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"imgcls {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval, _add_predict, _add_compare, _add_tune, _add_bench,
-                _add_data, _add_models, _add_export, _add_serve):
+    for add in (_add_train, _add_eval, _add_predict, _add_audit, _add_compare, _add_tune,
+                _add_bench, _add_data, _add_models, _add_export, _add_serve):
         add(sub)
     _no_abbreviations(p)
     return p
@@ -51,7 +51,33 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a model; with no arguments, on the embedded sample",
                        formatter_class=DefaultsFormatter)
     add_config_flags(t)
+    t.add_argument("--audit", action="store_true",
+                   help="audit the data when training ends (imgcls audit RUN): mislabelled "
+                   "images, duplicates, leaks, outliers in RUN/audit/audit.csv")
     t.set_defaults(command_fn="train")
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("audit", help="what is wrong with a run's data: mislabelled images, "
+                       "duplicates, train/test leaks, outliers (RUN/audit/audit.csv; user "
+                       "files are only read)")
+    a.add_argument("run", help="run folder")
+    a.add_argument("--data", default=None,
+                   help="the run's data set, where its files moved since training")
+    a.add_argument("--data-dir", default=None, help="folder holding a named data set's files")
+    a.add_argument("--no-report", action="store_true",
+                   help="the CSV only: no thumbnails, no heatmaps, no report section")
+    _add_pass_flags(a, "a summary table and the first findings, or the findings as JSON")
+    a.set_defaults(command_fn="audit")
+
+
+def _add_pass_flags(p: argparse.ArgumentParser, format_help: str) -> None:
+    """The flags of a command that runs a run's model over a data set: batch, device, output
+    format (table or json) and the decoding pixel limit."""
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--format", default="table", choices=("table", "json"), help=format_help)
+    _add_max_pixels(p)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -74,11 +100,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="test-time augmentation: --tta (flip) averages each image's logits "
                    "with its mirror image's, as the final test of `imgcls train` does unless "
                    "digits; --tta shift also with both moved by one pixel (10 views)")
-    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    e.add_argument("--format", default="table", choices=("table", "json"),
-                   help="tables on the terminal, or one JSON object")
-    _add_max_pixels(e)
+    _add_pass_flags(e, "tables on the terminal, or one JSON object")
     e.set_defaults(command_fn="eval")
 
 
@@ -107,6 +129,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                     help="the score --reject-below thresholds")
     pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     pr.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    pr.add_argument("--explain", default=None, metavar="DIR",
+                    help="also write a Grad-CAM heatmap of each image's predicted class "
+                    "into DIR (<name>.<class>.gradcam.png)")
     _add_max_pixels(pr)
     pr.set_defaults(command_fn="predict")
 

@@ -7,6 +7,9 @@ training code.
     split.csv            which training-source images were used for train and for val
     skipped.txt          image files that could not be decoded, with the reason
     conflicts.txt        byte-identical image files found in two classes
+    train_margins.safetensors  each training image's margin at every epoch (the audit's
+                         evidence of mislabelled images)
+    audit/               audit.csv (one row per finding) and report.html of ``imgcls audit``
     model.safetensors    best weights + model name, options and preprocessing
     checkpoints/last.safetensors   full training state for --resume (previous one: .prev)
     summary.json         final figures (test accuracy, time, chosen execution plan)
@@ -53,6 +56,12 @@ class RunDir:
     tensorboard = property(lambda self: self.path / "tensorboard")
     report = property(lambda self: self.path / "report.html")
     model_card = property(lambda self: self.path / "model_card.md")
+    margins = property(lambda self: self.path / "train_margins.safetensors")
+    audit_dir = property(lambda self: self.path / "audit")
+    audit_csv = property(lambda self: self.path / "audit" / "audit.csv")
+    audit_report = property(lambda self: self.path / "audit" / "report.html")
+    audit_section = property(lambda self: self.path / "audit" / "section.html")
+    audit_summary = property(lambda self: self.path / "audit" / "summary.json")
 
     def eval_dir(self, split: str, data: str | None = None) -> Path:
         """Where ``imgcls eval`` writes the metrics, plots and report of ``split``: of the

@@ -10,7 +10,6 @@ the function ``imgcls.train``, ``imgcls.evaluate`` or ``imgcls.predict``.)
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,8 @@ from .engine.callbacks import (
     LearningCheck,
     MetricsLog,
     TensorBoard,
+    TrainingMargins,
+    ramp_epochs,
 )
 from .engine.checkpoint import Checkpoint
 from .engine.evaluate import basic_metrics, predict_logits, tta_views
@@ -237,7 +238,8 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
             cfg.model, cfg.data)).path) if ddp.is_main else "", ddp))
     meta = model_meta(cfg.model, cfg.model_kwargs, pre)
     checks = LearningCheck(max(data.train.counts()) / len(data.train), len(pre.class_names),
-                           log, after=_ramp_epochs(cfg), restarts=restarts)
+                           log, after=ramp_epochs(cfg.schedule, cfg.epochs, cfg.warmup_epochs),
+                           restarts=restarts)
     best = _add_callbacks(trainer, cfg, run, meta, [budget, checks], ddp, log, callbacks or [])
     with resumable(run):
         _start(trainer, run, cfg, ckpt, epochs_given, data, source, model, ddp, log)
@@ -342,13 +344,6 @@ def _start(trainer: Trainer, run: RunDir, cfg: TrainConfig, ckpt: Checkpoint | N
         _describe_start(run, cfg, data, source, model, ddp, log)
 
 
-def _ramp_epochs(cfg: TrainConfig) -> int:
-    """The epoch by which a run should have learnt something: 3, or the end of the learning
-    rate's ramp (one-cycle rises over the first quarter of the steps) when that is later."""
-    ramp = 0.25 * cfg.epochs if cfg.schedule == "onecycle" else cfg.warmup_epochs
-    return max(3, math.ceil(ramp))
-
-
 def _execution_plan(cfg: TrainConfig, model: nn.Module, data: PreparedData, ddp: DistInfo
                     ) -> tuple[ExecPlan, dict[str, float], tuple, int]:
     """(the plan, the measured seconds per step of each candidate, an example batch, the
@@ -372,8 +367,8 @@ def _add_callbacks(trainer: Trainer, cfg: TrainConfig, run: RunDir, meta: dict,
                    extra: list[Callback]) -> BestModel:
     """The run's callbacks, in the order their work must happen after an epoch: ``first``
     (re-plan the budget, check that the model learns), keep the best model, stop early, log
-    the metrics, then checkpoint all of it; rank 0 alone writes. The caller's callbacks come
-    last."""
+    the metrics and the training margins, then checkpoint all of it; rank 0 alone writes.
+    The caller's callbacks come last."""
     def save(t: Trainer) -> None:
         if ddp.is_main:
             save_model_file(run.model_file, t.eval_model.state_dict(), meta)
@@ -384,7 +379,8 @@ def _add_callbacks(trainer: Trainer, cfg: TrainConfig, run: RunDir, meta: dict,
     if cfg.early_stop:
         cbs.append(EarlyStopping(cfg.early_stop, log))
     cbs.append(MetricsLog(run if ddp.is_main else None, log))
-    if ddp.is_main:
+    if ddp.is_main:  # each training image's margins (rank 0's share), for the audit
+        cbs.append(TrainingMargins(trainer.train_loader.n, run.margins))
         cbs.append(Checkpointing(run.last_checkpoint, meta, cfg.checkpoint_every))
         if cfg.tensorboard:
             cbs.append(TensorBoard(run.tensorboard))

@@ -65,6 +65,9 @@ class _Loader:
         self.epoch = 0
         # share of the full size the batches are resized to (progressive resizing)
         self.scale = 1.0
+        # the data set's indices of the batch last yielded (per-image records such as the
+        # training margins read them)
+        self.last_indices = torch.empty(0, dtype=torch.long)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -138,6 +141,7 @@ class BatchLoader(_Loader):
         for b, idx in enumerate(self.batches()):
             if b < start:
                 continue
+            self.last_indices = idx
             idx = idx.to(self.images.device)
             yield self._finish(self.images[idx], b), self.labels[idx].to(self.device)
 
@@ -215,7 +219,8 @@ class StreamLoader(_Loader):
             bad = labels < 0
             if bad.any():
                 self.skipped.update(display_name(self.files.paths[i]) for i in idx[bad].tolist())
-                imgs, labels = imgs[~bad], labels[~bad]
+                imgs, labels, idx = imgs[~bad], labels[~bad], idx[~bad]
                 if len(labels) == 0:
                     continue
+            self.last_indices = idx
             yield self._finish(imgs, b), labels.to(self.device)

@@ -1,15 +1,19 @@
 """The jobs that hang off the training loop, one small callback each (Lightning's Callback
 idea without its machinery): the last checkpoint, the best model, early stopping, the
-metrics log and TensorBoard. Each keeps its own state, which the checkpoint holds."""
+metrics log, TensorBoard and each training image's margins (which the audit reads). Each
+keeps its own state, which the checkpoint holds."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import torch
+
 from ..errors import ConfigError
-from ..utils import Log
+from ..utils import Log, atomic_write_bytes, read_safetensors, safetensors_bytes
 from .checkpoint import save_checkpoint
 from .trainer import Callback, Trainer
 
@@ -53,6 +57,13 @@ class BestModel(Callback):
     def on_restart(self, t: Trainer | None) -> None:
         # best val top-1, its loss and its 1-based epoch (0: none yet)
         self.top1, self.loss, self.epoch = -1.0, math.inf, 0
+
+
+def ramp_epochs(schedule: str, epochs: int, warmup_epochs: float) -> int:
+    """The epoch by which a run should have learnt something: 3, or the end of the learning
+    rate's ramp (one-cycle rises over the first quarter of the steps) when that is later."""
+    ramp = 0.25 * epochs if schedule == "onecycle" else warmup_epochs
+    return max(3, math.ceil(ramp))
 
 
 class LearningCheck(Callback):
@@ -183,3 +194,74 @@ class TensorBoard(Callback):
 
     def on_train_end(self, t: Trainer) -> None:
         self.writer.close()
+
+
+def margins(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(margin, runner-up) of each row: the logit of the given label minus the largest other
+    logit (Pleiss et al. 2020: negative when another class wins), and that other class."""
+    given = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], -math.inf)
+    best, runner_up = others.max(1)
+    return given - best, runner_up
+
+
+MARGINS_FORMAT = 1
+
+
+class TrainingMargins(Callback):
+    """Every training image's margin (:func:`margins`) at the step that trained on it, one
+    row per epoch, and the class that came closest, written to ``path`` after every epoch
+    (float16 and int16/int32: 4 bytes per image per epoch). Their mean over the epochs is
+    the area under the margin (AUM) by which the audit finds mislabelled images: out-of-sample
+    evidence of a sort, since an image whose label is wrong keeps a low margin until the
+    network memorises it. It costs one gather and one max over the logits of a step.
+
+    Images are numbered as the training loader numbers them (``last_indices``); one not seen
+    in an epoch (a partial epoch, a balanced sampler, another rank's share) is NaN there."""
+
+    key = "margins"
+
+    def __init__(self, images: int, path: str | os.PathLike) -> None:
+        self.images, self.path = images, path
+        self.on_restart(None)
+
+    def on_restart(self, t: Trainer | None) -> None:
+        self.rows: list[torch.Tensor] = []
+        self.others: list[torch.Tensor] = []
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.cur = torch.full((self.images,), math.nan, dtype=torch.float16)
+        self.cur_other = torch.full((self.images,), -1, dtype=torch.int32)
+
+    def on_step_end(self, t: Trainer) -> None:
+        out, idx = t.step_output, getattr(t.train_loader, "last_indices", None)
+        if out is None or idx is None or len(idx) != len(out[1]):
+            return
+        m, other = margins(out[0].float(), out[1])
+        idx = idx.cpu()
+        self.cur[idx] = m.cpu().clamp(-6e4, 6e4).half()
+        self.cur_other[idx] = other.cpu().int()
+
+    def on_epoch_end(self, t: Trainer, record: dict) -> None:
+        self.rows.append(self.cur)
+        self.others.append(self.cur_other)
+        self._new_epoch()
+        other = torch.stack(self.others)
+        if int(other.max()) < 2**15:  # classes fit in int16
+            other = other.short()
+        atomic_write_bytes(self.path, safetensors_bytes(
+            {"margin": torch.stack(self.rows), "runner_up": other},
+            {"images": self.images, "epochs": len(self.rows), "format": MARGINS_FORMAT}))
+
+    def state_dict(self) -> dict:
+        return {"epochs": len(self.rows)}
+
+    def load_state_dict(self, state: dict) -> None:
+        epochs = int(state.get("epochs", 0))
+        if not epochs or not os.path.exists(self.path):
+            return
+        tensors, meta = read_safetensors(self.path)
+        if meta.get("images") == self.images:
+            self.rows = list(tensors["margin"][:epochs])
+            self.others = list(tensors["runner_up"][:epochs].int())

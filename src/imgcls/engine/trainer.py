@@ -214,6 +214,8 @@ class Trainer:
         self.steps_per_epoch = len(train_loader)
         self.total_steps = self.steps_per_epoch * self.epochs
         self.history: list[dict] = []
+        # the last step's (logits, labels), for callbacks that record per-image figures
+        self.step_output: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def set_epochs(self, epochs: int) -> None:
         """Change the length of the run (the schedule stretches or shrinks to fit); the new
@@ -261,6 +263,7 @@ class Trainer:
             torch._foreach_copy_(self._buffer_copy, self._buffers)
         logits, loss = self.objective(self.forward, x, y, s.step)
         if not torch.isfinite(loss):
+            self.step_output = None
             self.skip_step(float(loss.detach()))
             return None
         s.bad_steps = 0
@@ -280,7 +283,9 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         s.step += 1
-        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+        logits = logits.detach()
+        self.step_output = (logits, y)
+        return loss.detach(), (logits.argmax(1) == y).sum()
 
     def skip_step(self, loss: float) -> None:
         """Leave weights, optimizer and BatchNorm statistics as they were; halve the learning

@@ -142,6 +142,8 @@ def _html(run: RunDir, r: dict, files: dict[str, Path]) -> str:
               o["rejected"]]])]
     if "errors" in files:
         parts += ["<h2>Most confidently wrong</h2>", _img(files["errors"], "error grid")]
+    if run.audit_section.exists():  # imgcls audit's findings and heatmaps
+        parts.append(run.audit_section.read_text())
     parts += ["<h2>Configuration</h2>",
               f"<pre>{html.escape(yaml.safe_dump(cfg, sort_keys=False))}</pre>",
               "</body></html>"]
