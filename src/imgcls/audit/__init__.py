@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import RunError
-from ..preprocess import Preprocess
+from ..preprocess import Preprocess, calibrated_softmax
 from ..run import RunDir
 from ..utils import Log, atomic_write_text, write_json
 from .copies import find_copies
@@ -210,7 +210,7 @@ def _label_findings(rd: RunDir, rundata: RunData, out: _Pass) -> tuple[list[Find
         if p.split == "train":
             issues, evidence = _training_issues(rd, p, len(classes))
         else:
-            probs = (out.logits[start : start + n] / out.temperature).softmax(1)
+            probs = calibrated_softmax(out.logits[start : start + n], out.temperature)
             issues = held_out_label_issues(probs, out.labels[start : start + n])
         rows += [
             Finding(

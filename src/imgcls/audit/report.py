@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ..explain import grad_cam, overlay
-from ..preprocess import Preprocess
+from ..preprocess import Preprocess, calibrated_softmax
 from ..run import RunDir
 from ..utils import atomic_write_text
 
@@ -88,7 +88,7 @@ def _cam_picks(rundata: RunData, out: _Pass) -> tuple[list[int], list[int], str]
         start += len(p.names)
     p, start = chosen or (rundata.parts[0], 0)
     n = len(p.names)
-    probs = (out.logits[start : start + n] / out.temperature).softmax(1)
+    probs = calibrated_softmax(out.logits[start : start + n], out.temperature)
     conf, pred = probs.max(1)
     labels = out.labels[start : start + n]
     wrong = torch.nonzero(pred != labels).flatten()
@@ -123,7 +123,7 @@ def _cams_html(
             continue
         idx = torch.tensor(picks)
         cams, logits = grad_cam(model, pre.normalize(images[idx]).to(device))
-        probs = (logits / out.temperature).softmax(1)
+        probs = calibrated_softmax(logits, out.temperature)
         cards = []
         for k, i in enumerate(picks):
             c = int(probs[k].argmax())
