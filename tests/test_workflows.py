@@ -290,6 +290,23 @@ def test_the_api_takes_folders_and_answers_each_file(digits_run, tmp_path):
     assert param["name"] == "top_k" and param["schema"]["default"] == TOP_K
 
 
+def test_predict_names_the_open_set_score_as_eval_does(digits_run, tmp_path):
+    """``ood_score`` in imgcls.predict and Classifier.predict_files, as in imgcls.evaluate and
+    the --ood-score flag; the old keyword ``score`` still works, with a DeprecationWarning."""
+    paths = digit_pngs(tmp_path / "d", n=2)
+    clf = imgcls.load(digits_run)
+    kept = imgcls.predict(digits_run, paths, reject_below=-1e9, ood_score="energy")
+    assert [r["label"] for r in kept] == [r["label"] for r in imgcls.predict(digits_run, paths)]
+    # every image's negative free energy is below this: all rejected
+    assert all(r["label"] == "unknown" for r in imgcls.predict(
+        digits_run, paths, reject_below=1e9, ood_score="energy"))
+    for f in (lambda **k: imgcls.predict(digits_run, paths, **k),
+              lambda **k: clf.predict_files(paths, **k)):
+        with pytest.warns(DeprecationWarning, match="'score' is now 'ood_score'"):
+            old = f(reject_below=1e9, score="energy")
+        assert old == f(reject_below=1e9, ood_score="energy")
+
+
 @pytest.mark.parametrize("call", ["as_uint8_images(np.zeros((2, 8, 8), np.uint8))",
                                   "_labels(np.array([0, 1]), 2)"])
 def test_read_only_arrays_are_taken_without_a_warning(fresh_python, call):

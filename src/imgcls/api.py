@@ -29,7 +29,7 @@ from .data.sources import Source
 from .engine.evaluate import basic_metrics, predict_logits
 from .engine.precision import eval_plan, resolve_device
 from .errors import DataError, RunError
-from .prediction import PathsLike, image_files, predict_files
+from .prediction import PathsLike, image_files, ood_score_given, predict_files
 from .preprocess import Preprocess
 from .results import TOP_K
 from .run import load_run_model
@@ -296,14 +296,15 @@ class Classifier:
         return probs
 
     def predict_files(self, paths: PathsLike, *, top_k: int = TOP_K, batch_size: int = 64,
-                      reject_below: float | None = None, score: str = "maxprob"
-                      ) -> list[dict]:
+                      reject_below: float | None = None, ood_score: str = "maxprob",
+                      score: str | None = None) -> list[dict]:
         """One record per image file under ``paths`` (files, folders, glob patterns), as
         :func:`imgcls.predict` gives them: ``{"file", "label", "probability", "top_k"}``,
         or ``{"file", "error"}`` for a file that cannot be read."""
         model, pre = self._require()
         return predict_files(model, pre, image_files(paths), top_k=top_k,
-                             batch_size=batch_size, reject_below=reject_below, score=score,
+                             batch_size=batch_size, reject_below=reject_below,
+                             ood_score=ood_score_given(ood_score, score),
                              device=str(next(model.parameters()).device))
 
     def audit(self, **kwargs: object) -> AuditResult:

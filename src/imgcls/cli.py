@@ -122,7 +122,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_top_k(args.top_k, "--top-k")  # a usage error, before the model is loaded
     records = predict(args.run, args.paths, top_k=args.top_k, batch_size=args.batch_size,
-                      reject_below=args.reject_below, score=args.ood_score,
+                      reject_below=args.reject_below, ood_score=args.ood_score,
                       device=args.device)
     errors = [r for r in records if "error" in r]
     predicted = len(records) - len(errors)

@@ -14,6 +14,7 @@ import glob
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,9 +55,19 @@ def expand_paths(paths: PathsLike) -> list[Path]:
     return [p for p in out if not (p in seen or seen.add(p))]
 
 
+def ood_score_given(ood_score: str, score: str | None) -> str:
+    """``ood_score``, or the old keyword ``score`` when a caller still gives it (with a
+    DeprecationWarning: it is accepted for one release)."""
+    if score is None:
+        return ood_score
+    warnings.warn("the keyword 'score' is now 'ood_score', as in imgcls.evaluate and the "
+                  "--ood-score flag; 'score' will be removed", DeprecationWarning, stacklevel=3)
+    return score
+
+
 def predict_files(
     model: torch.nn.Module, pre: Preprocess, files: list[Path], *, top_k: int = TOP_K,
-    batch_size: int = 64, reject_below: float | None = None, score: str = "maxprob",
+    batch_size: int = 64, reject_below: float | None = None, ood_score: str = "maxprob",
     device: str = "cpu",
 ) -> list[dict]:
     """One record per file (:mod:`imgcls.results`): ``file``, ``label``, ``probability`` and
@@ -78,7 +89,7 @@ def predict_files(
         logits, _ = predict_logits(model, [(x, torch.zeros(len(x), dtype=torch.long))],
                                    eval_plan(device))
         probs = pre.probabilities(logits)
-        scores = unknown_scores(logits, score, pre.temperature)
+        scores = unknown_scores(logits, ood_score, pre.temperature)
         tops = ranked(probs.cpu().numpy(), pre.class_names, top_k)
         for j, f in enumerate(ok):
             rejected = reject_below is not None and float(scores[j]) < reject_below
@@ -97,17 +108,19 @@ def image_files(paths: PathsLike) -> list[Path]:
 
 
 def predict(run: str | os.PathLike, paths: PathsLike, *, top_k: int = TOP_K,
-            batch_size: int = 64, reject_below: float | None = None, score: str = "maxprob",
-            device: str = "auto") -> list[dict]:
+            batch_size: int = 64, reject_below: float | None = None,
+            ood_score: str = "maxprob", device: str = "auto", score: str | None = None
+            ) -> list[dict]:
     """Predict every image under ``paths`` (one path or a list of files, folders and glob
     patterns) with the run's model and preprocessing: one record per file,
     ``{"file", "label", "probability", "top_k": [{"label", "probability"}, ...]}`` or
     ``{"file", "error"}`` (:mod:`imgcls.results`)."""
     top_k = check_top_k(top_k)  # before the model is loaded
+    ood_score = ood_score_given(ood_score, score)
     device = resolve_device(device)
     model, pre, _ = load_run_model(run, device)
     return predict_files(model, pre, image_files(paths), top_k=top_k, batch_size=batch_size,
-                         reject_below=reject_below, score=score, device=device)
+                         reject_below=reject_below, ood_score=ood_score, device=device)
 
 
 def common_folder(files: list[str]) -> tuple[str, list[str]]:
