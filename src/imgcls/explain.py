@@ -84,7 +84,6 @@ def explain_files(
     cannot be decoded are left out (predict reports them)."""
     from PIL import Image
 
-    from .data.images import ImageDecodeError
     from .run import load_run_model
 
     model, pre, _ = load_run_model(run, device)
@@ -93,20 +92,14 @@ def explain_files(
     written: list[Path] = []
     taken: set[str] = set()
     for start in range(0, len(files), batch_size):
-        images, ok = [], []
-        for f in files[start : start + batch_size]:
-            try:
-                images.append(pre.load_image(f))
-                ok.append(Path(f))
-            except ImageDecodeError:
-                continue
+        images, ok, _ = pre.load_readable(files[start : start + batch_size])
         if not images:
             continue
         batch = torch.stack(images)
         cams, logits = grad_cam(model, pre.normalize(batch).to(device))
         pred = logits.argmax(1)
         for f, img, cam, c in zip(ok, batch, cams, pred.tolist()):
-            name = _unique(f"{f.stem}.{pre.class_names[c]}.gradcam.png", taken)
+            name = _unique(f"{Path(f).stem}.{pre.class_names[c]}.gradcam.png", taken)
             Image.fromarray(overlay(img, cam)).save(out / name)
             written.append(out / name)
     return written

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .data.images import ImageDecodeError, display_name
+from .data.images import display_name
 from .data.sources import folder_images
 from .engine.evaluate import predict_logits
 from .engine.precision import eval_plan, resolve_device
@@ -75,14 +75,8 @@ def predict_files(
     top_k = check_top_k(top_k)
     records: list[dict] = []
     for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        images, ok = [], []
-        for f in chunk:
-            try:
-                images.append(pre.load_image(f))
-                ok.append(f)
-            except ImageDecodeError as e:
-                records.append(failure(display_name(f), str(e)))
+        images, ok, bad = pre.load_readable(files[start:start + batch_size])
+        records += [failure(display_name(f), reason) for f, reason in bad]
         if not images:
             continue
         x = pre.normalize(torch.stack(images)).to(device)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .data.images import decode_image, resize_to
+from .data.images import ImageDecodeError, decode_image, resize_to
 
 
 @dataclass
@@ -46,6 +46,19 @@ class Preprocess:
         """Decode and resize one file or encoded bytes to uint8 (C, S, S); raises
         ImageDecodeError naming the file."""
         return resize_to(decode_image(source, self.in_chans), self.input_size, self.resize)
+
+    def load_readable(self, sources: list[Path]) -> tuple[list[torch.Tensor], list[Path],
+                                                          list[tuple[Path, str]]]:
+        """(images, the sources they came from, (source, reason) of each that cannot be
+        decoded): :meth:`load_image` of each, the unreadable ones set aside."""
+        images, ok, bad = [], [], []
+        for s in sources:
+            try:
+                images.append(self.load_image(s))
+                ok.append(s)
+            except ImageDecodeError as e:
+                bad.append((s, str(e)))
+        return images, ok, bad
 
     def load_images(self, sources: list[str | Path | bytes]) -> torch.Tensor:
         """Decode and resize files or encoded bytes into a uint8 batch (N, C, S, S)."""
