@@ -132,8 +132,10 @@ class Budget(Callback):
         def time_left(epochs: int) -> float:  # the epochs after ``done`` of a run of ``epochs``
             return pace * sum(_cost(t, e, epochs) for e in range(done, epochs))
 
-        # the most epochs whose rest fits (bisection: a longer run costs more)
-        fit, high, planned = done, done + int(left / (1.05 * pace * _cost(t, 0, 2))) + 1, t.epochs
+        # the most epochs whose rest fits (bisection: a longer run costs more), at most as
+        # many as fit at the cheapest epoch's cost, the first one's
+        cheapest = _cost(t, 0, t.epochs)
+        fit, high, planned = done, done + int(left / (1.05 * pace * cheapest)) + 1, t.epochs
         while fit < high:
             mid = (fit + high + 1) // 2
             fit, high = (mid, high) if 1.05 * time_left(mid) <= left else (fit, mid - 1)
