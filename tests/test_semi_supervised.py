@@ -42,6 +42,23 @@ def test_unlabeled_views_are_deterministic_and_different():
     assert not torch.equal(a.batch(12)[0], wa)
 
 
+def test_unlabeled_views_follow_progressive_resizing(tmp_path):
+    """The unlabelled views come at the labelled batch's size, which progressive resizing
+    makes smaller in the first epochs: one forward pass takes both."""
+    images = torch.randint(0, 256, (100, 1, 16, 16), dtype=torch.uint8)
+    loader = UnlabeledLoader(images, 16, mean=[0.5], std=[0.25], weak=Augment(flip=True))
+    weak, strong, _ = loader.batch(0, size=8)
+    assert weak.shape == strong.shape == (16, 1, 8, 8)
+    assert loader.batch(0, size=16)[0].shape[-1] == 16
+    r = imgcls.train(out=str(tmp_path), name="pr", unlabeled="rest", image_size=16,
+                     progressive_resize=0.5, **dict(KW, model="fastnet_s", epochs=4))
+    assert r.history[0]["train_scale"] == 0.5 and r.test["top1"] > 0.1
+    # a model whose head flattens takes one size only: said before training, no run folder
+    with pytest.raises(imgcls.ConfigError, match="progressive_resize: the model takes no 8-"):
+        imgcls.train(out=str(tmp_path / "flat"), image_size=16, progressive_resize=0.5, **KW)
+    assert not (tmp_path / "flat").exists() or list((tmp_path / "flat").iterdir()) == []
+
+
 def test_unlabeled_targets_follow_their_images():
     # image i is all i, its target row is i: the batch's targets are its images' own
     images = torch.arange(50, dtype=torch.uint8)[:, None, None, None].expand(50, 1, 4, 4)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration, read_yaml
-from .data.augment import choose_augment
+from .data.augment import MIN_SIZE, choose_augment
 from .data.dataset import ArrayDataset, Dataset
 from .data.images import skip_summary
 from .data.prepare import PreparedData, class_weights, make_loader
@@ -52,6 +52,7 @@ from .engine.precision import ExecPlan, choose_plan, eval_plan, measure_step, re
 from .engine.trainer import CrossEntropy, LoopSettings, OptimSettings, Trainer
 from .errors import ConfigError
 from .models import create_model, is_external
+from .models.base import check_input_size
 from .models.transfer import load_pretrained
 from .preprocess import Preprocess
 from .resume import is_complete, last_checkpoint, resumable, resume_config
@@ -93,6 +94,9 @@ def build_model(cfg: TrainConfig, pre: Preprocess, log: Log = print) -> nn.Modul
     model = create_model(cfg.model, num_classes=len(pre.class_names), in_chans=pre.in_chans,
                          input_size=pre.input_size, **cfg.model_kwargs,
                          **({"pretrained": True} if hub else {}))
+    if cfg.progressive_resize:  # its first epoch's size
+        first = max(MIN_SIZE, round(pre.input_size * cfg.progressive_resize))
+        check_input_size(model, pre.in_chans, first, "progressive_resize")
     if cfg.pretrained and not hub:
         load_pretrained(model, cfg.pretrained, log=log, class_names=pre.class_names)
     return model

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 class ClassifierHead(nn.Module):
     """Pool (global average, max or flatten) -> optional hidden layers -> dropout -> ``fc``."""
@@ -84,3 +86,18 @@ def feature_shape(features: nn.Module, in_chans: int, input_size: int) -> torch.
         out = features(torch.zeros(1, in_chans, input_size, input_size))
         features.train(was_training)
     return out.shape[1:]
+
+
+def check_input_size(model: nn.Module, in_chans: int, size: int, why: str) -> None:
+    """ConfigError, saying ``why`` the size was asked for, when ``model`` cannot take inputs
+    of ``size`` pixels (a head that flattens its feature map takes one size only)."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, size, size))
+    except RuntimeError as e:
+        raise ConfigError(f"{why}: the model takes no {size}-pixel inputs ({e}); models with "
+                         "global pooling (fastnet, resnet, ...) take any size") from e
+    finally:
+        model.train(was)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data.augment import Augment, apply_geometric
+from ..data.augment import Augment, apply_geometric, resize_batch
 from ..data.loader import batch_generator
 from ..preprocess import normalize
 from .strong import cutout, strong_augment
@@ -32,13 +32,19 @@ class UnlabeledLoader:
         self.rank, self.world_size = rank, world_size
         self.per_epoch = max(1, len(images) // world_size // batch_size)
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def batch(self, step: int, size: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The two views of step ``step``'s images (resized to ``size`` pixels when given and
+        smaller than theirs) and their teacher targets."""
         epoch, b = divmod(step, self.per_epoch)
         order = torch.randperm(len(self.images), generator=batch_generator(self.seed, epoch, -1))
         order = order[self.rank::self.world_size]
         idx = order[b * self.batch_size:(b + 1) * self.batch_size]
         gen = batch_generator(self.seed, epoch, b)
-        x = apply_geometric(self.images[idx].to(self.device).float(), self.weak, gen)
+        x = self.images[idx].to(self.device).float()
+        if size is not None and size < x.shape[-1]:
+            x = resize_batch(x, size / x.shape[-1])
+        x = apply_geometric(x, self.weak, gen)
         strong = strong_augment(x / 255, gen) * 255
         views = (normalize(x, self.mean, self.std),
                  cutout(normalize(strong, self.mean, self.std), gen))

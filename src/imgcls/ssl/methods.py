@@ -29,7 +29,8 @@ class SemiSupervised(CrossEntropy):
 
     def __call__(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, step: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        weak, strong, teacher = self.unlabeled.batch(step)
+        # at the labelled batch's size (which progressive resizing makes smaller early on)
+        weak, strong, teacher = self.unlabeled.batch(step, size=x.shape[-1])
         n = len(x)
         out_weak = None
         if self.weak_pass:
