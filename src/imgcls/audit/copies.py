@@ -4,14 +4,20 @@ test figure).
 
 Exact copies are images whose decoded pixels are identical (the same file, or the same
 picture saved again losslessly). Near copies (resized, re-encoded, slightly cropped or
-recoloured) are found in two steps: candidate pairs are each image's nearest neighbours by
-an 8 x 8 grey thumbnail (centred and scaled, so that brightness and contrast do not count;
-a slight crop barely moves it), and a candidate is a copy when the two images, grey, at
-most 32 px, blurred (sigma 1 px) and brought to the same crop (up to 6% a side, either
-way), correlate at 0.998 or more. Distinct images of a plain class (two plain T-shirts of
-Fashion-MNIST) correlate at up to 0.992 unaligned and 0.998 aligned; a perceptual hash
-(pHash) told them from copies less well than that and missed every cropped copy
-(``benchmarks/audit.md``).
+recoloured) are found in three steps:
+
+1. candidates: each image's nearest neighbours by an 8 x 8 grey thumbnail (centred and
+   scaled, so that brightness and contrast do not count; a slight crop barely moves it);
+2. a screen: the two images, grey, 32 px, blurred and brought to the same whole-pixel crop,
+   correlate at 0.98 or more;
+3. the close comparison (:func:`match`), in colour at 32 px (64 px for images of 64 px or
+   more): one image is cropped by 0-14% a side in 1% steps, the sharper one is blurred to
+   the other's sharpness (a resized or re-encoded copy has lost its finest detail), and the
+   two are a copy when they then correlate at 0.9985 or more *and* no window of a quarter
+   of the side differs by more than 0.03 (unit-variance images): a calendar icon with
+   another day, a folder with another emblem or two plain T-shirts of Fashion-MNIST match
+   as a whole but not everywhere. The thresholds and what they separate are measured in
+   ``benchmarks/audit.md``.
 """
 
 from __future__ import annotations
@@ -23,12 +29,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-WORK = 32  # copies are compared as grey images of at most 32 x 32 pixels
+WORK = 32  # the screen compares grey images of at most 32 x 32 pixels
 THUMB = 8  # the candidate descriptor: 8 x 8 grey levels (a slight crop barely moves it)
 NEIGHBOURS = 10  # candidates per image
-MAX_CROP = 0.06  # the crop, per side, that the comparison undoes
-BLUR = 1.0  # Gaussian sigma (pixels of the 32 px image) before comparing
-MIN_CORR = 0.998  # aligned, blurred correlation of a near copy
+MAX_CROP = 0.06  # the crop, per side, that the screen undoes
+BLUR = 1.0  # Gaussian sigma (pixels of the 32 px image) before the screen
+SCREEN = 0.98  # the screen's correlation a candidate needs to be compared closely
+CROPS = tuple(i / 50 for i in range(8))  # the crops (per side) the close comparison tries
+CROP_STEP = 0.01  # ... then around the best one, at this step
+SHARP = 0.5  # blur (pixels of the close comparison's size) of every image
+LEVELS = (0.0, 0.4, 0.8, 1.2)  # further blur of the sharper image of a pair
+MIN_CORR = 0.9985  # correlation of a near copy in the close comparison
+MAX_PATCH = 0.03  # mean squared difference of a near copy in its worst window
 
 
 def grey(images: torch.Tensor) -> torch.Tensor:
@@ -56,16 +68,27 @@ def standardize(g: torch.Tensor) -> torch.Tensor:
     return t / t.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
-def blur(g: torch.Tensor, sigma: float = BLUR) -> torch.Tensor:
-    """A separable Gaussian blur of grey images (N, H, W), edges replicated: what is left
-    of the picture once re-encoding noise and resampling differences are smoothed away."""
+def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
+    """(n, n): row i is the Gaussian weights of pixel i's neighbours, edges replicated."""
     r = max(1, math.ceil(3 * sigma))
-    k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
-    k = (k / k.sum()).to(g.dtype)
-    x = F.pad(g[:, None], (r, r, 0, 0), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-    return x[:, 0]
+    offsets = torch.arange(-r, r + 1)
+    k = torch.exp(-(offsets.float() ** 2) / (2 * sigma**2))
+    m = torch.zeros(n, n)
+    rows = torch.arange(n)[:, None].expand(n, len(offsets))
+    cols = (rows + offsets).clamp(0, n - 1)
+    m.index_put_((rows, cols), (k / k.sum()).expand(n, -1), accumulate=True)
+    return m
+
+
+def blur(g: torch.Tensor, sigma: float = BLUR) -> torch.Tensor:
+    """A separable Gaussian blur of images (..., H, W), each plane on its own, edges
+    replicated: what is left of the picture once re-encoding noise and resampling
+    differences are smoothed away. ``sigma`` 0 leaves them as they are. (Two matrix
+    products: a one-channel convolution is many times slower on the CPU.)"""
+    if sigma <= 0:
+        return g
+    h, w = g.shape[-2:]
+    return _blur_matrix(h, sigma).to(g.dtype) @ g @ _blur_matrix(w, sigma).to(g.dtype).T
 
 
 def zooms(g: torch.Tensor, max_crop: float = MAX_CROP) -> list[torch.Tensor]:
@@ -102,12 +125,56 @@ def pair_correlation(v: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch
     return torch.maximum(one, two)
 
 
-def aligned_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise (row i of ``a`` with row i of ``b``; grey N x S x S) correlation of the
-    blurred images, the best over slight crops of either one."""
-    n = len(a)
-    idx = torch.arange(n)
-    return pair_correlation(views(torch.cat([a, b])), idx, idx + n)
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return standardize(x).reshape(x.shape)
+
+
+def _crop(x: torch.Tensor, crop: float | torch.Tensor, size: int) -> torch.Tensor:
+    """The centre of images ``x`` (N, C, H, W) without ``crop`` (one for all, or one each) of
+    each side, resampled to ``size`` x ``size``."""
+    scale = (1 - 2 * torch.as_tensor(crop, dtype=torch.float32)).expand(len(x))
+    theta = torch.zeros(len(x), 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    grid = F.affine_grid(theta, [len(x), x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", align_corners=False)
+
+
+def _worst_window(diff: torch.Tensor) -> torch.Tensor:
+    """Differences of unit-length images (N, C, S, S): the largest mean, over windows of a
+    quarter of the side (overlapping by half), of the squared difference per pixel (summed
+    over channels) of the same images scaled to unit variance per pixel."""
+    s = diff.shape[-1]
+    e = (diff**2).sum(1, keepdim=True) * diff[0].numel() if len(diff) else diff[:, :1]
+    return F.avg_pool2d(e, s // 4, stride=s // 8).flatten(1).amax(1)
+
+
+def match(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The close comparison of the image pairs ``a[i]``, ``b[i]`` (uint8 N x C x H x W):
+    (correlation, mean squared difference in the worst window), the best over crops of
+    either image (:data:`CROPS`) and further blurs of either (:data:`LEVELS`), in colour,
+    unchanged by brightness and contrast."""
+    size = 64 if min(a.shape[-2:]) >= 64 else WORK
+    rows = torch.arange(len(a))
+    best, patch = torch.full((len(a),), -2.0), torch.zeros(len(a))
+    big = (2 * size, 2 * size)
+    base = [
+        blur(F.interpolate(x.float(), big, mode="bilinear", antialias=True), 2 * SHARP)
+        for x in (a, b)
+    ]
+    for z, o in (base, base[::-1]):  # crops of one against the other as it is
+        other = torch.stack([_unit(blur(_crop(o, 0.0, size), s)) for s in LEVELS], 1)
+        crops = torch.stack([_unit(_crop(z, c, size)) for c in CROPS], 1)
+        scores = torch.einsum("pzd,pld->pzl", crops.flatten(2), other.flatten(2))
+        crop = torch.tensor(CROPS)[scores.amax(2).argmax(1)]
+        for step in (-CROP_STEP, 0.0, CROP_STEP):  # the sharper one blurred, near the best crop
+            near = _unit(_crop(z, (crop + step).clamp_min(0), size))
+            for s in LEVELS:
+                x = _unit(blur(near, s))
+                c, k = torch.einsum("pd,pld->pl", x.flatten(1), other.flatten(2)).max(1)
+                better = c > best
+                best = torch.where(better, c, best)
+                patch[better] = _worst_window(x[better] - other[rows[better], k[better]])
+    return best, patch
 
 
 def pixel_digests(images: torch.Tensor) -> list[str]:
@@ -135,7 +202,7 @@ def nearest(
 @dataclass(frozen=True)
 class Pair:
     """Two images ``a`` < ``b`` (indices into the audited images) that are copies; ``score``
-    1 for exact copies, else the thumbnails' correlation."""
+    1 for exact copies, else the close comparison's correlation."""
 
     a: int
     b: int
@@ -144,7 +211,12 @@ class Pair:
 
 
 def find_copies(
-    images: torch.Tensor, *, min_corr: float = MIN_CORR, k: int = NEIGHBOURS, chunk: int = 20000
+    images: torch.Tensor,
+    *,
+    min_corr: float = MIN_CORR,
+    max_patch: float = MAX_PATCH,
+    k: int = NEIGHBOURS,
+    chunk: int = 20000,
 ) -> list[Pair]:
     """Every pair of exact or near copies among ``images`` (uint8, N x C x H x W), each
     copy named once: against the first of its group of exact copies."""
@@ -169,10 +241,15 @@ def find_copies(
     }
     cand = sorted(cand - pairs.keys())
     v = views(g) if cand else g
+    close = []
     for start in range(0, len(cand), chunk):
         part = torch.tensor(cand[start : start + chunk])
         corr = pair_correlation(v, part[:, 0], part[:, 1])
-        for (i, j), c in zip(part.tolist(), corr.tolist()):
-            if c >= min_corr:
+        close += [p for p, c in zip(part.tolist(), corr.tolist()) if c >= SCREEN]
+    for start in range(0, len(close), 128):
+        part = torch.tensor(close[start : start + 128])
+        corr, patch = match(images[part[:, 0]], images[part[:, 1]])
+        for (i, j), c, e in zip(part.tolist(), corr.tolist(), patch.tolist()):
+            if c >= min_corr and e <= max_patch:
                 pairs[(i, j)] = Pair(i, j, c, False)
     return sorted(pairs.values(), key=lambda p: (-p.score, p.a, p.b))
