@@ -14,6 +14,7 @@ rate:
     pip install cleanlab                  # the benchmark's environment only
     python benchmarks/audit.py --sets digits,fashion,icons --noise 0.02,0.05,0.10
     python benchmarks/audit.py --sets fashion --noise 0.05 --no-cleanlab
+    python benchmarks/audit.py --copies-only --copies 0.1 --sets digits,fashion,icons,lineart
 
 Rows go to benchmarks/audit_results.jsonl (one per set and noise rate).
 """
@@ -190,6 +191,52 @@ def crossfit_probs(cfg, part, epochs, out, log):
     return probs.numpy(), time.perf_counter() - t0
 
 
+def leak_figures(result, pairs, root):
+    """Planted copies found (by kind) and pairs reported among distinct images."""
+    found = {
+        (str(Path(f.file).resolve()), str(Path(f.other_file).resolve()))
+        for f in result.findings
+        if f.issue in ("leak", "duplicate")
+    }
+    planted = {(str(Path(a).resolve()), str(Path(b).resolve())): k for (a, b), k in pairs.items()}
+    by_kind = {}
+    for pair, kind in planted.items():
+        by_kind.setdefault(kind, []).append(pair in found or pair[::-1] in found)
+    involved = {x for p in planted for x in p}
+    unplanted = [
+        p for p in found if not (p in planted or p[::-1] in planted) and not (set(p) & involved)
+    ]
+    false_pairs = [p for p in unplanted if not same_picture(*p)]
+    return {
+        "leaks": {k: f"{sum(v)}/{len(v)}" for k, v in by_kind.items()},
+        "leak_recall": sum(sum(v) for v in by_kind.values()) / len(planted),
+        "pairs_among_unplanted": len(unplanted),
+        "pairs_among_distinct": len(false_pairs),
+        "pairs_examples": [[os.path.relpath(x, root) for x in p] for p in false_pairs[:5]],
+    }
+
+
+def measure_copies(name, args):
+    """Copies only: no label noise, a one-epoch run (the copy check does not use the model),
+    ``args.copies`` of the test images planted exactly and as many again near."""
+    work = Path(tempfile.mkdtemp(prefix=f"audit-copies-{name}-"))
+    root = work / "data"
+    _, pairs = plant(name, root, 0.0, args.copies, n_train=args.train, n_test=args.test)
+    quiet = (lambda _: None) if not args.verbose else print
+    r = imgcls.train(
+        threads=args.threads, data=str(root), model=args.model, epochs=1,
+        out=str(work / "runs"), name="run", seed=0, progress=False, log=quiet,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    result = audit(r.path, report=False, log=quiet)
+    row = {"set": name, "copies": args.copies, "counts": result.counts()}
+    row.update(leak_figures(result, pairs, root))
+    row["audit_s"] = time.perf_counter() - t0
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
 def measure(name, noise, args):
     work = Path(tempfile.mkdtemp(prefix=f"audit-{name}-"))
     root = work / "data"
@@ -236,28 +283,7 @@ def measure(name, noise, args):
             [str(Path(f.file).resolve()) for f in result.of("label") if f.split == "train"], truth
         ),
     }
-    # leaks
-    found = {
-        (str(Path(f.file).resolve()), str(Path(f.other_file).resolve()))
-        for f in result.findings
-        if f.issue in ("leak", "duplicate")
-    }
-    planted = {(str(Path(a).resolve()), str(Path(b).resolve())): k for (a, b), k in pairs.items()}
-    by_kind = {}
-    for pair, kind in planted.items():
-        by_kind.setdefault(kind, []).append(pair in found or pair[::-1] in found)
-    involved = {x for p in planted for x in p}
-    unplanted = [
-        p for p in found if not (p in planted or p[::-1] in planted) and not (set(p) & involved)
-    ]
-    false_pairs = [p for p in unplanted if not same_picture(*p)]
-    row["leaks"] = {k: f"{sum(v)}/{len(v)}" for k, v in by_kind.items()}
-    row["leak_recall"] = sum(sum(v) for v in by_kind.values()) / len(planted)
-    row["pairs_among_unplanted"] = len(unplanted)
-    row["pairs_among_distinct"] = len(false_pairs)
-    row["pairs_examples"] = [
-        list(map(lambda s: os.path.relpath(s, root), p)) for p in false_pairs[:5]
-    ]
+    row.update(leak_figures(result, pairs, root))
     row["train_s"], row["audit_s"] = train_s, audit_s
     row["audit_share_of_training"] = audit_s / train_s
     row["counts"] = result.counts()
@@ -323,11 +349,13 @@ def table(path=RESULTS):
     """Markdown rows of the latest result of each (set, noise rate)."""
     import json
 
-    latest = {}
+    latest, copies = {}, {}
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
-        if "set" in r:
+        if "noise" in r:
             latest[(r["set"], r["noise"])] = r
+        elif "copies" in r:
+            copies[r["set"]] = r
 
     def f(d):
         return f"{d['precision']:.2f} / {d['recall']:.2f} ({d['flagged']})" if d else "-"
@@ -347,6 +375,16 @@ def table(path=RESULTS):
             f"{sum(int(v.split('/')[0]) for v in r['leaks'].values())}/"
             f"{sum(int(v.split('/')[1]) for v in r['leaks'].values())} | "
             f"{r['pairs_among_distinct']} | {r['audit_share_of_training']:.1%} |"
+        )
+    print("\n| set | copies planted | exact | re-encoded | resized | cropped | recoloured | "
+          "pairs among unplanted | of them distinct | audit s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in sorted(copies.items()):
+        k = r["leaks"]
+        print(
+            f"| {name} | {r['copies']:.0%} | {k.get('exact', '-')} | {k.get('reencode', '-')} | "
+            f"{k.get('resize', '-')} | {k.get('crop', '-')} | {k.get('recolour', '-')} | "
+            f"{r['pairs_among_unplanted']} | {r['pairs_among_distinct']} | {r['audit_s']:.1f} |"
         )
 
 
@@ -371,6 +409,11 @@ def main():
         help="torch threads (1: on a busy shared CPU more threads spin-wait)",
     )
     ap.add_argument("--no-cleanlab", action="store_true")
+    ap.add_argument(
+        "--copies-only",
+        action="store_true",
+        help="only the copy check: no label noise, a one-epoch run (e.g. with --copies 0.1)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the planted folders and runs")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument(
@@ -389,6 +432,10 @@ def main():
         print(append_row(RESULTS, margin_cost(args)))
         return 0
     for name in args.sets.split(","):
+        if args.copies_only:
+            row = measure_copies(name, args)
+            print(append_row(RESULTS, row), flush=True)
+            continue
         for noise in map(float, args.noise.split(",")):
             row = measure(name, noise, args)
             append_row(RESULTS, row)

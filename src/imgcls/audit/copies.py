@@ -148,32 +148,50 @@ def _worst_window(diff: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(e, s // 4, stride=s // 8).flatten(1).amax(1)
 
 
+def _size(images: torch.Tensor) -> int:
+    """The side of the close comparison: 64 px for images of 64 px or more, else 32."""
+    return 64 if min(images.shape[-2:]) >= 64 else WORK
+
+
+def _scores(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """The best correlation of each unit image ``x[i]`` with the unit images ``other[i]``."""
+    return torch.einsum("pd,pld->pl", x.flatten(1), other.flatten(2)).amax(1)
+
+
 def match(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The close comparison of the image pairs ``a[i]``, ``b[i]`` (uint8 N x C x H x W):
     (correlation, mean squared difference in the worst window), the best over crops of
-    either image (:data:`CROPS`) and further blurs of either (:data:`LEVELS`), in colour,
-    unchanged by brightness and contrast."""
-    size = 64 if min(a.shape[-2:]) >= 64 else WORK
+    either image (:data:`CROPS`, then :data:`CROP_STEP` around the best) and further blurs
+    of either (:data:`LEVELS`), in colour, unchanged by brightness and contrast."""
+    size = _size(a)
     rows = torch.arange(len(a))
-    best, patch = torch.full((len(a),), -2.0), torch.zeros(len(a))
     big = (2 * size, 2 * size)
     base = [
         blur(F.interpolate(x.float(), big, mode="bilinear", antialias=True), 2 * SHARP)
         for x in (a, b)
     ]
-    for z, o in (base, base[::-1]):  # crops of one against the other as it is
-        other = torch.stack([_unit(blur(_crop(o, 0.0, size), s)) for s in LEVELS], 1)
-        crops = torch.stack([_unit(_crop(z, c, size)) for c in CROPS], 1)
-        scores = torch.einsum("pzd,pld->pzl", crops.flatten(2), other.flatten(2))
-        crop = torch.tensor(CROPS)[scores.amax(2).argmax(1)]
-        for step in (-CROP_STEP, 0.0, CROP_STEP):  # the sharper one blurred, near the best crop
-            near = _unit(_crop(z, (crop + step).clamp_min(0), size))
-            for s in LEVELS:
-                x = _unit(blur(near, s))
-                c, k = torch.einsum("pd,pld->pl", x.flatten(1), other.flatten(2)).max(1)
-                better = c > best
-                best = torch.where(better, c, best)
-                patch[better] = _worst_window(x[better] - other[rows[better], k[better]])
+    blurred = [torch.stack([_unit(blur(_crop(x, 0.0, size), s)) for s in LEVELS], 1) for x in base]
+    coarse = []  # crops of one image against the other, as it is and blurred
+    for z, other in ((base[0], blurred[1]), (base[1], blurred[0])):
+        scores = torch.stack([_scores(_unit(_crop(z, c, size)), other) for c in CROPS], 1)
+        coarse.append(scores.max(1))
+    first = coarse[0].values >= coarse[1].values  # the one to crop: a, else b
+    z = torch.where(first[:, None, None, None], base[0], base[1])
+    other = torch.where(first[:, None, None, None, None], blurred[1], blurred[0])
+    crop = torch.tensor(CROPS)[torch.where(first, coarse[0].indices, coarse[1].indices)]
+    best, near = torch.full((len(a),), -2.0), None
+    for step in (-CROP_STEP, 0.0, CROP_STEP):
+        x = _unit(_crop(z, (crop + step).clamp_min(0), size))
+        c = _scores(x, other)
+        near = x if near is None else torch.where((c > best)[:, None, None, None], x, near)
+        best = torch.maximum(best, c)
+    best, patch = torch.full((len(a),), -2.0), torch.zeros(len(a))
+    for s in LEVELS:  # the cropped one blurred too, in case it is the sharper one
+        x = _unit(blur(near, s))
+        c, k = torch.einsum("pd,pld->pl", x.flatten(1), other.flatten(2)).max(1)
+        better = c > best
+        best = torch.where(better, c, best)
+        patch[better] = _worst_window(x[better] - other[rows[better], k[better]])
     return best, patch
 
 
@@ -246,8 +264,10 @@ def find_copies(
         part = torch.tensor(cand[start : start + chunk])
         corr = pair_correlation(v, part[:, 0], part[:, 1])
         close += [p for p, c in zip(part.tolist(), corr.tolist()) if c >= SCREEN]
-    for start in range(0, len(close), 128):
-        part = torch.tensor(close[start : start + 128])
+    # a few MB a chunk: fresh large buffers cost more to fault in than to compute
+    per = max(8, 2**19 // (images.shape[1] * _size(images) ** 2))
+    for start in range(0, len(close), per):
+        part = torch.tensor(close[start : start + per])
         corr, patch = match(images[part[:, 0]], images[part[:, 1]])
         for (i, j), c, e in zip(part.tolist(), corr.tolist(), patch.tolist()):
             if c >= min_corr and e <= max_patch:
