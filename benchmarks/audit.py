@@ -15,6 +15,7 @@ rate:
     python benchmarks/audit.py --sets digits,fashion,icons --noise 0.02,0.05,0.10
     python benchmarks/audit.py --sets fashion --noise 0.05 --no-cleanlab
     python benchmarks/audit.py --copies-only --copies 0.1 --sets digits,fashion,icons,lineart
+    python benchmarks/audit.py --outliers 0.02 --sets digits,fashion,icons,lineart
 
 Rows go to benchmarks/audit_results.jsonl (one per set and noise rate).
 """
@@ -237,6 +238,39 @@ def measure_copies(name, args):
     return row
 
 
+def measure_outliers(name, args):
+    """Foreign images (of another set: digits in Fashion-MNIST, Fashion-MNIST elsewhere),
+    ``args.outliers`` of the training images, spread over the training classes; a run of
+    ``args.epochs`` (outliers are judged by the model's features). Precision and recall of
+    the audit's outlier rows of the training split, and how many it flags on the clean
+    images."""
+    work = Path(tempfile.mkdtemp(prefix=f"audit-outliers-{name}-"))
+    root = work / "data"
+    plant(name, root, 0.0, 0.0, n_train=args.train, n_test=args.test)
+    classes = sorted(d.name for d in (root / "train").iterdir())
+    n_train = sum(1 for _ in (root / "train").rglob("*.*"))
+    foreign, _ = base_images("digits" if name == "fashion" else "fashion", 5000, 0, seed=3)
+    planted = set()
+    for i, (img, _) in enumerate(foreign["train"][: max(4, round(args.outliers * n_train))]):
+        f = root / "train" / classes[i % len(classes)] / f"foreign{i}.png"
+        img.save(f)
+        planted.add(str(f.resolve()))
+    quiet = (lambda _: None) if not args.verbose else print
+    r = imgcls.train(
+        threads=args.threads, data=str(root), model=args.model, epochs=args.epochs,
+        out=str(work / "runs"), name="run", seed=0, progress=False, log=quiet,
+    )  # fmt: skip
+    result = audit(r.path, report=False, log=quiet)
+    flagged = [str(Path(f.file).resolve()) for f in result.of("outlier") if f.split == "train"]
+    row = {"set": name, "outliers": args.outliers, "epochs": args.epochs, "planted": len(planted)}
+    row["found"] = pr(flagged, planted)
+    row["clean_flagged"] = len(set(flagged) - planted)
+    row["clean_images"] = n_train
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
 def measure(name, noise, args):
     work = Path(tempfile.mkdtemp(prefix=f"audit-{name}-"))
     root = work / "data"
@@ -349,13 +383,15 @@ def table(path=RESULTS):
     """Markdown rows of the latest result of each (set, noise rate)."""
     import json
 
-    latest, copies = {}, {}
+    latest, copies, outliers = {}, {}, {}
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
         if "noise" in r:
             latest[(r["set"], r["noise"])] = r
         elif "copies" in r:
             copies[r["set"]] = r
+        elif "outliers" in r:
+            outliers[r["set"]] = r
 
     def f(d):
         return f"{d['precision']:.2f} / {d['recall']:.2f} ({d['flagged']})" if d else "-"
@@ -386,6 +422,13 @@ def table(path=RESULTS):
             f"{k.get('resize', '-')} | {k.get('crop', '-')} | {k.get('recolour', '-')} | "
             f"{r['pairs_among_unplanted']} | {r['pairs_among_distinct']} | {r['audit_s']:.1f} |"
         )
+    print("\n| set | foreign images planted | precision / recall (flagged) | clean flagged |")
+    print("|---|---|---|---|")
+    for name, r in sorted(outliers.items()):
+        print(
+            f"| {name} | {r['planted']} ({r['outliers']:.0%}) | {f(r['found'])} | "
+            f"{r['clean_flagged']} of {r['clean_images']} |"
+        )
 
 
 def main():
@@ -410,6 +453,12 @@ def main():
     )
     ap.add_argument("--no-cleanlab", action="store_true")
     ap.add_argument(
+        "--outliers",
+        type=float,
+        default=0.0,
+        help="only the outlier check: this share of foreign images planted in train",
+    )
+    ap.add_argument(
         "--copies-only",
         action="store_true",
         help="only the copy check: no label noise, a one-epoch run (e.g. with --copies 0.1)",
@@ -432,8 +481,8 @@ def main():
         print(append_row(RESULTS, margin_cost(args)))
         return 0
     for name in args.sets.split(","):
-        if args.copies_only:
-            row = measure_copies(name, args)
+        if args.copies_only or args.outliers:
+            row = (measure_outliers if args.outliers else measure_copies)(name, args)
             print(append_row(RESULTS, row), flush=True)
             continue
         for noise in map(float, args.noise.split(",")):
