@@ -10,13 +10,14 @@ recoloured) are found in three steps:
    scaled, so that brightness and contrast do not count; a slight crop barely moves it);
 2. a screen: the two images, grey, 32 px, blurred and brought to the same whole-pixel crop,
    correlate at 0.98 or more;
-3. the close comparison (:func:`match`), in colour at 32 px (64 px for images of 64 px or
-   more): one image is cropped by 0-14% a side in 1% steps, the sharper one is blurred to
-   the other's sharpness (a resized or re-encoded copy has lost its finest detail), and the
-   two are a copy when they then correlate at 0.9985 or more *and* no window of a quarter
-   of the side differs by more than 0.03 (unit-variance images): a calendar icon with
-   another day, a folder with another emblem or two plain T-shirts of Fashion-MNIST match
-   as a whole but not everywhere. The thresholds and what they separate are measured in
+3. the close comparison (:func:`match`), in colour: one image is cropped by 0-14% a side,
+   in 2% steps at 32 px, then in 1% steps around the best crop at 32 px (64 px for images
+   of 64 px or more; pairs under 0.99 at 32 px stop there), the sharper one is blurred to
+   the other's sharpness (a resized or re-encoded copy has lost its finest detail), and
+   the two are a copy when they then correlate at 0.9985 or more *and* no window of a
+   quarter of the side differs by more than 0.03 (unit-variance images): a calendar icon
+   with another day, a folder with another emblem or two plain T-shirts of Fashion-MNIST
+   match as a whole but not everywhere. The thresholds and what they separate are in
    ``benchmarks/audit.md``.
 """
 
@@ -37,6 +38,7 @@ BLUR = 1.0  # Gaussian sigma (pixels of the 32 px image) before the screen
 SCREEN = 0.98  # the screen's correlation a candidate needs to be compared closely
 CROPS = tuple(i / 50 for i in range(8))  # the crops (per side) the close comparison tries
 CROP_STEP = 0.01  # ... then around the best one, at this step
+COARSE = 0.99  # the correlation at 32 px a pair needs for the comparison at full size
 SHARP = 0.5  # blur (pixels of the close comparison's size) of every image
 LEVELS = (0.0, 0.4, 0.8, 1.2)  # further blur of the sharper image of a pair
 MIN_CORR = 0.9985  # correlation of a near copy in the close comparison
@@ -158,40 +160,56 @@ def _scores(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return torch.einsum("pd,pld->pl", x.flatten(1), other.flatten(2)).amax(1)
 
 
+def _prepared(images: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images at ``size`` x ``size``, blurred by :data:`SHARP`, and as unit images
+    blurred further by each of :data:`LEVELS`: (N, C, S, S), (N, levels, C, S, S)."""
+    x = blur(F.interpolate(images.float(), (size, size), mode="bilinear", antialias=True), SHARP)
+    return x, torch.stack([_unit(blur(x, s)) for s in LEVELS], 1)
+
+
+def _coarse(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """At 32 px, each of :data:`CROPS` of one image against the other: (crop ``a``, not
+    ``b``; the best crop; its correlation) per pair."""
+    (xa, ua), (xb, ub) = _prepared(a, WORK), _prepared(b, WORK)
+    best = [
+        torch.stack([_scores(_unit(_crop(x, c, WORK)), u) for c in CROPS], 1).max(1)
+        for x, u in ((xa, ub), (xb, ua))
+    ]
+    first = best[0].values >= best[1].values
+    crop = torch.tensor(CROPS)[torch.where(first, best[0].indices, best[1].indices)]
+    return first, crop, torch.maximum(best[0].values, best[1].values)
+
+
 def match(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The close comparison of the image pairs ``a[i]``, ``b[i]`` (uint8 N x C x H x W):
     (correlation, mean squared difference in the worst window), the best over crops of
-    either image (:data:`CROPS`, then :data:`CROP_STEP` around the best) and further blurs
-    of either (:data:`LEVELS`), in colour, unchanged by brightness and contrast."""
-    size = _size(a)
-    rows = torch.arange(len(a))
-    big = (2 * size, 2 * size)
-    base = [
-        blur(F.interpolate(x.float(), big, mode="bilinear", antialias=True), 2 * SHARP)
-        for x in (a, b)
-    ]
-    blurred = [torch.stack([_unit(blur(_crop(x, 0.0, size), s)) for s in LEVELS], 1) for x in base]
-    coarse = []  # crops of one image against the other, as it is and blurred
-    for z, other in ((base[0], blurred[1]), (base[1], blurred[0])):
-        scores = torch.stack([_scores(_unit(_crop(z, c, size)), other) for c in CROPS], 1)
-        coarse.append(scores.max(1))
-    first = coarse[0].values >= coarse[1].values  # the one to crop: a, else b
-    z = torch.where(first[:, None, None, None], base[0], base[1])
-    other = torch.where(first[:, None, None, None, None], blurred[1], blurred[0])
-    crop = torch.tensor(CROPS)[torch.where(first, coarse[0].indices, coarse[1].indices)]
-    best, near = torch.full((len(a),), -2.0), None
+    either image (:data:`CROPS` at 32 px, then :data:`CROP_STEP` around the best at the
+    comparison's size) and further blurs of either (:data:`LEVELS`), in colour, unchanged
+    by brightness and contrast. Pairs below :data:`COARSE` at 32 px keep that figure (and
+    an infinite difference): no finer look lifts them to a copy."""
+    first, crop, coarse = _coarse(a, b)
+    best, patch = coarse.clone(), torch.full((len(a),), math.inf)
+    keep = torch.nonzero(coarse >= COARSE).flatten()
+    if not len(keep):
+        return best, patch
+    size, rows = _size(a), torch.arange(len(keep))
+    pick = first[keep, None, None, None]
+    z, _ = _prepared(torch.where(pick, a[keep], b[keep]), size)
+    _, other = _prepared(torch.where(pick, b[keep], a[keep]), size)
+    fine, near = torch.full((len(keep),), -2.0), z
     for step in (-CROP_STEP, 0.0, CROP_STEP):
-        x = _unit(_crop(z, (crop + step).clamp_min(0), size))
+        x = _unit(_crop(z, (crop[keep] + step).clamp_min(0), size))
         c = _scores(x, other)
-        near = x if near is None else torch.where((c > best)[:, None, None, None], x, near)
-        best = torch.maximum(best, c)
-    best, patch = torch.full((len(a),), -2.0), torch.zeros(len(a))
+        near = torch.where((c > fine)[:, None, None, None], x, near)
+        fine = torch.maximum(fine, c)
+    fine = torch.full((len(keep),), -2.0)
     for s in LEVELS:  # the cropped one blurred too, in case it is the sharper one
         x = _unit(blur(near, s))
         c, k = torch.einsum("pd,pld->pl", x.flatten(1), other.flatten(2)).max(1)
-        better = c > best
-        best = torch.where(better, c, best)
-        patch[better] = _worst_window(x[better] - other[rows[better], k[better]])
+        better = c > fine
+        fine = torch.where(better, c, fine)
+        patch[keep[better]] = _worst_window(x[better] - other[rows[better], k[better]])
+    best[keep] = fine
     return best, patch
 
 
