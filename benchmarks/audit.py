@@ -397,7 +397,7 @@ def table(path=RESULTS):
         return f"{d['precision']:.2f} / {d['recall']:.2f} ({d['flagged']})" if d else "-"
 
     print(
-        "| set | noise | planted | AUM at N | AUM < 0 | AUM < -1 (the list) | cross-fit at N | "
+        "| set | noise | planted | AUM at N | the audit's list | AUM < -1 | cross-fit at N | "
         "cleanlab find_label_issues | leaks found | pairs among distinct | audit / training |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
