@@ -16,9 +16,10 @@ Issues, in the order the CSV lists them (by score, highest first, within each):
                logits the given label trails by on average), held-out images by the final
                model's confident disagreement (score: probability of the predicted class
                minus that of the given label).
-``outlier``    unlike every training image (score: how many interquartile ranges its
-               distance to its nearest training images lies beyond the upper quartile of
-               the training images' own, above 3), or unreadable or near-blank (score inf).
+``outlier``    unlike every class's training images (score: how many interquartile ranges
+               its distance to the nearest training images of the nearest class lies beyond
+               the upper quartile of the training images' own, above 3), or unreadable or
+               near-blank (score inf).
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def _outliers(rundata: RunData, out: _Pass) -> list[Finding]:
     rows = [Finding(name, "outlier", math.inf, label) for name, label, _ in rundata.unreadable]
     if not is_train.any():
         return rows
-    scores = outlier_scores(out.features, is_train)
+    scores = outlier_scores(out.features, is_train, out.labels)
     blank = near_blank(torch.cat([p.images.images for p in rundata.parts]))
     for k in torch.nonzero((scores > FAR) | blank).flatten().tolist():
         p, i = where[k]
