@@ -7,6 +7,11 @@ the class's logit over it, a_k = mean_ij dy_c/dA_kij, and keeps the positive par
 sum_k a_k A_k, upsampled to the input. For a model whose head is global average pooling and
 a linear layer, that is the class activation map of Zhou et al. 2016 (w_ck A_k summed), up
 to a constant: tests check it against that closed form.
+
+Grad-CAM was kept after deletion and insertion curves compared it with Grad-CAM++, Score-CAM,
+occlusion and input gradients (``benchmarks/explain.py``; ``benchmarks/audit.md``, Heatmaps):
+none was better on every data set, and the gradient-free ones take 130-170 forward passes an
+image.
 """
 
 from __future__ import annotations
