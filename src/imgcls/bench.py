@@ -22,16 +22,16 @@ import torch.nn.functional as F
 from .data.augment import preset
 from .data.dataset import ArrayDataset
 from .data.loader import BatchLoader
-from .engine.precision import (
+from .engine.trainer import OptimSettings, make_optimizer
+from .models import create_model
+from .models.table import count_flops
+from .runtime.plan import (
     ExecPlan,
     choose_inference_plan,
     choose_plan,
     native_bf16,
     plan_name,
 )
-from .engine.trainer import OptimSettings, make_optimizer
-from .models import create_model
-from .models.table import count_flops
 
 Runner = Callable[[torch.Tensor], object]  # one inference call on a batch
 

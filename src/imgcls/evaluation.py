@@ -18,8 +18,6 @@ from .data.dataset import Dataset
 from .data.prepare import Decoding, make_loader, to_model_input
 from .data.sources import Source, load_source
 from .data.splits import stratified_split
-from .engine.evaluate import predict_logits
-from .engine.precision import eval_plan, resolve_device
 from .errors import ConfigError, DataError
 from .metrics import (
     calibration_temperature,
@@ -32,6 +30,8 @@ from .metrics import (
 )
 from .preprocess import Preprocess, calibrated_softmax
 from .run import RunDir, load_run_model, set_temperature
+from .runtime.forward import predict_logits
+from .runtime.plan import eval_plan, resolve_device
 from .utils import Log, write_json
 
 SPLITS = ("train", "val", "test", "all")

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.precision import ExecPlan
 from ..errors import ConfigError, ImgclsError, RunError
 from ..export import OUTPUT_NAMES
 from ..preprocess import Preprocess
+from ..runtime.plan import ExecPlan
 
 BACKENDS = ("auto", "onnx", "torch")
 PROBABILITIES, LOGITS = OUTPUT_NAMES  # the outputs of an exported model.onnx
@@ -113,9 +113,9 @@ def load_predictor(target: str | os.PathLike, backend: str = "auto", device: str
     The torch backend runs in fp32 eager mode unless ``precision`` / ``compile`` ask for more
     ('auto' measures the candidates on batches of ``batch`` and keeps the fastest, cached);
     fp32 keeps its probabilities identical to ``imgcls predict``."""
-    from ..engine.precision import choose_inference_plan, resolve_device
     from ..export import read_sidecar
     from ..run import load_run_model
+    from ..runtime.plan import choose_inference_plan, resolve_device
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
