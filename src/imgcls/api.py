@@ -23,17 +23,17 @@ from PIL import Image
 
 from .config import TrainConfig
 from .data.dataset import ArrayDataset
-from .data.images import ImageDecodeError, convert_channels, convert_image, resize_to
 from .data.prepare import make_loader
 from .data.sources import Source
 from .errors import DataError, RunError
 from .metrics import basic_metrics
 from .prediction import PathsLike, image_files, ood_score_given, predict_files
-from .preprocess import Preprocess
 from .results import TOP_K
 from .run import load_run_model
 from .runtime.forward import predict_logits
+from .runtime.images import ImageDecodeError, convert_channels, convert_image, resize_to
 from .runtime.plan import eval_plan, resolve_device
+from .runtime.preprocess import Preprocess
 
 if TYPE_CHECKING:
     from .audit import AuditResult

@@ -154,9 +154,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from .data.images import skip_summary
     from .data.info import describe, sample_grid
     from .data.sources import load_source
+    from .runtime.images import skip_summary
 
     source = load_source(args.data, args.data_dir)
     info = describe(source)

@@ -28,10 +28,10 @@ from .metrics import (
     rejection_report,
     reliability_bins,
 )
-from .preprocess import Preprocess, calibrated_softmax
 from .run import RunDir, load_run_model, set_temperature
 from .runtime.forward import predict_logits
 from .runtime.plan import eval_plan, resolve_device
+from .runtime.preprocess import Preprocess, calibrated_softmax
 from .utils import Log, write_json
 
 SPLITS = ("train", "val", "test", "all")

@@ -36,7 +36,7 @@ from .utils import atomic_write_bytes, atomic_write_text, read_safetensors, safe
 if TYPE_CHECKING:
     from torch import nn
 
-    from .preprocess import Preprocess
+    from .runtime.preprocess import Preprocess
 
 PROBE = ".write-test"  # written and removed to prove a new run folder is writable
 
@@ -177,7 +177,7 @@ def load_run_model(path: str | os.PathLike, device: str = "cpu"
     """The model of a run folder (or of a ``model.safetensors`` file) in eval mode, with its
     preprocessing and metadata."""
     from .models import create_model
-    from .preprocess import Preprocess
+    from .runtime.preprocess import Preprocess
 
     p = Path(path)
     file = p if p.is_file() else RunDir.open(p).model_file

@@ -20,7 +20,6 @@ from torch import nn
 from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration, read_yaml
 from .data.augment import MIN_SIZE, choose_augment
 from .data.dataset import ArrayDataset, Dataset
-from .data.images import skip_summary
 from .data.prepare import PreparedData, class_weights, make_loader
 from .data.sources import Source, load_source
 from .data.splits import write_split_manifest
@@ -52,7 +51,6 @@ from .metrics import basic_metrics
 from .models import create_model, is_external
 from .models.base import check_input_size
 from .models.transfer import load_pretrained
-from .preprocess import Preprocess
 from .resume import is_complete, last_checkpoint, resumable, resume_config
 from .run import (
     RunDir,
@@ -63,7 +61,9 @@ from .run import (
     save_model_file,
 )
 from .runtime.forward import predict_logits, tta_views
+from .runtime.images import skip_summary
 from .runtime.plan import ExecPlan, choose_plan, eval_plan, measure_step, resolve_device
+from .runtime.preprocess import Preprocess
 from .utils import Log, atomic_write_text, settings_from, write_json, write_yaml
 
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import RunError
-from ..preprocess import Preprocess, calibrated_softmax
 from ..run import RunDir
+from ..runtime.preprocess import Preprocess, calibrated_softmax
 from ..utils import Log, atomic_write_text, write_json
 from .copies import find_copies
 from .data import Part, RunData, run_data

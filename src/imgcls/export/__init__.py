@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ImgclsError
-from ..preprocess import Preprocess, calibrated_softmax
+from ..runtime.preprocess import Preprocess, calibrated_softmax
 from ..utils import Log
 
 __all__ = ["FORMATS", "ProbabilityModel", "check_parity", "export_model", "input_facts",
@@ -72,9 +72,9 @@ def parity_images(run: Path, pre: Preprocess, n: int = PARITY_IMAGES, log: Log =
     appears; random images when the data cannot be loaded (e.g. a run trained on arrays)."""
     from ..config import read_yaml
     from ..data.dataset import ArrayDataset
-    from ..data.images import ImageDecodeError
     from ..data.prepare import conform
     from ..data.sources import load_source
+    from ..runtime.images import ImageDecodeError
 
     try:
         cfg = read_yaml(run / "config.yaml")

@@ -13,8 +13,8 @@ import torch
 
 from ..errors import ConfigError, ImgclsError, RunError
 from ..export import OUTPUT_NAMES
-from ..preprocess import Preprocess
 from ..runtime.plan import ExecPlan
+from ..runtime.preprocess import Preprocess
 
 BACKENDS = ("auto", "onnx", "torch")
 PROBABILITIES, LOGITS = OUTPUT_NAMES  # the outputs of an exported model.onnx
