@@ -50,7 +50,7 @@ from .errors import ConfigError
 from .metrics import basic_metrics
 from .models import create_model, is_external
 from .models.base import check_input_size
-from .models.transfer import load_pretrained
+from .pretrained import load_pretrained
 from .resume import is_complete, last_checkpoint, resumable, resume_config
 from .run import (
     RunDir,
