@@ -202,5 +202,5 @@ def evaluate(
 
         probs = calibrated_softmax(logits, temperature)
         result["files"] = write_report(rd, result, arr, probs, out, run_report=own)
-    write_json(out / "metrics.json", {k: v for k, v in result.items() if k != "files"})
+    write_json(out.metrics, {k: v for k, v in result.items() if k != "files"})
     return result
