@@ -81,6 +81,22 @@ def test_every_import_points_down_or_sideways_without_a_cycle():
         raise AssertionError(f"import cycle between units: {e.args[1]}") from None
 
 
+def test_the_documented_arrows_are_the_code_s():
+    """docs/architecture.md's table of arrows: each unit with the units above the foundation
+    row that it imports."""
+    def name(unit: str) -> str:
+        return f"`{unit}/`" if (SRC / unit).is_dir() else f"`{unit}.py`"
+
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    table = doc.split("| module | imports |\n|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    documented = {line.split(" | ")[0][2:]: line.split(" | ")[1][:-2]
+                  for line in table.splitlines()}
+    graph, foundation = _unit_imports(), ROWS[-1]
+    code = {name(unit): ", ".join(name(u) for u in sorted(edges) if u not in foundation) or "-"
+            for unit, edges in graph.items() if unit not in foundation}
+    assert documented == code
+
+
 def test_the_inference_side_imports_nothing_of_the_training_side():
     graph = _unit_imports()
     below = {u for units in ROWS[3:] for u in units}
