@@ -80,8 +80,8 @@ class ExecPlan:
 
 def eval_plan(device: str) -> ExecPlan:
     """How evaluation runs (the end-of-training test, ``imgcls eval``, ``predict``, the Python
-    API): fp32, so every one of them reports the weights' own numbers, in channels_last, which
-    on this CPU ran convnets 1.2-3x faster than NCHW at the same arithmetic."""
+    API): fp32, so every one of them reports the weights' own numbers, in channels_last, the
+    memory format in which convnets run faster than in NCHW at the same arithmetic."""
     return ExecPlan(device, "fp32", channels_last=True)
 
 
@@ -102,13 +102,11 @@ def keep_freed_memory() -> bool:
 
     glibc serves large blocks (above an adaptive threshold of up to 32 MiB) with a fresh
     mmap and unmaps them when freed, so every training step of a CNN on batches of small
-    images faulted in and zeroed its activations anew: 36,000 page faults (about 140 MB) per
-    step of fastnet_m at batch 256, 8% of the process's CPU time in the kernel. With no mmap
-    and a 1 GiB trim threshold the heap keeps those pages: page faults fell 60x and training
-    steps got 1.16x faster (median of 15 process pairs run in turns, 0.89-1.83x; fastnet_s
-    and fastnet_m, 28 px, bf16 + channels_last; benchmarks/malloc.py). The price is that the
-    process holds on to its peak memory. Process-wide, once; ``IMGCLS_MALLOC=system`` leaves
-    malloc as it is. Returns whether the setting is in force (False off glibc)."""
+    images would fault in and zero its activations anew, its time going to the kernel. With
+    no mmap and a 1 GiB trim threshold the heap keeps those pages for the next step
+    (``benchmarks/malloc.py`` measures the difference). The price is that the process holds
+    on to its peak memory. Process-wide, once; ``IMGCLS_MALLOC=system`` leaves malloc as it
+    is. Returns whether the setting is in force (False off glibc)."""
     if os.environ.get("IMGCLS_MALLOC") == "system" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -258,9 +256,9 @@ def choose_plan(
     key: str = "",
     steps: int = 3,
 ) -> tuple[ExecPlan, dict[str, float]]:
-    """Pick the training plan (never compiled: torch.compile trained at 0.23-0.81x the speed
-    of eager bf16 here). Returns the plan and the measured seconds per step of each
-    candidate (empty when nothing was measured)."""
+    """Pick the training plan (never compiled: torch.compile trains slower than eager mode
+    on a CPU, ``benchmarks/README.md``). Returns the plan and the measured seconds per step
+    of each candidate (empty when nothing was measured)."""
     device = resolve_device(device)
     if device.startswith("cuda"):
         return _cuda_plan(device, precision, channels_last, False), {}
