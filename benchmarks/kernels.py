@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from _record import append_row
 from torch import nn
 
-from imgcls.engine.precision import keep_freed_memory
 from imgcls.models import create_model
 from imgcls.models.table import count_flops
+from imgcls.runtime.plan import keep_freed_memory
 
 HERE = Path(__file__).parent
 # (name, in channels, out channels, kernel, stride, groups, input side)

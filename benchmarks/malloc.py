@@ -22,7 +22,7 @@ RESULTS = Path(__file__).parent / "malloc_results.jsonl"
 
 STEPS = """
 import json, resource, sys, time, statistics, torch, torch.nn.functional as F
-from imgcls.engine.precision import ExecPlan, keep_freed_memory
+from imgcls.runtime.plan import ExecPlan, keep_freed_memory
 from imgcls.models import create_model
 if sys.argv[2] == "keep":
     assert keep_freed_memory()

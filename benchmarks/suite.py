@@ -43,8 +43,8 @@ def paths(name: str) -> tuple[str, str | None]:
 
 def describe(name: str) -> dict:
     """Images, classes and median image side of the training data."""
-    from imgcls.data.images import probe_image
     from imgcls.data.sources import load_source
+    from imgcls.runtime.images import probe_image
 
     src = load_source(paths(name)[0])
     if hasattr(src.train, "images"):

@@ -5,7 +5,7 @@ function of the RGBA image giving the gray level of its background):
     white          255 for every image
     opposite-gray  255 minus the mean brightness of the opaque pixels (gray under mid tones)
     max-contrast   black or white, whichever is further from the opaque pixels' brightness
-    imgcls         the rule in imgcls.data.images.background_level: black, brightening to
+    imgcls         the rule in imgcls.runtime.images.background_level: black, brightening to
                    white as the opaque pixels darken below a quarter of white
 
 Each is trained for the same fixed epochs, seeds, batch and learning rate on the suite's
@@ -17,7 +17,7 @@ benchmarks/transparency.jsonl.
     python benchmarks/transparency.py                  # every rule, lineart and icons, 2 seeds
     python benchmarks/transparency.py --rules black,imgcls --sets lineart --seeds 0
 
-The rule is swapped in this process (imgcls.data.images.background_level) and every run
+The rule is swapped in this process (imgcls.runtime.images.background_level) and every run
 decodes into a cache folder of its own, so the variants differ in nothing else.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from _record import append_row
 
 import imgcls
-from imgcls.data import images
+from imgcls.runtime import images
 
 HERE = Path(__file__).parent
 ROOT = Path(os.environ.get("IMGCLS_SUITE", Path.home() / ".cache" / "imgcls" / "suite"))

@@ -140,7 +140,7 @@ def test_cli_eval(run, capsys):
 
 
 def test_tta_views_mirror_and_move_the_image_by_one_pixel():
-    from imgcls.engine.evaluate import tta_views
+    from imgcls.runtime.forward import tta_views
 
     x = torch.zeros(1, 1, 7, 7)
     x[0, 0, 3, 2] = 1.0  # one bright pixel, left of the centre and off the edges

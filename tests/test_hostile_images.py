@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_images import png_header_only
 
-from imgcls.data.images import ImageDecodeError, decode_image
-from imgcls.preprocess import Preprocess
+from imgcls.runtime.images import ImageDecodeError, decode_image
+from imgcls.runtime.preprocess import Preprocess
 
 
 def encoded(img, fmt="PNG", **kw):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imgcls.data.images import (
+from imgcls.runtime.images import (
     ImageDecodeError,
     convert_channels,
     decode_image,

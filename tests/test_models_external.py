@@ -6,7 +6,7 @@ import torch
 
 from imgcls.errors import ModelError
 from imgcls.models import create_model
-from imgcls.models.transfer import load_pretrained
+from imgcls.pretrained import load_pretrained
 
 NAMES = ["timm/resnet18", "timm/mobilenetv3_small_050", "tv/resnet18", "tv/mobilenet_v3_small"]
 

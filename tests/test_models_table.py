@@ -70,7 +70,7 @@ def test_bench_reports_training_and_interleaved_inference(tmp_path, monkeypatch,
     """`imgcls bench` end to end on a small net: GEMM peaks, training rate and GFLOP/s that
     agree with the FLOP count, and the three inference runners with consistent ratios."""
     from imgcls.bench import bench
-    from imgcls.engine.precision import native_bf16
+    from imgcls.runtime.plan import native_bf16
 
     monkeypatch.setenv("IMGCLS_HOME", str(tmp_path))  # a fresh plan cache
     r = bench("seed_torch_cnn", batch=32, steps=2, compile="no", repeats=3, log=print)

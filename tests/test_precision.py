@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from imgcls.engine import precision
-from imgcls.engine.precision import ExecPlan, _cpu_candidates, _time_steps, native_bf16
+from imgcls.runtime import plan as precision
+from imgcls.runtime.plan import ExecPlan, _cpu_candidates, _time_steps, native_bf16
 
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
 AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from test_images import png_header_only
 
-from imgcls.data import images
-from imgcls.data.images import ImageDecodeError, decode_image, probe_image
 from imgcls.data.sources import load_source
+from imgcls.runtime import images
+from imgcls.runtime.images import ImageDecodeError, decode_image, probe_image
 
 
 def encoded(img, fmt, **kw):
@@ -203,7 +203,7 @@ def test_train_info_and_predict_on_a_real_folder(real_folder, tmp_path):
 
 
 def test_pillow_guard_is_left_as_it_is(fresh_python):
-    code = ("import imgcls.data.images, imgcls.data.materialize; from PIL import Image; "
+    code = ("import imgcls.runtime.images, imgcls.data.materialize; from PIL import Image; "
             "print(Image.MAX_IMAGE_PIXELS)")
     assert fresh_python(code) == str(Image.MAX_IMAGE_PIXELS)
 

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 import imgcls
 from imgcls.data.sources import load_source
-from imgcls.preprocess import Preprocess
+from imgcls.runtime.preprocess import Preprocess
 from imgcls.serve import Predictor, create_app, load_predictor
 
 

@@ -355,8 +355,8 @@ def test_budget_below_one_epoch_is_cut_to_what_the_first_steps_leave_room_for(tm
 
 
 def test_plan_timings_are_cached_per_model_and_its_layers(tmp_path, monkeypatch):
-    from imgcls.engine import precision
     from imgcls.models import create_model
+    from imgcls.runtime import plan as precision
 
     monkeypatch.setenv("IMGCLS_HOME", str(tmp_path))
     timed = []
@@ -381,7 +381,7 @@ def test_the_cpu_plan_keeps_freed_memory_for_reuse():
     # (IMGCLS_MALLOC=system: it has not)
     code = """if True:
         import resource, torch
-        from imgcls.engine.precision import choose_plan
+        from imgcls.runtime.plan import choose_plan
         from imgcls.models import create_model
         model = create_model("fastnet_s", num_classes=2, in_chans=1, input_size=8)
         choose_plan(model, (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)),
@@ -400,7 +400,7 @@ def test_the_cpu_plan_keeps_freed_memory_for_reuse():
 
 
 def test_budget_estimate_is_timed_now_not_taken_from_the_plan_cache(tmp_path, monkeypatch):
-    from imgcls.engine import precision
+    from imgcls.runtime import plan as precision
 
     # the plan cache says 10 s per step (measured at another hour, the machine much slower):
     # planning from it would fit no epoch in 6 s; the steps timed at start-up fit several

@@ -9,11 +9,11 @@ from imgcls.errors import ModelError
 from imgcls.models import create_model
 from imgcls.models.transfer import (
     freeze_backbone,
-    load_pretrained,
     set_frozen_bn_eval,
     split_backbone_head,
     unfreeze,
 )
+from imgcls.pretrained import load_pretrained
 from imgcls.run import save_model_file
 
 

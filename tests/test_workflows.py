@@ -13,7 +13,7 @@ from imgcls.utils import read_safetensors
 
 def test_importing_imgcls_leaves_pillows_bomb_guard_alone(fresh_python):
     code = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; import imgcls, "
-            "imgcls.data.images, imgcls.prediction; print(Image.MAX_IMAGE_PIXELS == before "
+            "imgcls.runtime.images, imgcls.prediction; print(Image.MAX_IMAGE_PIXELS == before "
             "and before is not None)")
     assert fresh_python(code) == "True"
 
@@ -133,7 +133,7 @@ def test_cli_help_and_listing(capsys):
 def test_unreadable_files_are_named_as_such(tmp_path):
     from PIL import Image
 
-    from imgcls.data.images import ImageDecodeError, decode_image
+    from imgcls.runtime.images import ImageDecodeError, decode_image
 
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageDecodeError, match="empty file"):

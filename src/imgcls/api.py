@@ -23,16 +23,17 @@ from PIL import Image
 
 from .config import TrainConfig
 from .data.dataset import ArrayDataset
-from .data.images import ImageDecodeError, convert_channels, convert_image, resize_to
 from .data.prepare import make_loader
 from .data.sources import Source
-from .engine.evaluate import basic_metrics, predict_logits
-from .engine.precision import eval_plan, resolve_device
 from .errors import DataError, RunError
+from .metrics import basic_metrics
 from .prediction import PathsLike, image_files, ood_score_given, predict_files
-from .preprocess import Preprocess
 from .results import TOP_K
 from .run import load_run_model
+from .runtime.forward import predict_logits
+from .runtime.images import ImageDecodeError, convert_channels, convert_image, resize_to
+from .runtime.plan import eval_plan, resolve_device
+from .runtime.preprocess import Preprocess
 
 if TYPE_CHECKING:
     from .audit import AuditResult
@@ -268,7 +269,7 @@ class Classifier:
         """``{"loss", "top1", "top5", "n"}`` (the keys of every imgcls result) on images ``x``
         (arrays, or images as :meth:`predict` takes them; one that cannot be read raises)
         with labels ``y`` (integers, one-hot rows or names of :attr:`classes`); ``tta``:
-        False, "flip" (or True) or "shift" (:func:`imgcls.engine.evaluate.tta_views`)."""
+        False, "flip" (or True) or "shift" (:func:`imgcls.runtime.forward.tta_views`)."""
         images, _ = self._input(x)
         labels = _labels(y, len(images), self.classes)
         logits, labels = self._logits(images, labels, batch_size, tta)

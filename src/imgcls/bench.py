@@ -22,16 +22,16 @@ import torch.nn.functional as F
 from .data.augment import preset
 from .data.dataset import ArrayDataset
 from .data.loader import BatchLoader
-from .engine.precision import (
+from .engine.trainer import OptimSettings, make_optimizer
+from .models import create_model
+from .models.table import count_flops
+from .runtime.plan import (
     ExecPlan,
     choose_inference_plan,
     choose_plan,
     native_bf16,
     plan_name,
 )
-from .engine.trainer import OptimSettings, make_optimizer
-from .models import create_model
-from .models.table import count_flops
 
 Runner = Callable[[torch.Tensor], object]  # one inference call on a batch
 
@@ -52,7 +52,7 @@ def _train_rate(model: torch.nn.Module, plan: ExecPlan, in_chans: int, size: int
     """Images/s of full training steps (data path and augmentation included) and the GEMM
     peaks (GFLOP/s of an n x n matmul in fp32 and bf16), measured in turns, two matmuls of
     each before every ``block`` steps, so the share of the peak is not skewed by a machine
-    whose speed drifts (on this shared CPU the bf16 peak moved 2.9x within minutes). The
+    whose speed drifts (a shared CPU's peak can move several-fold within minutes). The
     first step after the matmuls (caches refilled) and the first block are not timed."""
     g = torch.Generator().manual_seed(0)
     rounds = max(1, steps // block) + 1
@@ -95,8 +95,8 @@ def _infer_times(runners: dict[str, Runner], x1: torch.Tensor, x64: torch.Tensor
                  repeats: int) -> dict[str, dict]:
     """Latency at batch 1 and throughput at batch 64 of every runner. The runners take turns
     in short blocks, so that a machine whose speed drifts (a shared CPU) slows them all alike
-    and their ratios hold (measured one after another, the same two ran 1.6x apart on one
-    day); each block's first call is not timed, since the previous runtime's threads may
+    and their ratios hold (measured one after another, they would not); each block's first
+    call is not timed, since the previous runtime's threads may
     still be spinning (OpenMP and ONNX Runtime both busy-wait a while after a call)."""
     for fn in runners.values():  # warm-up: compilation, kernel selection
         for x in (x1, x1, x64, x64):

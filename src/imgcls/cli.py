@@ -143,9 +143,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print_table(records)
     print(f"{predicted} predicted, {len(errors)} unreadable", file=sys.stderr)
     if args.explain and predicted:
-        from .engine.precision import resolve_device
         from .explain import explain_files
         from .prediction import image_files
+        from .runtime.plan import resolve_device
 
         written = explain_files(args.run, image_files(args.paths), args.explain,
                                 resolve_device(args.device))
@@ -154,9 +154,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from .data.images import skip_summary
     from .data.info import describe, sample_grid
     from .data.sources import load_source
+    from .runtime.images import skip_summary
 
     source = load_source(args.data, args.data_dir)
     info = describe(source)

@@ -141,11 +141,11 @@ def flips_keep_class(train: ArrayDataset, seed: int = 0, refs: int = 5000, queri
     """Whether a mirror image keeps its class, measured: held-out training images are
     classified by the nearest class mean of the others (raw pixels at 16 px, centred), once
     as they are and once mirrored. How much of the gain over chance survives the mirror says
-    it: Fashion-MNIST keeps 0.79 of it (shoes face one way, yet are shoes), its 50-per-class
-    folder 0.75, the digits 0.28-0.29 (a mirrored 3 is no digit). Class means rather than
-    nearest neighbours: near-duplicates (an icon set) make a neighbour match on the exact
-    picture, which no mirror keeps. Flips stay on from ``FLIP_KEEPS_CLASS``; None when the
-    means are too close to chance to tell (photos, icons: then flips are the usual choice)."""
+    it: most of it for clothes (shoes face one way, yet are shoes), little for digits (a
+    mirrored 3 is no digit). Class means rather than nearest neighbours: near-duplicates (an
+    icon set) make a neighbour match on the exact picture, which no mirror keeps. Flips stay
+    on from ``FLIP_KEEPS_CLASS``; None when the means are too close to chance to tell
+    (photos, icons: then flips are the usual choice)."""
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=g)
     q, r = order[:min(queries, len(train) // 3)], order[min(queries, len(train) // 3):][:refs]
@@ -202,10 +202,8 @@ def resolve_data(cfg: TrainConfig, source: Source
 
 def default_lr(cfg: TrainConfig) -> float:
     """SGD: 0.1 per 128 images that a step back-propagates through (the linear scaling rule),
-    which with ``--unlabeled`` counts the ``ssl_ratio`` x batch unlabelled images too: on
-    Fashion-MNIST with 1,000 labels, fastnet_s and FreeMatch at batch 64, peaks of 0.05 /
-    0.1 / 0.2 gave 0.883 / 0.889 / 0.894 in 12 minutes, and 0.908 / 0.907 in 90-95 minutes
-    (benchmarks/README.md)."""
+    which with ``--unlabeled`` counts the ``ssl_ratio`` x batch unlabelled images too: a
+    semi-supervised step learns from all of them."""
     if cfg.lr is not None:
         return cfg.lr
     if cfg.optimizer != "sgd":

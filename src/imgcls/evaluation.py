@@ -18,8 +18,6 @@ from .data.dataset import Dataset
 from .data.prepare import Decoding, make_loader, to_model_input
 from .data.sources import Source, load_source
 from .data.splits import stratified_split
-from .engine.evaluate import predict_logits
-from .engine.precision import eval_plan, resolve_device
 from .errors import ConfigError, DataError
 from .metrics import (
     calibration_temperature,
@@ -30,8 +28,10 @@ from .metrics import (
     rejection_report,
     reliability_bins,
 )
-from .preprocess import Preprocess, calibrated_softmax
 from .run import RunDir, load_run_model, set_temperature
+from .runtime.forward import predict_logits
+from .runtime.plan import eval_plan, resolve_device
+from .runtime.preprocess import Preprocess, calibrated_softmax
 from .utils import Log, write_json
 
 SPLITS = ("train", "val", "test", "all")
@@ -202,5 +202,5 @@ def evaluate(
 
         probs = calibrated_softmax(logits, temperature)
         result["files"] = write_report(rd, result, arr, probs, out, run_report=own)
-    write_json(out / "metrics.json", {k: v for k, v in result.items() if k != "files"})
+    write_json(out.metrics, {k: v for k, v in result.items() if k != "files"})
     return result

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
-from .data.images import display_name
 from .data.sources import folder_images
-from .engine.evaluate import predict_logits
-from .engine.precision import eval_plan, resolve_device
 from .errors import DataError
 from .metrics import unknown_scores
-from .preprocess import Preprocess
 from .results import TOP_K, check_top_k, failure, prediction, ranked
 from .run import load_run_model
+from .runtime.forward import predict_logits
+from .runtime.images import display_name
+from .runtime.plan import eval_plan, resolve_device
+from .runtime.preprocess import Preprocess
 
 UNKNOWN = "unknown"
 

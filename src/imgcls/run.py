@@ -14,11 +14,12 @@ training code.
     checkpoints/last.safetensors   full training state for --resume (previous one: .prev)
     summary.json         final figures (test accuracy, time, chosen execution plan)
     tensorboard/         TensorBoard event files (--tensorboard)
-    eval-<split>/        metrics.json, plots and report.html of ``imgcls eval`` on the run's data
+    eval-<split>/        metrics.json, plots (<name>.png) and report.html of ``imgcls eval`` on
+                         the run's data
     eval-<data>-<split>/ the same for other data (``imgcls eval --data``)
     report.html, model_card.md      the report and model card of the latest evaluation on
                          the run's own data
-    model.onnx (+ .json), model.torchscript.pt   exports
+    model.onnx, model.torchscript.pt   exports, each with its sidecar (model.onnx.json)
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from .utils import atomic_write_bytes, atomic_write_text, read_safetensors, safe
 if TYPE_CHECKING:
     from torch import nn
 
-    from .preprocess import Preprocess
+    from .runtime.preprocess import Preprocess
 
 PROBE = ".write-test"  # written and removed to prove a new run folder is writable
+EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}  # by format
 
 
 class RunDir:
@@ -63,16 +65,16 @@ class RunDir:
     audit_section = property(lambda self: self.path / "audit" / "section.html")
     audit_summary = property(lambda self: self.path / "audit" / "summary.json")
 
-    def eval_dir(self, split: str, data: str | None = None) -> Path:
+    def eval_dir(self, split: str, data: str | None = None) -> EvalDir:
         """Where ``imgcls eval`` writes the metrics, plots and report of ``split``: of the
         run's own data, or of other ``data`` (a folder named for them, so that evaluating
         them leaves the run's own evaluations in place)."""
-        return self.path / (f"eval-{split}" if data is None
-                            else f"eval-{data_name(data)}-{split}")
+        return EvalDir(self.path / (f"eval-{split}" if data is None
+                                    else f"eval-{data_name(data)}-{split}"))
 
     def export_file(self, fmt: str) -> Path:
-        """The default path of an export: ``model.onnx`` or ``model.torchscript.pt``."""
-        return self.path / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+        """The default path of an export of format ``fmt`` (:data:`EXPORT_FILES`)."""
+        return self.path / EXPORT_FILES[fmt]
 
     @classmethod
     def create(cls, out: str | os.PathLike, name: str | None, default_name: str) -> RunDir:
@@ -120,6 +122,26 @@ class RunDir:
         """On resume, forget records of epochs after the checkpoint (they will be redone)."""
         keep = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs_done]
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+class EvalDir:
+    """The folder of one evaluation (:meth:`RunDir.eval_dir`)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    metrics = property(lambda self: self.path / "metrics.json")
+    report = property(lambda self: self.path / "report.html")
+
+    def plot(self, name: str) -> Path:
+        """The PNG of one plot: curves, confusion, reliability, per_class, errors."""
+        return self.path / f"{name}.png"
+
+
+def export_sidecar(export: str | os.PathLike) -> Path:
+    """The JSON written next to an exported model (``model.onnx.json`` beside ``model.onnx``),
+    in the run folder or wherever the export went."""
+    return Path(f"{export}.json")
 
 
 def ensure_writable(out: str | os.PathLike) -> None:
@@ -177,7 +199,7 @@ def load_run_model(path: str | os.PathLike, device: str = "cpu"
     """The model of a run folder (or of a ``model.safetensors`` file) in eval mode, with its
     preprocessing and metadata."""
     from .models import create_model
-    from .preprocess import Preprocess
+    from .runtime.preprocess import Preprocess
 
     p = Path(path)
     file = p if p.is_file() else RunDir.open(p).model_file

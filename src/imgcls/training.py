@@ -1,10 +1,9 @@
 """``imgcls train``: config -> data -> model -> execution plan -> trainer -> run folder, and
-resume. Orchestration only: each step's work lives in ``data``, ``models``, ``engine`` and
-``ssl``; the configuration is resolved here, once, before training starts, and written
-then (its epochs again at the end, when a budget re-planned them).
-
-(Named ``training``, as ``evaluation`` and ``prediction`` are, so that no module shadows
-the function ``imgcls.train``, ``imgcls.evaluate`` or ``imgcls.predict``.)
+resume. Orchestration only: each step's work lives in ``data``, ``models``, ``runtime``,
+``engine`` and ``ssl``; the configuration is resolved here, once, before training starts,
+and written then (its epochs again at the end, when a budget re-planned them). Named
+``training``, as ``evaluation`` and ``prediction`` are, so that no module shadows the
+function ``imgcls.train``, ``imgcls.evaluate`` or ``imgcls.predict``.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from torch import nn
 from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration, read_yaml
 from .data.augment import MIN_SIZE, choose_augment
 from .data.dataset import ArrayDataset, Dataset
-from .data.images import skip_summary
 from .data.prepare import PreparedData, class_weights, make_loader
 from .data.sources import Source, load_source
 from .data.splits import write_split_manifest
@@ -47,14 +45,12 @@ from .engine.callbacks import (
     ramp_epochs,
 )
 from .engine.checkpoint import Checkpoint
-from .engine.evaluate import basic_metrics, predict_logits, tta_views
-from .engine.precision import ExecPlan, choose_plan, eval_plan, measure_step, resolve_device
 from .engine.trainer import CrossEntropy, LoopSettings, OptimSettings, Trainer
 from .errors import ConfigError
+from .metrics import basic_metrics
 from .models import create_model, is_external
 from .models.base import check_input_size
-from .models.transfer import load_pretrained
-from .preprocess import Preprocess
+from .pretrained import load_pretrained
 from .resume import is_complete, last_checkpoint, resumable, resume_config
 from .run import (
     RunDir,
@@ -64,6 +60,10 @@ from .run import (
     model_meta,
     save_model_file,
 )
+from .runtime.forward import predict_logits, tta_views
+from .runtime.images import skip_summary
+from .runtime.plan import ExecPlan, choose_plan, eval_plan, measure_step, resolve_device
+from .runtime.preprocess import Preprocess
 from .utils import Log, atomic_write_text, settings_from, write_json, write_yaml
 
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import RunError
-from ..preprocess import Preprocess, calibrated_softmax
 from ..run import RunDir
+from ..runtime.preprocess import Preprocess, calibrated_softmax
 from ..utils import Log, atomic_write_text, write_json
 from .copies import find_copies
 from .data import Part, RunData, run_data
@@ -106,9 +106,9 @@ def audit(
     and, with ``report``, the report section. Needs a finished run; a run trained before
     margins were recorded is audited for copies and outliers, and its held-out images for
     labels, saying so (re-train it to check the training labels)."""
-    from ..engine.precision import resolve_device
     from ..evaluation import run_config
     from ..run import load_run_model
+    from ..runtime.plan import resolve_device
 
     t0 = time.perf_counter()
     rd = RunDir.open(run)
@@ -165,8 +165,8 @@ def _model_pass(
 ) -> _Pass:
     """Logits and pooled features of every image, one forward pass (fp32)."""
     from ..data.prepare import make_loader
-    from ..engine.evaluate import predict_outputs
-    from ..engine.precision import eval_plan
+    from ..runtime.forward import predict_outputs
+    from ..runtime.plan import eval_plan
 
     plan = eval_plan(device)
     logits, feats, labels = [], [], []

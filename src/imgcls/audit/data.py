@@ -11,11 +11,11 @@ import torch
 
 from ..config import TrainConfig
 from ..data.dataset import ArrayDataset, Dataset, FileDataset
-from ..data.images import display_name
 from ..data.prepare import Decoding, per_class_subset, prepare_data
 from ..data.sources import load_source
 from ..errors import RunError
-from ..preprocess import Preprocess
+from ..runtime.images import display_name
+from ..runtime.preprocess import Preprocess
 
 SPLITS = ("train", "val", "test")
 

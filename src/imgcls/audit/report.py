@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from ..explain import grad_cam, overlay
-from ..preprocess import Preprocess, calibrated_softmax
 from ..run import RunDir
+from ..runtime.preprocess import Preprocess, calibrated_softmax
 from ..utils import atomic_write_text
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from ..runtime.images import display_name
 from ..utils import atomic_write_text, cache_dir
 from .dataset import FileDataset
-from .images import display_name
 
 
 def _digest(path: Path) -> str | None:

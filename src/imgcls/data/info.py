@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from ..preprocess import channel_stats
+from ..runtime.images import display_name
+from ..runtime.preprocess import channel_stats
 from .dataset import ArrayDataset, FileDataset
 from .duplicates import label_conflicts
-from .images import display_name
 from .materialize import infer_channels, infer_image_size, materialize, probe_files
 from .sources import Source
 
@@ -75,7 +75,7 @@ def sample_grid(source: Source, path: str | Path, per_class: int = 8, size: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .images import resize_to
+    from ..runtime.images import resize_to
 
     ds = source.train
     classes = source.classes[:20]

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..preprocess import normalize
+from ..runtime.images import ImageDecodeError, decode_image, display_name, resize_to
+from ..runtime.preprocess import normalize
 from .augment import Augment, apply_geometric, erase, resize_batch
 from .dataset import ArrayDataset, FileDataset
-from .images import ImageDecodeError, decode_image, display_name, resize_to
 
 
 def batch_generator(seed: int, epoch: int, batch: int) -> torch.Generator:

@@ -16,9 +16,9 @@ import torch
 
 from ..errors import DataError
 from ..progress import progress_bar
+from ..runtime.images import ImageDecodeError, decode_image, pixel_limit, probe_image, resize_to
 from ..utils import cache_dir
 from .dataset import ArrayDataset, FileDataset
-from .images import ImageDecodeError, decode_image, pixel_limit, probe_image, resize_to
 
 
 def probe_files(ds: FileDataset, desc: str = "reading image headers"

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import DataError
-from ..preprocess import Preprocess, channel_stats
+from ..runtime.images import convert_channels, resize_to
+from ..runtime.preprocess import Preprocess, channel_stats
 from ..utils import cache_dir
 from .augment import Augment
 from .dataset import ArrayDataset, Dataset, FileDataset
 from .duplicates import label_conflicts
-from .images import convert_channels, resize_to
 from .loader import BatchLoader, StreamLoader
 from .materialize import cache_key, infer_channels, infer_image_size, materialize
 from .sources import Source

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..runtime.images import IMAGE_EXTENSIONS, REFUSED_EXTENSIONS, display_name
 from ..utils import atomic_write_bytes, cache_dir
 from .dataset import ArrayDataset, Dataset, FileDataset
-from .images import IMAGE_EXTENSIONS, REFUSED_EXTENSIONS, display_name
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]

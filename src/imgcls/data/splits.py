@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..runtime.images import display_name
 from ..utils import atomic_write_text
 from .dataset import Dataset, FileDataset
-from .images import display_name
 
 
 def stratified_split(

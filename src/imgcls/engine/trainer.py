@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ImgclsError
+from ..metrics import basic_metrics
 from ..models.transfer import freeze_backbone, set_frozen_bn_eval, split_backbone_head, unfreeze
 from ..progress import make_progress
+from ..runtime.forward import predict_logits
+from ..runtime.plan import ExecPlan
 from .checkpoint import Checkpoint, restore_rng
 from .ema import ModelEMA
-from .evaluate import basic_metrics, predict_logits
-from .precision import ExecPlan
 from .schedules import lr_at, progressive_scale
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

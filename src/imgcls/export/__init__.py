@@ -21,14 +21,15 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ImgclsError
-from ..preprocess import Preprocess, calibrated_softmax
+from ..run import EXPORT_FILES, RunDir, export_sidecar, load_run_model
+from ..runtime.preprocess import Preprocess, calibrated_softmax
 from ..utils import Log
 
 __all__ = ["FORMATS", "ProbabilityModel", "check_parity", "export_model", "input_facts",
            "onnx_metadata", "parity_images", "preprocess_from_metadata", "read_sidecar",
            "reference_probs"]
 
-FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+FORMATS = tuple(EXPORT_FILES)  # onnx, torchscript
 INPUT_NAME, OUTPUT_NAMES = "images", ("probabilities", "logits")
 PARITY_IMAGES = 256
 PROB_TOLERANCE = 1e-3
@@ -72,12 +73,12 @@ def parity_images(run: Path, pre: Preprocess, n: int = PARITY_IMAGES, log: Log =
     appears; random images when the data cannot be loaded (e.g. a run trained on arrays)."""
     from ..config import read_yaml
     from ..data.dataset import ArrayDataset
-    from ..data.images import ImageDecodeError
     from ..data.prepare import conform
     from ..data.sources import load_source
+    from ..runtime.images import ImageDecodeError
 
     try:
-        cfg = read_yaml(run / "config.yaml")
+        cfg = read_yaml(RunDir(run).config)
         source = load_source(cfg["data"], cfg.get("data_dir"))
         split, ds = next((s, getattr(source, s)) for s in ("test", "val", "train")
                          if getattr(source, s) is not None and len(getattr(source, s)))
@@ -226,7 +227,7 @@ def check_parity(exported: bytes | str | os.PathLike, fmt: str, model: nn.Module
 
 def read_sidecar(path: str | os.PathLike) -> dict:
     """The JSON written next to an exported model (``model.onnx.json``)."""
-    side = Path(f"{path}.json")
+    side = export_sidecar(path)
     try:
         return json.loads(side.read_text())
     except (OSError, ValueError) as e:
@@ -243,7 +244,6 @@ def export_model(run: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLi
     its own ``metadata_props`` (:func:`onnx_metadata`). The file is only written when the
     parity check passes."""
     from .. import __version__
-    from ..run import load_run_model
     from ..utils import atomic_write_bytes, write_json
 
     if fmt not in FORMATS:
@@ -253,7 +253,7 @@ def export_model(run: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLi
     run = Path(run)
     run_dir = run.parent if run.is_file() else run
     model, pre, meta = load_run_model(run, "cpu")
-    out = Path(out) if out else run_dir / FORMATS[fmt]
+    out = Path(out) if out else RunDir(run_dir).export_file(fmt)
     wrapper = ProbabilityModel(model, pre).eval()
     # batch 2: torch.export specialises a size-1 dimension to a constant
     example = torch.zeros(2, pre.in_chans, pre.input_size, pre.input_size, dtype=torch.uint8)
@@ -266,7 +266,7 @@ def export_model(run: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLi
     figures["data"] = where
     atomic_write_bytes(out, data)
     c, s = pre.in_chans, pre.input_size
-    write_json(f"{out}.json", {
+    write_json(export_sidecar(out), {
         "format": fmt, **({"opset": opset} if fmt == "onnx" else {}),
         "imgcls_version": __version__, "model": meta["model"], "run": str(run_dir.resolve()),
         **pre.to_dict(), **input_facts(pre),

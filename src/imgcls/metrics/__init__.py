@@ -8,6 +8,7 @@ from .calibration import (
     reliability_bins,
 )
 from .classification import (
+    basic_metrics,
     classification_report,
     confusion_matrix,
     most_confused,
@@ -16,6 +17,7 @@ from .classification import (
 from .openset import rejection_report, unknown_scores
 
 __all__ = [
+    "basic_metrics",
     "calibration_temperature",
     "classification_report",
     "confusion_matrix",

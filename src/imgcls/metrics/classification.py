@@ -1,4 +1,5 @@
-"""Confusion matrix, per-class precision / recall / F1, averages, top-k, most-confused pairs.
+"""Confusion matrix, per-class precision / recall / F1, averages, top-k, most-confused pairs,
+and the loss / top-1 / top-5 summary (:func:`basic_metrics`).
 
 Conventions (those of scikit-learn with ``zero_division=0`` and ``labels=range(C)``): a ratio
 whose denominator is 0 is reported as 0, and the macro average is the plain mean over all C
@@ -56,6 +57,19 @@ def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
         rank = ((z > s_y) | ((z == s_y) & lower)).sum(1)  # classes ranked before the true one
         hits += int((rank < k).sum())
     return hits / len(labels)
+
+
+def basic_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Cross-entropy loss, top-1 and top-5 accuracy (top-k with k capped at the classes)."""
+    if len(labels) == 0:
+        return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "n": 0}
+    # the same definitions as eval's report: ties ranked as argmax ranks them, loss in fp64
+    return {
+        "loss": F.cross_entropy(logits.double(), labels).item(),
+        "top1": top_k_accuracy(logits, labels, 1),
+        "top5": top_k_accuracy(logits, labels, 5),
+        "n": len(labels),
+    }
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor,

@@ -17,7 +17,7 @@ What ``forward_features`` returns:
   applies to its logits.
 
 State dicts saved from the bare library model (timm or torchvision files) are renamed to the
-adapter's names by :meth:`ExternalModel.from_native`, which ``transfer.load_pretrained`` uses.
+adapter's names by :meth:`ExternalModel.from_native`, which ``pretrained.load_pretrained`` uses.
 """
 
 from __future__ import annotations

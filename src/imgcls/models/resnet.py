@@ -9,7 +9,7 @@
 * ``resnet_mini``: ResNet sized for small images on a CPU: a 3x3 16-channel stem at full
   resolution, then three stages of two basic blocks (32/64/128 channels), each stage starting
   with a stride-2 block and a projection shortcut (28 px: 14/7/4 px maps); 0.04 GFLOPs; no
-  zeroed residual init (8 epochs of Fashion-MNIST: 0.9289 test, 0.9236 zeroed, slower to fit).
+  zeroed residual init (zeroed, it fit more slowly and tested lower: benchmarks/README.md).
 * ``preact_*``: pre-activation units (He et al. 2016, "Identity Mappings in Deep Residual
   Networks"): BN-ReLU before each conv, the stem a bare conv, a final BN-ReLU before the head.
 * ``attention="se"`` on every builder (and the ``se_*`` names): a squeeze-and-excitation block

@@ -14,13 +14,13 @@ import torch
 import yaml
 
 from ..data.dataset import ArrayDataset, Dataset
-from ..run import RunDir
+from ..run import EvalDir, RunDir
 from ..utils import atomic_write_text
 from . import absent_note, plots
 
 
 def write_report(run: RunDir, result: dict, ds: Dataset, probs: torch.Tensor,
-                 out: Path, run_report: bool = True) -> dict[str, str]:
+                 out: EvalDir, run_report: bool = True) -> dict[str, str]:
     """Plots and ``report.html`` into ``out``, the evaluation's folder; with ``run_report``
     (an evaluation of the run's own data) the same report as the run's ``report.html``, and
     its ``model_card.md``. Returns the paths written: ``report`` is the evaluation's own."""
@@ -28,19 +28,19 @@ def write_report(run: RunDir, result: dict, ds: Dataset, probs: torch.Tensor,
     files: dict[str, Path] = {}
     records = run.read_metrics()
     if records:
-        files["curves"] = plots.training_curves(records, out / "curves.png")
-    files["confusion"] = plots.confusion_plot(result["confusion"], names, out / "confusion.png")
+        files["curves"] = plots.training_curves(records, out.plot("curves"))
+    files["confusion"] = plots.confusion_plot(result["confusion"], names, out.plot("confusion"))
     cal = result["calibration"]
     scaled = cal["temperature"] != 1.0  # at T = 1 the scaled line would hide the other
     files["reliability"] = plots.reliability_plot(
-        cal["bins_before"], cal["bins_after"] if scaled else None, out / "reliability.png",
+        cal["bins_before"], cal["bins_after"] if scaled else None, out.plot("reliability"),
         (cal["ece_before"], cal["ece_after"] if scaled else None))
-    files["per_class"] = plots.per_class_bars(result["per_class"], out / "per_class.png")
+    files["per_class"] = plots.per_class_bars(result["per_class"], out.plot("per_class"))
     if isinstance(ds, ArrayDataset):
         files["errors"] = plots.error_grid(ds.images, ds.labels, probs, names,
-                                           out / "errors.png")
+                                           out.plot("errors"))
     page = _html(run, result, files)
-    files["report"] = out / "report.html"
+    files["report"] = out.report
     atomic_write_text(files["report"], page)
     if run_report:
         files["run_report"], files["model_card"] = run.report, run.model_card

@@ -31,16 +31,16 @@ from prometheus_client import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..data.images import MAX_PIXELS
 from ..errors import ConfigError, ImgclsError
 from ..results import TOP_K, failure, prediction, ranked
+from ..runtime.images import MAX_PIXELS
 from . import protocol
 from .edge import Edge
 from .predictor import Predictor
 from .protocol import HTTPError
 
 if TYPE_CHECKING:
-    from ..preprocess import Preprocess
+    from ..runtime.preprocess import Preprocess
 
 log = logging.getLogger("imgcls.serve")
 INLINE_BYTES = 64 * 1024

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.precision import ExecPlan
 from ..errors import ConfigError, ImgclsError, RunError
 from ..export import OUTPUT_NAMES
-from ..preprocess import Preprocess
+from ..run import RunDir, export_sidecar, load_run_model
+from ..runtime.plan import ExecPlan
+from ..runtime.preprocess import Preprocess
 
 BACKENDS = ("auto", "onnx", "torch")
 PROBABILITIES, LOGITS = OUTPUT_NAMES  # the outputs of an exported model.onnx
@@ -113,9 +114,8 @@ def load_predictor(target: str | os.PathLike, backend: str = "auto", device: str
     The torch backend runs in fp32 eager mode unless ``precision`` / ``compile`` ask for more
     ('auto' measures the candidates on batches of ``batch`` and keeps the fastest, cached);
     fp32 keeps its probabilities identical to ``imgcls predict``."""
-    from ..engine.precision import choose_inference_plan, resolve_device
     from ..export import read_sidecar
-    from ..run import load_run_model
+    from ..runtime.plan import choose_inference_plan, resolve_device
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -125,13 +125,14 @@ def load_predictor(target: str | os.PathLike, backend: str = "auto", device: str
     if not path.exists():
         raise RunError(f"{target}: no such run folder or model file")
     name = model_name(path)
-    onnx_path = path if path.suffix == ".onnx" else (path / "model.onnx" if path.is_dir() else None)
+    run = RunDir(path) if path.is_dir() else None
+    onnx_path = path if path.suffix == ".onnx" else (run.export_file("onnx") if run else None)
     if path.suffix == ".onnx" and backend == "torch":
         raise ConfigError(f"{target}: an ONNX file is served with the onnx backend; give the "
                           "run folder for --backend torch")
     use_onnx = onnx_path is not None and onnx_path.exists() and backend != "torch"
-    if use_onnx and backend == "auto" and path.is_dir():
-        weights = path / "model.safetensors"
+    if use_onnx and backend == "auto" and run:
+        weights = run.model_file
         if weights.exists() and weights.stat().st_mtime > onnx_path.stat().st_mtime:
             # the run was trained further after the export: the ONNX file is stale
             print(f"warning: {onnx_path} is older than {weights}; serving the torch backend "
@@ -141,10 +142,10 @@ def load_predictor(target: str | os.PathLike, backend: str = "auto", device: str
         raise RunError(f"{target}: no model.onnx; run `imgcls export {target}` first")
     if use_onnx:
         pre = None  # without a sidecar: the metadata inside the ONNX file
-        if Path(f"{onnx_path}.json").exists():
+        if export_sidecar(onnx_path).exists():
             side = read_sidecar(onnx_path)
             if side.get("format") != "onnx":
-                raise ImgclsError(f"{onnx_path}.json: not the sidecar of an ONNX export")
+                raise ImgclsError(f"{export_sidecar(onnx_path)}: not the sidecar of an ONNX export")
             pre = Preprocess.from_dict(side)
         return OnnxPredictor(onnx_path, pre, name)
     model, pre, meta = load_run_model(path, resolve_device(device))

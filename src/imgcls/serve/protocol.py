@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.images import decode_image, resize_to
 from ..export import INPUT_NAME, OUTPUT_NAMES
-from ..preprocess import Preprocess
 from ..results import top_k
+from ..runtime.images import decode_image, resize_to
+from ..runtime.preprocess import Preprocess
 
 # The server takes the input and gives the outputs of an exported model.onnx, so that a
 # client of that file works against it; the first output (the probabilities) is the one

@@ -12,9 +12,9 @@ from ..data.prepare import Decoding, PreparedData, to_model_input
 from ..data.sources import load_source
 from ..defaults import tta_mode
 from ..distributed import DistInfo
-from ..engine.precision import ExecPlan
 from ..engine.trainer import CrossEntropy
 from ..errors import ConfigError
+from ..runtime.plan import ExecPlan
 from ..utils import Log, settings_from
 from .loader import UnlabeledLoader
 from .methods import SemiSupervised, make_objective

@@ -6,7 +6,7 @@ import torch
 
 from ..data.augment import Augment, apply_geometric, resize_batch
 from ..data.loader import batch_generator
-from ..preprocess import normalize
+from ..runtime.preprocess import normalize
 from .strong import cutout, strong_augment
 
 

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 from ..data.dataset import ArrayDataset, Dataset
 from ..data.prepare import make_loader
-from ..engine.evaluate import predict_outputs
-from ..engine.precision import eval_plan
 from ..errors import ConfigError, RunError
-from ..preprocess import Preprocess
 from ..run import load_run_model
+from ..runtime.forward import predict_outputs
+from ..runtime.plan import eval_plan
+from ..runtime.preprocess import Preprocess
 from ..utils import Log
 from .propagate import propagate_labels
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .data.images import ImageDecodeError, decode_image, resize_to
+from .images import ImageDecodeError, decode_image, resize_to
 
 
 @dataclass
