@@ -41,9 +41,9 @@ from imgcls.audit.labels import area_under_margin, read_margins
 from imgcls.config import TrainConfig
 from imgcls.data.prepare import make_loader
 from imgcls.data.sources import Source, load_source
-from imgcls.engine.evaluate import predict_logits
-from imgcls.engine.precision import eval_plan
 from imgcls.run import load_run_model
+from imgcls.runtime.forward import predict_logits
+from imgcls.runtime.plan import eval_plan
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "audit_results.jsonl"

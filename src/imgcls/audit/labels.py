@@ -26,9 +26,8 @@ from ..errors import RunError
 from ..utils import read_safetensors
 
 # A training image is flagged when its given label trails the best other class by more than
-# a logit on average. AUM < 0 (trails at all) found 94-100% of planted errors but flagged up
-# to 3x as many on Fashion-MNIST, whose shirt / T-shirt / pullover / coat images trail a
-# little; AUM < -1 kept 75-95% of them at 0.85-1.00 precision (benchmarks/audit.md).
+# a logit on average: classes that look alike (shirts and T-shirts) trail each other a
+# little, a wrong label by more (the cutoffs compared: benchmarks/audit.md).
 AUM_BELOW = -1.0
 
 

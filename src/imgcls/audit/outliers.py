@@ -6,8 +6,7 @@ unreadable files (skipped by training, with the reason) and near-blank images (o
 colour).
 
 Taking each class apart keeps a group of foreign images spread over the classes from being
-each other's nearest neighbours (Fashion-MNIST with 2% digits: 26 of 40 found instead of
-14). An image unlike its own class but like another one is a ``label`` finding (with the
+each other's nearest neighbours. An image unlike its own class but like another one is a ``label`` finding (with the
 class it looks like), not an outlier. A group that the network learnt a region of its own
 for is not found (``benchmarks/audit.md``)"""
 
@@ -45,7 +44,7 @@ def knn_distance(
 def fence_score(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """(x - Q3(ref)) / IQR(ref): how many interquartile ranges ``x`` lies beyond the upper
     quartile of ``ref`` (Tukey's fences; above 3 is "far out"). Distances are skewed to the
-    right, so a z-score (even the median/MAD one) flagged 2-6% of clean images."""
+    right, which a z-score (even the median/MAD one) does not allow for."""
     q1, q3 = torch.quantile(ref.float(), torch.tensor([0.25, 0.75]))
     return (x - q3) / (q3 - q1).clamp_min(1e-6)
 
