@@ -6,9 +6,9 @@ unreadable files (skipped by training, with the reason) and near-blank images (o
 colour).
 
 Taking each class apart keeps a group of foreign images spread over the classes from being
-each other's nearest neighbours. An image unlike its own class but like another one is a ``label`` finding (with the
-class it looks like), not an outlier. A group that the network learnt a region of its own
-for is not found (``benchmarks/audit.md``)"""
+each other's nearest neighbours. An image unlike its own class but like another one is a
+``label`` finding (with the class it looks like), not an outlier. A group that the network
+learnt a region of its own for is not found (``benchmarks/audit.md``)"""
 
 from __future__ import annotations
 
