@@ -58,14 +58,30 @@ def test_image_size_and_channels_as_train_names_them(capsys, command, size, chan
     other = 4 - channels  # 1 <-> 3
     assert shape() == (size, channels)
     assert shape("--image-size", "40", "--channels", str(other)) == (40, other)
-    # the former spellings still parse, to the same settings, and are not advertised
+    # the former spellings still parse, to the same settings, with a warning, unadvertised
+    capsys.readouterr()
     assert shape("--input-size", "40") == (40, channels)
     assert shape("--in-chans", str(other)) == (size, other)
+    err = capsys.readouterr().err
+    assert "--input-size is deprecated" in err and "use --image-size" in err
+    assert "--in-chans is deprecated" in err and "use --channels" in err
     with pytest.raises(SystemExit):
         shape("--in-chans", "2")
     text = help_of(capsys, command)
     assert "--image-size" in text and "--channels" in text
     assert "--input-size" not in text and "--in-chans" not in text
+
+
+@pytest.mark.parametrize(("command", "default"), [("models", 64), ("bench", 256)])
+def test_batch_size_as_train_names_it(capsys, command, default):
+    def batch(*flags: str) -> int:
+        return build_parser().parse_args([command, *flags]).batch_size
+
+    assert batch() == default and batch("--batch-size", "8") == 8
+    capsys.readouterr()
+    assert batch("--batch", "8") == 8
+    assert "--batch is deprecated and will be removed; use --batch-size" in capsys.readouterr().err
+    assert "--batch " not in help_of(capsys, command)
 
 
 def test_models_with_image_size_and_channels(capsys):

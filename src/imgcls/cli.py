@@ -201,7 +201,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = [row for name in progress_bar(names, total=len(names), desc="counting FLOPs")
             for row in model_table([name], latency=False, **shape)]
     if not args.no_latency:  # all models in one call: their timings are interleaved
-        rows = model_table(names, batch=args.batch, threads=args.threads, **shape)
+        rows = model_table(names, batch=args.batch_size, threads=args.threads, **shape)
     print(format_table(rows, args.format))
     return 0
 
@@ -231,7 +231,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     r = bench(args.model, input_size=args.image_size, in_chans=args.channels,
-              batch=args.batch, steps=args.steps, compile=args.compile, onnx=not args.no_onnx,
+              batch=args.batch_size, steps=args.steps, compile=args.compile, onnx=not args.no_onnx,
               log=(lambda _: None) if args.format == "json" else print)
     if args.format == "json":
         print(json.dumps(r))

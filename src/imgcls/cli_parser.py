@@ -5,6 +5,7 @@ the flag most likely meant. Each subcommand names its ``cmd_<name>`` of :mod:`im
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .config import DEFAULT_EPOCHS, TTA_MODES
 from .config_flags import DefaultsFormatter, add_config_flags
@@ -35,16 +36,35 @@ def _no_abbreviations(p: argparse.ArgumentParser) -> None:
                 _no_abbreviations(child)
 
 
+class _Renamed(argparse.Action):
+    """A former spelling of a flag: it still parses, to the new flag's setting, with a
+    warning naming the new spelling; hidden from the help. Kept for one release."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kw) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"warning: {option_string} is deprecated and will be removed; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _renamed(p: argparse.ArgumentParser, old: str, new: str, **kw) -> None:
+    """Accept ``old`` for the flag ``new`` (already added), with a deprecation warning."""
+    dest = new.lstrip("-").replace("-", "_")
+    p.add_argument(old, dest=dest, action=_Renamed, new=new, default=argparse.SUPPRESS, **kw)
+
+
 def _add_image_shape_flags(p: argparse.ArgumentParser, size: int, channels: int) -> None:
-    """``--image-size`` and ``--channels``, named as ``imgcls train`` names them; the former
-    spellings ``--input-size`` and ``--in-chans`` still parse (hidden from the help)."""
+    """``--image-size`` and ``--channels``, named as ``imgcls train`` names them (the former
+    spellings ``--input-size`` and ``--in-chans`` still parse, with a warning)."""
     p.add_argument("--image-size", type=int, default=size, help="square input side in pixels")
     p.add_argument("--channels", type=int, default=channels, choices=(1, 3),
                    help="input channels")
-    p.add_argument("--input-size", dest="image_size", type=int, default=argparse.SUPPRESS,
-                   help=argparse.SUPPRESS)
-    p.add_argument("--in-chans", dest="channels", type=int, default=argparse.SUPPRESS,
-                   choices=(1, 3), help=argparse.SUPPRESS)
+    _renamed(p, "--input-size", "--image-size", type=int)
+    _renamed(p, "--in-chans", "--channels", type=int, choices=(1, 3))
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -183,7 +203,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                        "measured GEMM peak")
     b.add_argument("--model", default="fastnet_s", help="model name (imgcls models)")
     _add_image_shape_flags(b, size=28, channels=1)
-    b.add_argument("--batch", type=int, default=256, help="training batch size")
+    b.add_argument("--batch-size", type=int, default=256, help="training batch size")
+    _renamed(b, "--batch", "--batch-size", type=int)
     b.add_argument("--steps", type=int, default=20, help="timed training steps")
     b.add_argument("--compile", default="auto", choices=("auto", "yes", "no"),
                    help="consider torch.compile for inference")
@@ -215,7 +236,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
                    help="only this family (a glob pattern, e.g. 'res*'); unknown: lists them")
     _add_image_shape_flags(m, size=32, channels=3)
     m.add_argument("--no-latency", action="store_true", help="skip the timing (fast)")
-    m.add_argument("--batch", type=int, default=64, help="batch size of the throughput")
+    m.add_argument("--batch-size", type=int, default=64, help="batch size of the throughput")
+    _renamed(m, "--batch", "--batch-size", type=int)
     m.add_argument("--threads", type=int, default=None, help="torch threads while timing")
     m.add_argument("--format", default="table", choices=("table", "csv", "json"),
                    help="a table, CSV or JSON")
