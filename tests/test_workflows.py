@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import imgcls
+from imgcls.cli import main
 from imgcls.report.html import _tta_note
 from imgcls.utils import read_safetensors
 
@@ -167,7 +168,7 @@ def test_model_speed_does_not_depend_on_the_order_and_listing_is_cached(tmp_path
     assert time.perf_counter() - t < 0.5 and all(r["flops"] > 0 for r in rows)  # cached
 
 
-def test_a_flag_raises_the_pixel_limit(tmp_path, monkeypatch):
+def test_a_flag_raises_the_pixel_limit(tmp_path):
     from PIL import Image
 
     for c in ("a", "b"):
@@ -178,12 +179,18 @@ def test_a_flag_raises_the_pixel_limit(tmp_path, monkeypatch):
     Image.new("L", (200, 200), 50).save(tmp_path / "d" / "a" / "big.png")  # 40,000 pixels
     kw = dict(data=str(tmp_path / "d"), epochs=1, image_size=10, progress=False,
               log=lambda _: None)
-    monkeypatch.setenv("IMGCLS_MAX_PIXELS", "")
     low = imgcls.train(out=str(tmp_path / "low"), max_pixels=10_000, **kw)
     assert "big.png" in (low.path / "skipped.txt").read_text()
     assert "over the limit of 10,000" in (low.path / "skipped.txt").read_text()
     high = imgcls.train(out=str(tmp_path / "high"), max_pixels=100_000, **kw)
     assert not (high.path / "skipped.txt").exists()
+    # inference takes its own limit, as a parameter (the default: 50,000,000)
+    big = tmp_path / "d" / "a" / "big.png"
+    assert "label" in imgcls.predict(high.path, big)[0]
+    low_limit = imgcls.predict(high.path, big, max_pixels=10_000)[0]
+    assert "over the limit of 10,000" in low_limit["error"]
+    assert main(["predict", str(high.path), str(big), "--max-pixels", "10000"]) == 1
+    assert main(["predict", str(high.path), str(big), "--format", "json"]) == 0
 
 
 # --------------------------------------------------------------------------- predict and API

@@ -46,7 +46,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit
 
     r = audit(args.run, data=args.data, data_dir=args.data_dir, device=args.device,
-              batch_size=args.batch_size, report=not args.no_report,
+              batch_size=args.batch_size, report=not args.no_report, max_pixels=args.max_pixels,
               log=lambda m: print(m, file=sys.stderr))
     if args.format == "json":
         print(json.dumps([{k: v for k, v in vars(f).items() if k != "split"}
@@ -75,7 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     r = evaluate(args.run, args.data, args.split, data_dir=args.data_dir, tta=args.tta,
                  calibrate=args.calibrate, reject_below=args.reject_below,
                  ood_score=args.ood_score, report=not args.no_report,
-                 batch_size=args.batch_size, device=args.device,
+                 batch_size=args.batch_size, device=args.device, max_pixels=args.max_pixels,
                  log=lambda m: print(m, file=sys.stderr))
     if args.format == "json":
         print(json.dumps({k: v for k, v in r.items() if k != "calibration"}
@@ -123,7 +123,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_top_k(args.top_k, "--top-k")  # a usage error, before the model is loaded
     records = predict(args.run, args.paths, top_k=args.top_k, batch_size=args.batch_size,
                       reject_below=args.reject_below, ood_score=args.ood_score,
-                      device=args.device)
+                      device=args.device, max_pixels=args.max_pixels)
     errors = [r for r in records if "error" in r]
     predicted = len(records) - len(errors)
     for r in errors:
@@ -148,7 +148,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from .runtime.plan import resolve_device
 
         written = explain_files(args.run, image_files(args.paths), args.explain,
-                                resolve_device(args.device))
+                                resolve_device(args.device), max_pixels=args.max_pixels)
         print(f"wrote {len(written)} Grad-CAM heatmap(s) to {args.explain}", file=sys.stderr)
     return 0 if predicted else 1
 
@@ -278,8 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     args.started = started
     if extra:
         unknown_flags(parser, args, extra)
-    if getattr(args, "max_pixels", None):
-        os.environ["IMGCLS_MAX_PIXELS"] = str(args.max_pixels)  # decoding threads see it
     try:
         return COMMANDS[args.command_fn](args)
     except ImgclsError as e:

@@ -9,6 +9,7 @@ import sys
 
 from .config import DEFAULT_EPOCHS, TTA_MODES
 from .config_flags import DefaultsFormatter, add_config_flags
+from .runtime.images import MAX_PIXELS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,9 +126,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_max_pixels(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-pixels", type=int, default=None,
-                   help="largest image decoded, in pixels (default 50,000,000); larger "
-                   "ones are reported unreadable")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help="largest image decoded, in pixels; larger ones are reported unreadable")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:

@@ -51,9 +51,9 @@ def image_shape(cfg: TrainConfig, train: Dataset) -> tuple[int, int, list[Decisi
     if isinstance(train, ArrayDataset):
         native, channels = max(train.image_size), train.channels
     else:
-        native, channels = infer_image_size(train), cfg.channels
+        native, channels = infer_image_size(train, max_pixels=cfg.max_pixels), cfg.channels
         if channels is None:
-            gray, probed = grayscale_share(train)
+            gray, probed = grayscale_share(train, max_pixels=cfg.max_pixels)
             channels = 1 if gray * 2 > probed else 3
             decisions.append(Decision("channels", channels, f"{gray:,} of {probed:,} images "
                                       "probed are grayscale" + (

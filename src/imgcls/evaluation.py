@@ -30,6 +30,7 @@ from .metrics import (
 )
 from .run import RunDir, load_run_model, set_temperature
 from .runtime.forward import predict_logits
+from .runtime.images import MAX_PIXELS
 from .runtime.plan import eval_plan, resolve_device
 from .runtime.preprocess import Preprocess, calibrated_softmax
 from .utils import Log, write_json
@@ -87,12 +88,14 @@ def default_split(source: Source, own: bool, log: Log) -> str:
 
 
 def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, tta: bool | str,
-            batch_size: int, desc: str) -> tuple[torch.Tensor, torch.Tensor, Dataset, list]:
+            batch_size: int, desc: str, max_pixels: int
+            ) -> tuple[torch.Tensor, torch.Tensor, Dataset, list]:
     skipped: list[str] = []
-    ds = to_model_input(ds, pre.in_chans, pre.input_size, Decoding(resize=pre.resize), skipped,
-                        desc)
+    decoding = Decoding(resize=pre.resize, max_pixels=max_pixels)
+    ds = to_model_input(ds, pre.in_chans, pre.input_size, decoding, skipped, desc)
     plan = eval_plan(device)
-    loader = make_loader(ds, pre, train=False, batch_size=batch_size, **plan.placement)
+    loader = make_loader(ds, pre, train=False, batch_size=batch_size, max_pixels=max_pixels,
+                         **plan.placement)
     logits, labels = predict_logits(model, loader, plan, tta=tta)
     return logits, labels, ds, skipped + sorted(getattr(loader, "skipped", ()))
 
@@ -141,6 +144,7 @@ def evaluate(
     report: bool = True,
     batch_size: int = 256,
     device: str = "auto",
+    max_pixels: int = MAX_PIXELS,
     log: Log = print,
 ) -> dict:
     """Evaluate a run on ``split`` of ``data`` (default: the run's own data set; the split:
@@ -155,7 +159,8 @@ def evaluate(
     of the open-set answer. Writes metrics.json, the PNGs and ``report.html`` into the
     evaluation's folder (``RunDir.eval_dir``: ``eval-<split>``, for other data
     ``eval-<data>-<split>``), and for the run's own data also the run's ``report.html`` and
-    ``model_card.md``; no PNGs and no report when ``report`` is False.
+    ``model_card.md``; no PNGs and no report when ``report`` is False. Images of more than
+    ``max_pixels`` are skipped as unreadable.
     """
     device = resolve_device(device)
     rd = RunDir.open(run)
@@ -172,7 +177,7 @@ def evaluate(
     ds = on_model_classes(split_dataset(source, split, cfg if own else None), data,
                           pre.class_names)
     logits, labels, arr, skipped = _logits(model, pre, ds, device, tta, batch_size,
-                                           f"decoding {split}")
+                                           f"decoding {split}", max_pixels)
     result = classification_report(logits, labels, pre.class_names, macro_over="present")
     result.update(run=str(rd.path), data=data, split=split, tta=tta, skipped=skipped,
                   model=meta["model"])
@@ -187,7 +192,7 @@ def evaluate(
             val = None
         if val is not None:
             v_logits, v_labels, _, _ = _logits(model, pre, val, device, tta, batch_size,
-                                               "decoding val")
+                                               "decoding val", max_pixels)
             temperature = calibrate_run(rd, v_logits, v_labels, log)
         else:
             log("no validation split to fit a temperature on; keeping "

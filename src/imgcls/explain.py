@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .runtime.images import MAX_PIXELS
 
 
 def grad_cam(
@@ -83,6 +84,7 @@ def explain_files(
     out_dir: str | os.PathLike,
     device: str = "cpu",
     batch_size: int = 32,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[Path]:
     """A Grad-CAM PNG per readable image file (``<name>.gradcam.png`` in ``out_dir``, for
     the predicted class; its title line names it), the files written in order. Files that
@@ -97,7 +99,7 @@ def explain_files(
     written: list[Path] = []
     taken: set[str] = set()
     for start in range(0, len(files), batch_size):
-        images, ok, _ = pre.load_readable(files[start : start + batch_size])
+        images, ok, _ = pre.load_readable(files[start : start + batch_size], max_pixels)
         if not images:
             continue
         batch = torch.stack(images)

@@ -25,7 +25,7 @@ from .metrics import unknown_scores
 from .results import TOP_K, check_top_k, failure, prediction, ranked
 from .run import load_run_model
 from .runtime.forward import predict_logits
-from .runtime.images import display_name
+from .runtime.images import MAX_PIXELS, display_name
 from .runtime.plan import eval_plan, resolve_device
 from .runtime.preprocess import Preprocess
 
@@ -68,14 +68,14 @@ def ood_score_given(ood_score: str, score: str | None) -> str:
 def predict_files(
     model: torch.nn.Module, pre: Preprocess, files: list[Path], *, top_k: int = TOP_K,
     batch_size: int = 64, reject_below: float | None = None, ood_score: str = "maxprob",
-    device: str = "cpu",
+    device: str = "cpu", max_pixels: int = MAX_PIXELS,
 ) -> list[dict]:
     """One record per file (:mod:`imgcls.results`): ``file``, ``label``, ``probability`` and
-    ``top_k``, or ``file`` and ``error``."""
+    ``top_k``, or ``file`` and ``error`` (unreadable, or more than ``max_pixels``)."""
     top_k = check_top_k(top_k)
     records: list[dict] = []
     for start in range(0, len(files), batch_size):
-        images, ok, bad = pre.load_readable(files[start:start + batch_size])
+        images, ok, bad = pre.load_readable(files[start:start + batch_size], max_pixels)
         records += [failure(display_name(f), reason) for f, reason in bad]
         if not images:
             continue
@@ -103,8 +103,8 @@ def image_files(paths: PathsLike) -> list[Path]:
 
 def predict(run: str | os.PathLike, paths: PathsLike, *, top_k: int = TOP_K,
             batch_size: int = 64, reject_below: float | None = None,
-            ood_score: str = "maxprob", device: str = "auto", score: str | None = None
-            ) -> list[dict]:
+            ood_score: str = "maxprob", device: str = "auto", max_pixels: int = MAX_PIXELS,
+            score: str | None = None) -> list[dict]:
     """Predict every image under ``paths`` (one path or a list of files, folders and glob
     patterns) with the run's model and preprocessing: one record per file,
     ``{"file", "label", "probability", "top_k": [{"label", "probability"}, ...]}`` or
@@ -114,7 +114,8 @@ def predict(run: str | os.PathLike, paths: PathsLike, *, top_k: int = TOP_K,
     device = resolve_device(device)
     model, pre, _ = load_run_model(run, device)
     return predict_files(model, pre, image_files(paths), top_k=top_k, batch_size=batch_size,
-                         reject_below=reject_below, ood_score=ood_score, device=device)
+                         reject_below=reject_below, ood_score=ood_score, device=device,
+                         max_pixels=max_pixels)
 
 
 def common_folder(files: list[str]) -> tuple[str, list[str]]:

@@ -2,9 +2,7 @@
 resume. Orchestration only: each step's work lives in ``data``, ``models``, ``runtime``,
 ``engine`` and ``ssl``; the configuration is resolved here, once, before training starts,
 and written then (its epochs again at the end, when a budget re-planned them). Named
-``training``, as ``evaluation`` and ``prediction`` are, so that no module shadows the
-function ``imgcls.train``, ``imgcls.evaluate`` or ``imgcls.predict``.
-"""
+``training`` so that no module shadows the function ``imgcls.train``."""
 
 from __future__ import annotations
 
@@ -165,7 +163,6 @@ def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
         cfg, run = resume_config(cfg)
     if not cfg.progress:
         os.environ["IMGCLS_NO_PROGRESS"] = "1"
-    os.environ["IMGCLS_MAX_PIXELS"] = str(cfg.max_pixels)  # decoding threads and workers
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -214,12 +211,12 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     log(f"execution plan: {plan.explain(timings, cfg.precision)}")
     aug = choose_augment(cfg.augment, cfg.epochs, pre.input_size, cfg.flip,
                          translate=cfg.translate, rotate=cfg.rotate, erase=cfg.erase)
-    train_loader = make_loader(data.train, pre, train=True, augment=aug, **plan.placement,
-                               batch_size=cfg.batch_size, seed=cfg.seed, sampler=cfg.sampler,
-                               train_fraction=cfg.train_fraction, workers=cfg.workers,
-                               rank=ddp.rank, world_size=ddp.world_size)
-    val_loader = (make_loader(data.val, pre, train=False, workers=cfg.workers, **plan.placement,
-                              batch_size=max(256, cfg.batch_size)) if data.val else None)
+    shared = dict(workers=cfg.workers, max_pixels=cfg.max_pixels, **plan.placement)
+    train_loader = make_loader(data.train, pre, train=True, augment=aug, seed=cfg.seed, **shared,
+                               batch_size=cfg.batch_size, sampler=cfg.sampler, rank=ddp.rank,
+                               train_fraction=cfg.train_fraction, world_size=ddp.world_size)
+    val_loader = (make_loader(data.val, pre, train=False, batch_size=max(256, cfg.batch_size),
+                              **shared) if data.val else None)
     if cfg.sync_bn and ddp.active:
         if not plan.device.startswith("cuda"):
             raise ConfigError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU")
@@ -357,7 +354,8 @@ def _execution_plan(cfg: TrainConfig, model: nn.Module, data: PreparedData, ddp:
         device = f"cuda:{ddp.local_rank}"
     probe = make_loader(data.train, data.preprocess, train=True, device=device,
                         batch_size=cfg.batch_size, seed=cfg.seed, sampler=cfg.sampler,
-                        train_fraction=cfg.train_fraction, workers=cfg.workers)
+                        train_fraction=cfg.train_fraction, workers=cfg.workers,
+                        max_pixels=cfg.max_pixels)
     example = next(iter(probe))
     plan, timings = broadcast(
         choose_plan(model, example, device=device, precision=cfg.precision,
@@ -438,7 +436,7 @@ def _final_figures(run: RunDir, cfg: TrainConfig, data: PreparedData, plan: Exec
 
     def logits(part: Dataset, tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
         loader = make_loader(part, pre, train=False, workers=cfg.workers, **fp32.placement,
-                             batch_size=max(256, cfg.batch_size))
+                             batch_size=max(256, cfg.batch_size), max_pixels=cfg.max_pixels)
         return predict_logits(model, loader, fp32, tta=tta)
 
     if data.val is not None:

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import RunError
 from ..run import RunDir
+from ..runtime.images import MAX_PIXELS
 from ..runtime.preprocess import Preprocess, calibrated_softmax
 from ..utils import Log, atomic_write_text, write_json
 from .copies import find_copies
@@ -99,13 +100,15 @@ def audit(
     device: str = "auto",
     batch_size: int = 256,
     report: bool = True,
+    max_pixels: int = MAX_PIXELS,
     log: Log = print,
 ) -> AuditResult:
     """Audit the data of the run folder ``run`` (its own data set; ``data`` / ``data_dir``
     where the files moved since training) and write ``RUN/audit/audit.csv``, its summary
     and, with ``report``, the report section. Needs a finished run; a run trained before
     margins were recorded is audited for copies and outliers, and its held-out images for
-    labels, saying so (re-train it to check the training labels)."""
+    labels, saying so (re-train it to check the training labels). Images of more than
+    ``max_pixels`` are reported unreadable."""
     from ..evaluation import run_config
     from ..run import load_run_model
     from ..runtime.plan import resolve_device
@@ -117,7 +120,7 @@ def audit(
         raise RunError(f"{rd.config}: missing; {rd.path} is not a run of imgcls train")
     device = resolve_device(device)
     model, pre, _ = load_run_model(rd.path, device)
-    rundata = run_data(cfg, pre, data, data_dir)
+    rundata = run_data(cfg, pre, data, data_dir, max_pixels)
     out = _model_pass(model, pre, rundata.parts, device, batch_size)
     findings = _copies(rundata.parts)
     labels, evidence = _label_findings(rd, rundata, out)

@@ -14,7 +14,7 @@ from ..data.dataset import ArrayDataset, Dataset, FileDataset
 from ..data.prepare import Decoding, per_class_subset, prepare_data
 from ..data.sources import load_source
 from ..errors import RunError
-from ..runtime.images import display_name
+from ..runtime.images import MAX_PIXELS, display_name
 from ..runtime.preprocess import Preprocess
 
 SPLITS = ("train", "val", "test")
@@ -47,9 +47,14 @@ def _names(ds: Dataset, tag: str, index: torch.Tensor | None) -> list[str]:
 
 
 def run_data(
-    cfg: TrainConfig, pre: Preprocess, data: str | None = None, data_dir: str | None = None
+    cfg: TrainConfig,
+    pre: Preprocess,
+    data: str | None = None,
+    data_dir: str | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> RunData:
-    """The run's images (``data`` / ``data_dir`` where they moved since training)."""
+    """The run's images (``data`` / ``data_dir`` where they moved since training); those of
+    more than ``max_pixels`` are unreadable."""
     source = load_source(data or cfg.data, data_dir or cfg.data_dir)
     if list(source.train.classes) != list(pre.class_names):
         raise RunError(
@@ -64,7 +69,9 @@ def run_data(
         labels_per_class=cfg.labels_per_class,
         image_size=pre.input_size,
         channels=pre.in_chans,
-        decoding=Decoding(resize=pre.resize, in_memory="yes", workers=cfg.workers),
+        decoding=Decoding(
+            resize=pre.resize, in_memory="yes", workers=cfg.workers, max_pixels=max_pixels
+        ),
     )
     full = source.train
     train_idx, val_idx = prepared.train_idx, prepared.val_idx

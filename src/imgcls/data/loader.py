@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..runtime.images import ImageDecodeError, decode_image, display_name, resize_to
+from ..runtime.images import (
+    MAX_PIXELS,
+    ImageDecodeError,
+    decode_image,
+    display_name,
+    resize_to,
+)
 from ..runtime.preprocess import normalize
 from .augment import Augment, apply_geometric, erase, resize_batch
 from .dataset import ArrayDataset, FileDataset
@@ -151,9 +157,10 @@ class _FileImages(torch.utils.data.Dataset):
     all workers plus a byte per image saying whether its slot is filled."""
 
     def __init__(self, ds: FileDataset, size: int, channels: int, resize: str,
-                 cache: Path | None) -> None:
+                 cache: Path | None, max_pixels: int = MAX_PIXELS) -> None:
         self.paths, self.labels = ds.paths, ds.labels
         self.size, self.channels, self.resize, self.cache = size, channels, resize, cache
+        self.max_pixels = max_pixels
         self.shape = (len(ds), channels, size, size)
         if cache is not None and not (cache / "images.u8").exists():
             cache.mkdir(parents=True, exist_ok=True)
@@ -179,7 +186,8 @@ class _FileImages(torch.utils.data.Dataset):
             if done[i] == 2:
                 return torch.zeros(self.shape[1:], dtype=torch.uint8), -1, i
         try:
-            img = resize_to(decode_image(self.paths[i], self.channels), self.size, self.resize)
+            img = decode_image(self.paths[i], self.channels, self.max_pixels)
+            img = resize_to(img, self.size, self.resize)
             label = int(self.labels[i])
         except ImageDecodeError:
             img, label = torch.zeros(self.shape[1:], dtype=torch.uint8), -1
@@ -202,9 +210,10 @@ class StreamLoader(_Loader):
 
     def __init__(self, ds: FileDataset, batch_size: int, *, size: int, channels: int,
                  resize: str = "shorter_crop", cache: Path | None = None,
-                 workers: int | None = None, **kw: object) -> None:
+                 workers: int | None = None, max_pixels: int = MAX_PIXELS,
+                 **kw: object) -> None:
         super().__init__(len(ds), batch_size, **kw)
-        self.files = _FileImages(ds, size, channels, resize, cache)
+        self.files = _FileImages(ds, size, channels, resize, cache, max_pixels)
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.skipped: set[str] = set()
 

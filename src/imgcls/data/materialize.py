@@ -16,20 +16,26 @@ import torch
 
 from ..errors import DataError
 from ..progress import progress_bar
-from ..runtime.images import ImageDecodeError, decode_image, pixel_limit, probe_image, resize_to
+from ..runtime.images import (
+    MAX_PIXELS,
+    ImageDecodeError,
+    decode_image,
+    probe_image,
+    resize_to,
+)
 from ..utils import cache_dir
 from .dataset import ArrayDataset, FileDataset
 
 
-def probe_files(ds: FileDataset, desc: str = "reading image headers"
-                ) -> tuple[FileDataset, list[str]]:
+def probe_files(ds: FileDataset, desc: str = "reading image headers",
+                max_pixels: int = MAX_PIXELS) -> tuple[FileDataset, list[str]]:
     """The files of ``ds`` whose header opens (format, pixel limit), and the reasons of those
     that do not: a header read per file, in parallel threads, no pixel decoded."""
     errors: list[str | None] = [None] * len(ds)
 
     def work(i: int) -> None:
         try:
-            probe_image(ds.paths[i])
+            probe_image(ds.paths[i], max_pixels)
         except ImageDecodeError as e:
             errors[i] = str(e)
 
@@ -40,33 +46,34 @@ def probe_files(ds: FileDataset, desc: str = "reading image headers"
     return ds.subset(keep), [e for e in errors if e is not None]
 
 
-def grayscale_share(ds: FileDataset, limit: int = 2000) -> tuple[int, int]:
+def grayscale_share(ds: FileDataset, limit: int = 2000, max_pixels: int = MAX_PIXELS
+                    ) -> tuple[int, int]:
     """(grayscale images, images probed) among up to ``limit`` of ``ds`` (header reads)."""
     step = max(1, len(ds) // limit)
     gray = probed = 0
     for p in ds.paths[::step]:
         try:
-            gray += probe_image(p)[2]
+            gray += probe_image(p, max_pixels)[2]
             probed += 1
         except ImageDecodeError:
             continue
     return gray, probed
 
 
-def infer_channels(ds: FileDataset, limit: int = 2000) -> int:
+def infer_channels(ds: FileDataset, limit: int = 2000, max_pixels: int = MAX_PIXELS) -> int:
     """1 when most probed images are grayscale, else 3: one colour photo among many scans
     does not make the model a colour model (its colour is reduced to luma)."""
-    gray, probed = grayscale_share(ds, limit)
+    gray, probed = grayscale_share(ds, limit, max_pixels)
     return 1 if probed and gray * 2 > probed else 3
 
 
-def infer_image_size(ds: FileDataset, limit: int = 200) -> int:
+def infer_image_size(ds: FileDataset, limit: int = 200, max_pixels: int = MAX_PIXELS) -> int:
     """Median shorter side of up to ``limit`` images, clipped to 16..224 pixels."""
     step = max(1, len(ds) // limit)
     sides = []
     for p in ds.paths[::step]:
         try:
-            w, h, _ = probe_image(p)
+            w, h, _ = probe_image(p, max_pixels)
             sides.append(min(w, h))
         except ImageDecodeError:
             continue
@@ -75,9 +82,10 @@ def infer_image_size(ds: FileDataset, limit: int = 200) -> int:
     return int(np.clip(np.median(sides), 16, 224))
 
 
-def cache_key(ds: FileDataset, size: int, channels: int, resize: str) -> str:
+def cache_key(ds: FileDataset, size: int, channels: int, resize: str,
+              max_pixels: int = MAX_PIXELS) -> str:
     """A stable key of the files (paths, sizes, modification times) and the decoding."""
-    h = hashlib.sha256(f"v3|{size}|{channels}|{resize}|{pixel_limit()}".encode())
+    h = hashlib.sha256(f"v3|{size}|{channels}|{resize}|{max_pixels}".encode())
     for p in ds.paths:
         h.update(os.fsencode(p))  # the name's own bytes: not every file name is UTF-8
         try:
@@ -97,6 +105,7 @@ def materialize(
     cache: bool = True,
     workers: int | None = None,
     desc: str = "decoding images",
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[ArrayDataset, list[str]]:
     """Decode and resize every file to ``channels`` x ``size`` x ``size`` uint8.
 
@@ -104,7 +113,7 @@ def materialize(
     their reasons. With ``cache`` the decoded array is kept under the imgcls cache folder,
     keyed by the files' paths, sizes and modification times, so a second run decodes nothing.
     """
-    key = cache_key(ds, size, channels, resize)
+    key = cache_key(ds, size, channels, resize, max_pixels)
     cache_file = cache_dir("decoded") / f"{key}.npz" if cache else None
     if cache_file is not None and cache_file.exists():
         try:
@@ -122,7 +131,7 @@ def materialize(
 
     def work(i: int) -> None:
         try:
-            img = resize_to(decode_image(ds.paths[i], channels), size, resize)
+            img = resize_to(decode_image(ds.paths[i], channels, max_pixels), size, resize)
             out[i] = img.numpy()
             ok[i] = True
         except ImageDecodeError as e:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import DataError
-from ..runtime.images import convert_channels, resize_to
+from ..runtime.images import MAX_PIXELS, convert_channels, resize_to
 from ..runtime.preprocess import Preprocess, channel_stats
 from ..utils import cache_dir
 from .augment import Augment
@@ -23,12 +23,14 @@ from .splits import stratified_split
 @dataclass(frozen=True)
 class Decoding:
     """How image files become the model's input: the resize rule, whether decoded images
-    are held in memory (``auto``: when they fit in ``memory_limit_gb``), decoding threads."""
+    are held in memory (``auto``: when they fit in ``memory_limit_gb``), decoding threads,
+    the largest image decoded (larger ones are reported unreadable)."""
 
     resize: str = "shorter_crop"
     in_memory: str = "auto"
     memory_limit_gb: float = 4.0
     workers: int | None = None
+    max_pixels: int = MAX_PIXELS
 
 
 @dataclass
@@ -69,7 +71,7 @@ def to_model_input(ds: Dataset | None, channels: int, size: int, decoding: Decod
     if not _fits(ds, channels, size, decoding):
         return ds
     arr, bad = materialize(ds, size, channels, resize=decoding.resize, workers=decoding.workers,
-                           desc=desc)
+                           desc=desc, max_pixels=decoding.max_pixels)
     skipped += bad
     return arr
 
@@ -100,8 +102,8 @@ def prepare_data(source: Source, *, val_split: float = 0.1, seed: int = 0,
         channels = channels or full.channels
         size = image_size or max(full.image_size)
     else:
-        channels = channels or infer_channels(full)
-        size = image_size or infer_image_size(full)
+        channels = channels or infer_channels(full, max_pixels=decoding.max_pixels)
+        size = image_size or infer_image_size(full, max_pixels=decoding.max_pixels)
     skipped: list[str] = []
     train = to_model_input(train, channels, size, decoding, skipped, "decoding train images")
     val = to_model_input(val, channels, size, decoding, skipped, "decoding val images")
@@ -111,7 +113,7 @@ def prepare_data(source: Source, *, val_split: float = 0.1, seed: int = 0,
     else:  # streamed: statistics of a decoded sample
         sample = train.subset(torch.randperm(len(train))[:1000])
         arr, _ = materialize(sample, size, channels, resize=decoding.resize, cache=False,
-                             desc="sampling mean/std")
+                             desc="sampling mean/std", max_pixels=decoding.max_pixels)
         mean, std = channel_stats(arr.images)
     if skipped:  # the unreadable images may have emptied a class
         require_classes(train, source.name, f" once {len(skipped)} unreadable image(s) "
@@ -159,13 +161,14 @@ def make_loader(ds: Dataset, pre: Preprocess, *, train: bool, batch_size: int,
                 device: str = "cpu", channels_last: bool = False,
                 augment: Augment | None = None, seed: int = 0,
                 sampler: str = "random", train_fraction: float = 1.0,
-                workers: int | None = None, rank: int = 0, world_size: int = 1
-                ) -> BatchLoader | StreamLoader:
+                workers: int | None = None, rank: int = 0, world_size: int = 1,
+                max_pixels: int = MAX_PIXELS) -> BatchLoader | StreamLoader:
     """Batches of ``ds`` ready for the model. For training, ``batch_size`` is the global
     batch (each of ``world_size`` processes takes its share), shuffled by ``seed``,
     augmented, ``train_fraction`` of the set per epoch; ``sampler`` ``balanced`` draws each
     image in proportion to its class's inverse frequency. Batches land on ``device``, in
-    channels-last memory format when ``channels_last``."""
+    channels-last memory format when ``channels_last``. Files (streamed) larger than
+    ``max_pixels`` are skipped as unreadable."""
     bs = batch_size // world_size if train else batch_size
     max_batches = None
     if train and train_fraction < 1:
@@ -178,6 +181,7 @@ def make_loader(ds: Dataset, pre: Preprocess, *, train: bool, batch_size: int,
               sample_weights=weights)
     if isinstance(ds, ArrayDataset):
         return BatchLoader(ds, bs, **kw)
-    cache = cache_dir("stream") / cache_key(ds, pre.input_size, pre.in_chans, pre.resize)
+    key = cache_key(ds, pre.input_size, pre.in_chans, pre.resize, max_pixels)
     return StreamLoader(ds, bs, size=pre.input_size, channels=pre.in_chans, resize=pre.resize,
-                        cache=cache, workers=workers, **kw)
+                        max_pixels=max_pixels, cache=cache_dir("stream") / key,
+                        workers=workers, **kw)

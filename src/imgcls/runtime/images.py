@@ -7,7 +7,7 @@ the one guarded open:
 * The format is sniffed from the bytes, whatever the file is named. Only the formats in
   :data:`ALLOWED_FORMATS` are decoded; a file in another format is refused with a reason that
   names it (SVG, PDF, HEIC, PSD, an HTML page saved as ``.jpg``, ...).
-* The pixel count is read from the header and checked against :func:`pixel_limit` by imgcls
+* The pixel count is read from the header and checked against ``max_pixels`` by imgcls
   before any pixel is decoded, the same way everywhere. Pillow's own decompression-bomb check
   (a warning above 89 Mpx, an error above 179 Mpx) is not consulted, so ``--max-pixels`` is
   the only limit, and Pillow's global setting is left as it is.
@@ -58,7 +58,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp",
                               ".gif", ".tif", ".tiff", ".avif"})
 REFUSED_EXTENSIONS = frozenset({".svg", ".svgz", ".pdf", ".heic", ".heif", ".psd", ".ico",
                                 ".jp2", ".jxl", ".eps", ".raw", ".cr2", ".nef", ".dng"})
-MAX_PIXELS = 50_000_000  # the default limit; IMGCLS_MAX_PIXELS (set by --max-pixels) raises it
+MAX_PIXELS = 50_000_000  # the default limit (--max-pixels, the max_pixels key, raise it)
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 # Python's warning filters are process-wide, not per thread: the steps of Pillow that may
@@ -236,12 +236,6 @@ def _to_array(img: Image.Image, channels: int) -> np.ndarray:
     return a[:, :, None] if a.ndim == 2 else a
 
 
-def pixel_limit() -> int:
-    """The largest image decoded: ``IMGCLS_MAX_PIXELS`` when set (``--max-pixels``; an
-    environment variable, so that decoding threads and worker processes see it too)."""
-    return int(os.environ.get("IMGCLS_MAX_PIXELS") or MAX_PIXELS)
-
-
 def convert_image(img: Image.Image, channels: int, name: str = "<image>") -> torch.Tensor:
     """A decoded PIL image of any mode as a ``uint8`` tensor (C, H, W) by the conversion rule;
     raises ImageDecodeError naming ``name``."""
@@ -255,20 +249,20 @@ def convert_image(img: Image.Image, channels: int, name: str = "<image>") -> tor
 
 
 def decode_image(
-    source: str | Path | bytes, channels: int, max_pixels: int | None = None
+    source: str | Path | bytes, channels: int, max_pixels: int = MAX_PIXELS
 ) -> torch.Tensor:
     """Decode an image file (path or bytes) into a ``uint8`` tensor of shape (C, H, W), refusing
-    images of more than ``max_pixels`` (default :func:`pixel_limit`)."""
+    images of more than ``max_pixels``."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    with _opened(source, max_pixels or pixel_limit()) as (img, name):
+    with _opened(source, max_pixels) as (img, name):
         return convert_image(img, channels, name)
 
 
-def probe_image(path: str | Path, max_pixels: int | None = None) -> tuple[int, int, bool]:
+def probe_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int, bool]:
     """(width, height, is_grayscale) read from the header only, through the same guarded
     open and pixel limit as :func:`decode_image`; raises ImageDecodeError."""
-    with _opened(path, max_pixels or pixel_limit(), load=False) as (img, _):
+    with _opened(path, max_pixels, load=False) as (img, _):
         gray = img.mode in GRAY_MODES or (
             img.mode == "P" and img.palette is not None and img.palette.mode == "L")
         return *img.size, gray

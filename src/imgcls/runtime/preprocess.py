@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .images import ImageDecodeError, decode_image, resize_to
+from .images import MAX_PIXELS, ImageDecodeError, decode_image, resize_to
 
 
 @dataclass
@@ -42,19 +42,21 @@ class Preprocess:
         """uint8 (or float in 0..255) batch -> normalised float32, one fused multiply-add."""
         return normalize(x, self.mean, self.std)
 
-    def load_image(self, source: str | Path | bytes) -> torch.Tensor:
+    def load_image(self, source: str | Path | bytes, max_pixels: int = MAX_PIXELS
+                   ) -> torch.Tensor:
         """Decode and resize one file or encoded bytes to uint8 (C, S, S); raises
-        ImageDecodeError naming the file."""
-        return resize_to(decode_image(source, self.in_chans), self.input_size, self.resize)
+        ImageDecodeError naming the file (also for images of more than ``max_pixels``)."""
+        image = decode_image(source, self.in_chans, max_pixels)
+        return resize_to(image, self.input_size, self.resize)
 
-    def load_readable(self, sources: list[Path]) -> tuple[list[torch.Tensor], list[Path],
-                                                          list[tuple[Path, str]]]:
+    def load_readable(self, sources: list[Path], max_pixels: int = MAX_PIXELS
+                      ) -> tuple[list[torch.Tensor], list[Path], list[tuple[Path, str]]]:
         """(images, the sources they came from, (source, reason) of each that cannot be
         decoded): :meth:`load_image` of each, the unreadable ones set aside."""
         images, ok, bad = [], [], []
         for s in sources:
             try:
-                images.append(self.load_image(s))
+                images.append(self.load_image(s, max_pixels))
                 ok.append(s)
             except ImageDecodeError as e:
                 bad.append((s, str(e)))
