@@ -2,6 +2,7 @@
 trying them as a new user would."""
 
 import json
+import os
 
 import pytest
 import yaml
@@ -168,7 +169,7 @@ def test_model_speed_does_not_depend_on_the_order_and_listing_is_cached(tmp_path
     assert time.perf_counter() - t < 0.5 and all(r["flops"] > 0 for r in rows)  # cached
 
 
-def test_a_flag_raises_the_pixel_limit(tmp_path):
+def test_a_flag_raises_the_pixel_limit(tmp_path, monkeypatch):
     from PIL import Image
 
     for c in ("a", "b"):
@@ -179,6 +180,9 @@ def test_a_flag_raises_the_pixel_limit(tmp_path):
     Image.new("L", (200, 200), 50).save(tmp_path / "d" / "a" / "big.png")  # 40,000 pixels
     kw = dict(data=str(tmp_path / "d"), epochs=1, image_size=10, progress=False,
               log=lambda _: None)
+    monkeypatch.delenv("IMGCLS_NO_PROGRESS")  # set for the tests; progress=False must not
+    ours = lambda: {k: v for k, v in os.environ.items() if k.startswith("IMGCLS_")}  # noqa: E731
+    environ = ours()
     low = imgcls.train(out=str(tmp_path / "low"), max_pixels=10_000, **kw)
     assert "big.png" in (low.path / "skipped.txt").read_text()
     assert "over the limit of 10,000" in (low.path / "skipped.txt").read_text()
@@ -191,6 +195,7 @@ def test_a_flag_raises_the_pixel_limit(tmp_path):
     assert "over the limit of 10,000" in low_limit["error"]
     assert main(["predict", str(high.path), str(big), "--max-pixels", "10000"]) == 1
     assert main(["predict", str(high.path), str(big), "--format", "json"]) == 0
+    assert ours() == environ  # settings are parameters, not environment variables
 
 
 # --------------------------------------------------------------------------- predict and API

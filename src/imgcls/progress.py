@@ -21,22 +21,24 @@ T = TypeVar("T")
 console = Console(stderr=True)
 
 
-def enabled() -> bool:
-    """Bars are drawn on an interactive terminal unless ``IMGCLS_NO_PROGRESS`` is set."""
-    return sys.stderr.isatty() and not os.environ.get("IMGCLS_NO_PROGRESS")
+def enabled(wanted: bool = True) -> bool:
+    """Bars are drawn when ``wanted`` (``--progress``), on an interactive terminal, unless
+    the user set ``IMGCLS_NO_PROGRESS`` in the environment."""
+    return wanted and sys.stderr.isatty() and not os.environ.get("IMGCLS_NO_PROGRESS")
 
 
-def make_progress() -> Progress:
+def make_progress(wanted: bool = True) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-        console=console, disable=not enabled(), transient=False,
+        console=console, disable=not enabled(wanted), transient=False,
     )
 
 
-def progress_bar(items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
+def progress_bar(items: Iterable[T], total: int | None = None, desc: str = "",
+                 wanted: bool = True) -> Iterator[T]:
     """Iterate ``items`` with a bar (no-op when disabled)."""
-    with make_progress() as p:
+    with make_progress(wanted) as p:
         task = p.add_task(desc, total=total, info="")
         for item in items:
             yield item

@@ -7,7 +7,6 @@ and written then (its epochs again at the end, when a budget re-planned them). N
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,8 +160,6 @@ def _setup(cfg: TrainConfig | None, overrides: dict, log: Log
     run, epochs_given = None, cfg.epochs is not None
     if cfg.resume:  # the run's own settings (threads, determinism, ...) apply from here on
         cfg, run = resume_config(cfg)
-    if not cfg.progress:
-        os.environ["IMGCLS_NO_PROGRESS"] = "1"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:

@@ -106,6 +106,7 @@ def materialize(
     workers: int | None = None,
     desc: str = "decoding images",
     max_pixels: int = MAX_PIXELS,
+    progress: bool = True,
 ) -> tuple[ArrayDataset, list[str]]:
     """Decode and resize every file to ``channels`` x ``size`` x ``size`` uint8.
 
@@ -140,7 +141,8 @@ def materialize(
     # Pillow releases the GIL while decoding, so threads use every core without the start-up
     # cost and pickling of worker processes.
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        for _ in progress_bar(pool.map(work, range(len(ds))), total=len(ds), desc=desc):
+        for _ in progress_bar(pool.map(work, range(len(ds))), total=len(ds), desc=desc,
+                              wanted=progress):
             pass
     keep = np.flatnonzero(ok)
     skipped = [e for e in errors if e is not None]

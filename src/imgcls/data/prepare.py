@@ -31,6 +31,7 @@ class Decoding:
     memory_limit_gb: float = 4.0
     workers: int | None = None
     max_pixels: int = MAX_PIXELS
+    progress: bool = True  # a bar while decoding, on an interactive terminal
 
 
 @dataclass
@@ -71,7 +72,7 @@ def to_model_input(ds: Dataset | None, channels: int, size: int, decoding: Decod
     if not _fits(ds, channels, size, decoding):
         return ds
     arr, bad = materialize(ds, size, channels, resize=decoding.resize, workers=decoding.workers,
-                           desc=desc, max_pixels=decoding.max_pixels)
+                           desc=desc, max_pixels=decoding.max_pixels, progress=decoding.progress)
     skipped += bad
     return arr
 
@@ -113,7 +114,8 @@ def prepare_data(source: Source, *, val_split: float = 0.1, seed: int = 0,
     else:  # streamed: statistics of a decoded sample
         sample = train.subset(torch.randperm(len(train))[:1000])
         arr, _ = materialize(sample, size, channels, resize=decoding.resize, cache=False,
-                             desc="sampling mean/std", max_pixels=decoding.max_pixels)
+                             desc="sampling mean/std", max_pixels=decoding.max_pixels,
+                             progress=decoding.progress)
         mean, std = channel_stats(arr.images)
     if skipped:  # the unreadable images may have emptied a class
         require_classes(train, source.name, f" once {len(skipped)} unreadable image(s) "

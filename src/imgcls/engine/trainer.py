@@ -58,6 +58,7 @@ class LoopSettings:
     unfreeze_after: int = 0
     nonfinite_patience: int = 5
     nonfinite_limit: int = 25
+    progress: bool = True  # a bar per epoch on an interactive terminal
 
 
 @dataclass
@@ -317,7 +318,7 @@ class Trainer:
     def fit(self) -> list[dict]:
         for cb in self.callbacks:
             cb.on_train_start(self)
-        with make_progress() as bar:
+        with make_progress(self.loop.progress) as bar:
             while True:
                 while self.state.epoch < self.epochs and not self.state.stop:
                     self.run_epoch(bar)
