@@ -252,12 +252,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .config import parse_duration
     from .tune import tune
 
     base = config_from_args(args)
-    budget = parse_duration(base.budget, "budget") if base.budget else None  # TUNE_HELPS
-    r = tune(base.replace(budget=None), args.study_dir, trials=args.trials, budget_s=budget,
+    # --budget is the whole search's (TUNE_HELPS), not each trial's
+    r = tune(base.replace(budget=None), args.study_dir, trials=args.trials, budget_s=base.budget_s,
              study_name=args.study, seed=base.seed, storage=args.storage)
     print(f"best val top-1 {r['value']:.4f} after {r['trials']} trials: {r['params']}")
     print(f"best config: {r['config']}  (imgcls train --config {r['config']})")

@@ -233,10 +233,14 @@ class TrainConfig:
         if self.teacher is not None and not all(self.teachers):
             raise ConfigError(f"teacher: an empty name among the comma-separated teachers "
                               f"{self.teacher!r}")
-        if self.budget is not None:
-            parse_duration(self.budget, "budget")
+        _ = self.budget_s  # a budget that does not parse is refused here
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"image_size: must be at least 8, got {self.image_size}")
+
+    @property
+    def budget_s(self) -> float | None:
+        """``budget`` in seconds (None: no budget); the one place it is parsed."""
+        return None if self.budget is None else parse_duration(self.budget, "budget")
 
     @property
     def teachers(self) -> list[str]:

@@ -117,7 +117,7 @@ def plan_epochs(cfg: TrainConfig, plan: ExecPlan, model: nn.Module, example: tup
         # (fixmatch and freematch add a forward pass of their weak view, about a third of a
         # step); the first epochs' measured time corrects the estimate
         step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl in ("fixmatch", "freematch") else 1)
-    budget_s, batch = parse_duration(cfg.budget), example[0].shape[0]
+    budget_s, batch = cfg.budget_s, example[0].shape[0]
     if whole_run:  # a forward pass is about a third of a step
         budget_s -= time.perf_counter() - whole_run[0] + final_reserve(whole_run[1],
                                                                         step_s / batch / 3)
@@ -314,7 +314,7 @@ def _budget(kind: str | None, cfg: TrainConfig, log: Log, ddp: DistInfo,
             whole_run: tuple[float, int] | None = None) -> Budget | None:
     if kind == "budget":
         start, final = whole_run or (None, 0)
-        return Budget(parse_duration(cfg.budget), f"budget {cfg.budget}", log, ddp=ddp,
+        return Budget(cfg.budget_s, f"budget {cfg.budget}", log, ddp=ddp,
                       partial_epochs=cfg.train_fraction < 1, start=start, final_images=final)
     if kind == "cap":
         return Budget(parse_duration(TIME_CAP), f"time cap {TIME_CAP}", log, ddp=ddp,
