@@ -15,7 +15,7 @@ from .augment import Augment
 from .dataset import ArrayDataset, Dataset, FileDataset
 from .duplicates import label_conflicts
 from .loader import BatchLoader, StreamLoader
-from .materialize import cache_key, infer_channels, infer_image_size, materialize
+from .materialize import cache_key, materialize
 from .sources import Source
 from .splits import stratified_split
 
@@ -77,11 +77,13 @@ def to_model_input(ds: Dataset | None, channels: int, size: int, decoding: Decod
     return arr
 
 
-def prepare_data(source: Source, *, val_split: float = 0.1, seed: int = 0,
-                 labels_per_class: int | None = None, image_size: int | None = None,
-                 channels: int | None = None, decoding: Decoding = Decoding()) -> PreparedData:
+def prepare_data(source: Source, *, image_size: int, channels: int, val_split: float = 0.1,
+                 seed: int = 0, labels_per_class: int | None = None,
+                 decoding: Decoding = Decoding()) -> PreparedData:
     """Split ``source``'s training images into train/val (stratified, seeded), keep
-    ``labels_per_class`` of each class, and decode everything to the model's input."""
+    ``labels_per_class`` of each class, and decode everything to the model's input,
+    ``channels`` x ``image_size`` x ``image_size`` (decided from the data by
+    ``defaults.image_shape``, or a run's own)."""
     full = source.train
     require_classes(full, source.name)  # before any image is decoded
     if val_split > 0:
@@ -99,12 +101,7 @@ def prepare_data(source: Source, *, val_split: float = 0.1, seed: int = 0,
         train = train.subset(keep)
         if train_idx is not None:
             train_idx = train_idx[keep.numpy()]
-    if isinstance(full, ArrayDataset):
-        channels = channels or full.channels
-        size = image_size or max(full.image_size)
-    else:
-        channels = channels or infer_channels(full, max_pixels=decoding.max_pixels)
-        size = image_size or infer_image_size(full, max_pixels=decoding.max_pixels)
+    size = image_size
     skipped: list[str] = []
     train = to_model_input(train, channels, size, decoding, skipped, "decoding train images")
     val = to_model_input(val, channels, size, decoding, skipped, "decoding val images")
