@@ -342,3 +342,37 @@ def test_a_resumed_run_keeps_the_margins_of_its_first_epochs(tmp_path, one_threa
     both = read_margins(r.path / "train_margins.safetensors")
     assert both.margin.shape == (2, first.images)
     assert torch.equal(both.margin[0].nan_to_num(9), first.margin[0].nan_to_num(9))
+
+
+def test_a_streamed_run_of_large_images_is_audited_with_small_images_in_memory(
+    tmp_path, one_thread
+):
+    """A run on images larger than the copy check needs keeps them at 64 px in memory; the
+    model sees them at the run's size, streamed from the files as the run read them."""
+    from imgcls.audit.data import KEEP, run_data
+    from imgcls.config import TrainConfig
+    from imgcls.data.dataset import FileDataset
+    from imgcls.run import load_run_model
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "big"
+    for split, n in (("train", 10), ("test", 4)):
+        for c in CLASSES:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                img = np.kron(pattern(c, rng, 24), np.ones((4, 4), np.uint8))  # 96 px
+                Image.fromarray(img).save(root / split / c / f"{c}{i}.png")
+    shutil.copy(root / "test" / "square" / "square0.png", root / "train" / "square" / "copy.png")
+    near = Image.open(root / "test" / "square" / "square1.png").crop((4, 4, 92, 92))
+    near.resize((96, 96), Image.BILINEAR).save(root / "train" / "square" / "near.png")
+    r = imgcls.train(data=str(root), model="fastnet_s", epochs=2, image_size=80,
+                     in_memory="no", val_split=0.0, out=str(tmp_path / "runs"), name="big",
+                     **FAST)  # fmt: skip
+    result = imgcls.load(r.path, device="cpu").audit(log=lambda _: None)
+    leaks = {(os.path.basename(f.file), os.path.basename(f.other_file)) for f in result.of("leak")}
+    assert {("copy.png", "square0.png"), ("near.png", "square1.png")} <= leaks
+    assert (r.path / "audit" / "report.html").exists()
+    _, pre, _ = load_run_model(r.path)
+    parts = run_data(TrainConfig.from_yaml(r.path / "config.yaml"), pre).parts
+    assert all(p.images.images.shape[-1] == KEEP < pre.input_size == 80 for p in parts)
+    assert all(isinstance(p.model_input, FileDataset) for p in parts)  # streamed, as trained

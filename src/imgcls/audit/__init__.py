@@ -121,7 +121,7 @@ def audit(
     device = resolve_device(device)
     model, pre, _ = load_run_model(rd.path, device)
     rundata = run_data(cfg, pre, data, data_dir, max_pixels)
-    out = _model_pass(model, pre, rundata.parts, device, batch_size)
+    out = _model_pass(model, pre, rundata.parts, device, batch_size, max_pixels)
     findings = _copies(rundata.parts)
     labels, evidence = _label_findings(rd, rundata, out)
     findings += labels + _outliers(rundata, out)
@@ -164,9 +164,15 @@ def to_csv(findings: list[Finding]) -> str:
 
 
 def _model_pass(
-    model: torch.nn.Module, pre: Preprocess, parts: list[Part], device: str, batch_size: int
+    model: torch.nn.Module,
+    pre: Preprocess,
+    parts: list[Part],
+    device: str,
+    batch_size: int,
+    max_pixels: int = MAX_PIXELS,
 ) -> _Pass:
-    """Logits and pooled features of every image, one forward pass (fp32)."""
+    """Logits and pooled features of every image at the run's input size, one forward pass
+    (fp32)."""
     from ..data.prepare import make_loader
     from ..runtime.forward import predict_outputs
     from ..runtime.plan import eval_plan
@@ -174,7 +180,10 @@ def _model_pass(
     plan = eval_plan(device)
     logits, feats, labels = [], [], []
     for p in parts:
-        loader = make_loader(p.images, pre, train=False, batch_size=batch_size, **plan.placement)
+        loader = make_loader(
+            p.for_model, pre, train=False, batch_size=batch_size, **plan.placement,
+            max_pixels=max_pixels,
+        )
         lg, lb, ft = predict_outputs(model, loader, plan, features=True)
         logits.append(lg)
         labels.append(lb)

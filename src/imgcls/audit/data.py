@@ -11,25 +11,34 @@ import torch
 
 from ..config import TrainConfig
 from ..data.dataset import ArrayDataset, Dataset, FileDataset
-from ..data.prepare import Decoding, per_class_subset, prepare_data
+from ..data.prepare import Decoding, per_class_subset, prepare_data, to_model_input
 from ..data.sources import load_source
 from ..errors import RunError
 from ..runtime.images import MAX_PIXELS, display_name
 from ..runtime.preprocess import Preprocess
 
 SPLITS = ("train", "val", "test")
+KEEP = 64  # the side of the images the audit holds in memory: the copy check's largest
 
 
 @dataclass
 class Part:
-    """One split as decoded: ``images`` (unreadable files left out), each one's name, and its
-    row in the split before decoding (a streamed run numbers its images that way)."""
+    """One split as decoded: ``images`` (unreadable files left out) at the run's input size
+    or :data:`KEEP` px if smaller, each one's name, and its row in the split before decoding
+    (a streamed run numbers its images that way). ``model_input``: the same images at the
+    run's input size where that is larger (in memory when they fit the run's memory limit,
+    else the files, streamed)."""
 
     split: str
     images: ArrayDataset
     names: list[str]
     rows: torch.Tensor
     total: int  # images of the split before decoding, unreadable ones included
+    model_input: Dataset | None = None
+
+    @property
+    def for_model(self) -> Dataset:
+        return self.images if self.model_input is None else self.model_input
 
 
 @dataclass
@@ -37,6 +46,20 @@ class RunData:
     parts: list[Part]
     unreadable: list[tuple[str, str, str]]  # (name, label, reason)
     classes: list[str]
+    max_pixels: int = MAX_PIXELS
+
+    def at_input_size(self, picks: list[int], pre: Preprocess) -> torch.Tensor:
+        """The images ``picks`` (numbered over the parts in order) at the run's input size."""
+        where = [(p, i) for p in self.parts for i in range(len(p.names))]
+        out = []
+        for k in picks:
+            p, i = where[k]
+            ds = p.for_model
+            if isinstance(ds, ArrayDataset):
+                out.append(ds.images[i])
+            else:
+                out.append(pre.load_image(ds.paths[i], self.max_pixels))
+        return torch.stack(out)
 
 
 def _names(ds: Dataset, tag: str, index: torch.Tensor | None) -> list[str]:
@@ -67,11 +90,18 @@ def run_data(
         val_split=cfg.val_split,
         seed=cfg.seed,
         labels_per_class=cfg.labels_per_class,
-        image_size=pre.input_size,
+        image_size=min(pre.input_size, KEEP),
         channels=pre.in_chans,
         decoding=Decoding(
             resize=pre.resize, in_memory="yes", workers=cfg.workers, max_pixels=max_pixels
         ),
+    )
+    at_size = Decoding(
+        resize=pre.resize,
+        in_memory=cfg.in_memory,
+        memory_limit_gb=cfg.memory_limit_gb,
+        workers=cfg.workers,
+        max_pixels=max_pixels,
     )
     full = source.train
     train_idx, val_idx = prepared.train_idx, prepared.val_idx
@@ -100,5 +130,11 @@ def run_data(
         labels = ds.labels.tolist()
         kept = [i for i, n in enumerate(names) if n not in bad]
         unreadable += [(n, ds.classes[labels[i]], bad[n]) for i, n in enumerate(names) if n in bad]
-        parts.append(Part(split, decoded, [names[i] for i in kept], torch.tensor(kept), len(names)))
-    return RunData(parts, unreadable, list(pre.class_names))
+        model_input = None
+        if pre.input_size > KEEP:
+            model_input = to_model_input(
+                ds.subset(kept), pre.in_chans, pre.input_size, at_size, [], f"decoding {split}"
+            )
+        rows = torch.tensor(kept)
+        parts.append(Part(split, decoded, [names[i] for i in kept], rows, len(names), model_input))
+    return RunData(parts, unreadable, list(pre.class_names), max_pixels)

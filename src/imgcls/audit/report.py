@@ -121,8 +121,8 @@ def _cams_html(
     for title, picks in (("most confidently wrong", wrong), ("typical", typical)):
         if not picks:
             continue
-        idx = torch.tensor(picks)
-        cams, logits = grad_cam(model, pre.normalize(images[idx]).to(device))
+        batch = rundata.at_input_size(picks, pre)
+        cams, logits = grad_cam(model, pre.normalize(batch).to(device))
         probs = calibrated_softmax(logits, out.temperature)
         cards = []
         for k, i in enumerate(picks):
