@@ -16,14 +16,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "imgcls"
 ROWS = (
     ("__main__", "cli", "cli_parser", "config_flags"),  # the front door
     ("api", "bench", "compare", "tune"),  # the Python API and the commands beyond one run
-    ("training", "resume", "defaults", "pretrained", "ssl", "engine",  # the jobs: training,
-     "evaluation", "prediction", "explain", "export", "serve", "audit"),  # and inference
+    ("training", "resolve", "resume", "defaults", "pretrained", "ssl", "engine",  # the jobs:
+     "evaluation", "prediction", "explain", "export", "serve", "audit"),  # training, inference
     ("run", "report"),  # the run-folder contract, the evaluation report
     ("data", "models"),  # data sets, the model zoo
     ("runtime",),  # what training and inference both run on an image
     ("imgcls", "config", "distributed", "errors", "metrics", "progress", "results", "utils"),
 )
-TRAINING = ("training", "resume", "defaults", "pretrained", "ssl", "engine")
+TRAINING = ("training", "resolve", "resume", "defaults", "pretrained", "ssl", "engine")
 INFERENCE = ("evaluation", "prediction", "explain", "export", "serve", "audit")
 
 

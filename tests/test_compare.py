@@ -69,15 +69,16 @@ def test_the_per_model_budget_covers_the_whole_run(tmp_path, monkeypatch):
     and final passes (calibration on the validation split, the test split) at that pace:
     the model's whole run, the leaderboard's 'run s', fits in its 6 s."""
     import imgcls.engine.budget as budget
+    import imgcls.resolve as resolve
     import imgcls.training as training
     from imgcls.config import TrainConfig
     from imgcls.engine.trainer import Trainer
 
     clock = Clock()
-    for module in (budget, training):
+    for module in (budget, resolve, training):
         monkeypatch.setattr(module, "time", clock)
-    monkeypatch.setattr(training, "measure_step", lambda *a, **k: 0.05)
-    monkeypatch.setattr(training, "resolve_data", clock.after(2.0, training.resolve_data))
+    monkeypatch.setattr(resolve, "measure_step", lambda *a, **k: 0.05)
+    monkeypatch.setattr(resolve, "resolve_data", clock.after(2.0, resolve.resolve_data))
     monkeypatch.setattr(Trainer, "train_step", clock.after(0.05, Trainer.train_step))
     monkeypatch.setattr(Trainer, "validate", clock.after(0.1, Trainer.validate))
 

@@ -8,10 +8,10 @@ import torch
 import imgcls
 from imgcls.data.augment import Augment
 from imgcls.engine.trainer import Callback
+from imgcls.resolve import prepare
 from imgcls.ssl import distill_targets
 from imgcls.ssl.loader import UnlabeledLoader
 from imgcls.ssl.propagate import knn_graph, propagate_labels
-from imgcls.training import prepare
 from imgcls.utils import read_safetensors
 
 KW = dict(data="digits", model="seed_torch_cnn", labels_per_class=5, epochs=20, batch_size=16,

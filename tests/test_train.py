@@ -311,11 +311,11 @@ class SimulatedClock(Callback):
 
 def test_budget_grows_when_the_machine_speeds_up_mid_run(tmp_path, monkeypatch):
     import imgcls.engine.budget as budget
-    import imgcls.training as training
+    import imgcls.resolve as resolve
 
     clock = SimulatedClock()
     monkeypatch.setattr(budget, "time", clock)
-    monkeypatch.setattr(training, "measure_step", lambda *a, **k: 0.05)
+    monkeypatch.setattr(resolve, "measure_step", lambda *a, **k: 0.05)
     lines = []
     r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="g",
                      callbacks=[clock], log=lines.append, **FAST)
@@ -327,11 +327,11 @@ def test_budget_grows_when_the_machine_speeds_up_mid_run(tmp_path, monkeypatch):
 
 
 def test_budget_planned_at_one_epoch_grows_when_time_is_left(tmp_path, monkeypatch):
-    import imgcls.training as training
+    import imgcls.resolve as resolve
 
     # the start-up estimate believes 0.3 s per step: one epoch of ~13 steps fits in 6 s, two
     # do not; the real steps take milliseconds, so after epoch 1 more epochs are planned
-    monkeypatch.setattr(training, "measure_step", lambda *a, **k: 0.3)
+    monkeypatch.setattr(resolve, "measure_step", lambda *a, **k: 0.3)
     r = imgcls.train(data="digits", budget="6s", batch_size=128, out=str(tmp_path), name="g",
                      **FAST)
     epochs = planned_epochs(r)
@@ -340,11 +340,11 @@ def test_budget_planned_at_one_epoch_grows_when_time_is_left(tmp_path, monkeypat
 
 def test_budget_below_one_epoch_is_cut_to_what_the_first_steps_leave_room_for(tmp_path,
                                                                             monkeypatch):
-    import imgcls.training as training
+    import imgcls.resolve as resolve
     from imgcls.engine.budget import PROBE_STEPS
 
     # the start-up estimate believes 20 ms per step: 43 of the sample's 70 batches fit in 1 s
-    monkeypatch.setattr(training, "measure_step", lambda *a, **k: 0.02)
+    monkeypatch.setattr(resolve, "measure_step", lambda *a, **k: 0.02)
     r = imgcls.train(data="sample", budget="1s", batch_size=64, out=str(tmp_path), name="f",
                      callbacks=[SlowSteps()], **FAST)
     steps = r.history[0]["step"]
@@ -516,11 +516,11 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, capsys):
 def test_config_yaml_holds_the_epochs_a_budget_trained_and_repeats_them(tmp_path,
                                                                         monkeypatch):
     import imgcls.engine.budget as budget
-    import imgcls.training as training
+    import imgcls.resolve as resolve
 
     clock = SimulatedClock()  # 0.5 s per epoch, then 0.25 s from the fourth: more fit
     monkeypatch.setattr(budget, "time", clock)
-    monkeypatch.setattr(training, "measure_step", lambda *a, **k: 0.05)
+    monkeypatch.setattr(resolve, "measure_step", lambda *a, **k: 0.05)
     lines = []
     r = imgcls.train(data="digits", budget="3s", batch_size=128, model="seed_torch_cnn",
                      out=str(tmp_path), name="b", callbacks=[clock], log=lines.append, **FAST)

@@ -1,7 +1,8 @@
-"""``imgcls train``: config -> data -> model -> execution plan -> trainer -> run folder, and
-resume. Orchestration only: each step's work lives in ``data``, ``models``, ``runtime``,
-``engine`` and ``ssl``; the configuration is resolved here, once, before training starts,
-and written then (its epochs again at the end, when a budget re-planned them). Named
+"""``imgcls train``: config -> resolved run -> trainer -> run folder, and resume.
+Orchestration only: the run is resolved once before training starts (``resolve``: data,
+model, execution plan, epochs) and its configuration written then (its epochs again at the
+end, when a budget re-planned them); each step's work lives in ``data``, ``models``,
+``runtime``, ``engine`` and ``ssl``. Named
 ``training`` so that no module shadows the function ``imgcls.train``."""
 
 from __future__ import annotations
@@ -14,22 +15,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import DEFAULT_EPOCHS, TrainConfig, parse_duration, read_yaml
-from .data.augment import MIN_SIZE, choose_augment
-from .data.dataset import ArrayDataset, Dataset
+from .config import TrainConfig, read_yaml
+from .data.augment import choose_augment
+from .data.dataset import Dataset
 from .data.prepare import PreparedData, class_weights, make_loader
-from .data.sources import Source, load_source
+from .data.sources import Source
 from .data.splits import write_split_manifest
-from .defaults import (
-    TIME_CAP,
-    Decision,
-    default_label_smoothing,
-    default_lr,
-    resolve_data,
-    tta_mode,
-)
+from .defaults import TIME_CAP, tta_mode
 from .distributed import DistInfo, broadcast, finish, gather, init_distributed, weights_checksum
-from .engine.budget import Budget, epochs_for_budget, final_reserve
+from .engine.budget import Budget
 from .engine.callbacks import (
     BestModel,
     Callback,
@@ -45,9 +39,7 @@ from .engine.checkpoint import Checkpoint
 from .engine.trainer import CrossEntropy, LoopSettings, OptimSettings, Trainer
 from .errors import ConfigError
 from .metrics import basic_metrics
-from .models import create_model, is_external
-from .models.base import check_input_size
-from .pretrained import load_pretrained
+from .resolve import ResolvedRun, resolve_run
 from .resume import is_complete, last_checkpoint, resumable, resume_config
 from .run import (
     RunDir,
@@ -57,10 +49,9 @@ from .run import (
     model_meta,
     save_model_file,
 )
-from .runtime.forward import predict_logits, tta_views
+from .runtime.forward import predict_logits
 from .runtime.images import skip_summary
-from .runtime.plan import ExecPlan, choose_plan, eval_plan, measure_step, resolve_device
-from .runtime.preprocess import Preprocess
+from .runtime.plan import ExecPlan, eval_plan
 from .utils import Log, atomic_write_text, settings_from, write_json, write_yaml
 
 
@@ -78,71 +69,6 @@ class TrainResult:
     @property
     def path(self) -> Path:
         return self.run.path
-
-
-def build_model(cfg: TrainConfig, pre: Preprocess, log: Log = print) -> nn.Module:
-    """The model for ``cfg``, with ``cfg.pretrained`` weights loaded when given (``hub``: the
-    timm / torchvision model's own pretrained weights, where the network allows)."""
-    torch.manual_seed(cfg.seed)
-    hub = cfg.pretrained == "hub"
-    if hub and not is_external(cfg.model):
-        raise ConfigError("--pretrained hub is for timm/<name> and tv/<name> models; give "
-                          "imgcls models a run folder or a weights file")
-    model = create_model(cfg.model, num_classes=len(pre.class_names), in_chans=pre.in_chans,
-                         input_size=pre.input_size, **cfg.model_kwargs,
-                         **({"pretrained": True} if hub else {}))
-    if cfg.progressive_resize:  # its first epoch's size
-        first = max(MIN_SIZE, round(pre.input_size * cfg.progressive_resize))
-        check_input_size(model, pre.in_chans, first, "progressive_resize")
-    if cfg.pretrained and not hub:
-        load_pretrained(model, cfg.pretrained, log=log, class_names=pre.class_names)
-    return model
-
-
-def plan_epochs(cfg: TrainConfig, plan: ExecPlan, model: nn.Module, example: tuple,
-                train_steps: int, data: PreparedData, log: Log,
-                whole_run: tuple[float, int] | None = None) -> tuple[int, float]:
-    """(epochs, train_fraction): given, the default, or what fits in ``--budget`` (with
-    ``whole_run``, (the run's start, the images of its final passes): what is left of it
-    after the time spent so far and the final passes). The budget's first estimate times a
-    few steps now, not the plan's cached timings: those may come from another hour of a
-    machine whose speed varies."""
-    if cfg.epochs is not None:
-        return cfg.epochs, cfg.train_fraction
-    if not cfg.budget:
-        return DEFAULT_EPOCHS, cfg.train_fraction
-    step_s = measure_step(model, plan, example)
-    if cfg.unlabeled:
-        # a semi-supervised step also trains on ssl_ratio x the batch of unlabelled images
-        # (fixmatch and freematch add a forward pass of their weak view, about a third of a
-        # step); the first epochs' measured time corrects the estimate
-        step_s *= 1 + cfg.ssl_ratio * (4 / 3 if cfg.ssl in ("fixmatch", "freematch") else 1)
-    budget_s, batch = cfg.budget_s, example[0].shape[0]
-    if whole_run:  # a forward pass is about a third of a step
-        budget_s -= time.perf_counter() - whole_run[0] + final_reserve(whole_run[1],
-                                                                        step_s / batch / 3)
-    epochs, fraction = epochs_for_budget(
-        budget_s, step_s, train_steps, len(data.val) if data.val else 0, batch)
-    log(f"budget {cfg.budget}: {epochs} epoch(s)"
-        f"{f' of {fraction:.0%} of the training set' if fraction < 1 else ''} at "
-        f"{1000 * step_s:.0f} ms/step")
-    return epochs, fraction
-
-
-def prepare(cfg: TrainConfig, source: Source | None = None, log: Log = print
-            ) -> tuple[Source, PreparedData, ArrayDataset | None]:
-    """The data ``cfg`` names (or ``source``), split and decoded, and its unlabelled images."""
-    source = source or load_source(cfg.data, cfg.data_dir)
-    cfg, data, _ = resolve_data(cfg, source)
-    return source, data, _unlabeled(cfg, data, log)
-
-
-def _unlabeled(cfg: TrainConfig, data: PreparedData, log: Log) -> ArrayDataset | None:
-    if not cfg.unlabeled:
-        return None
-    from .ssl import unlabeled_images
-
-    return unlabeled_images(cfg, data, data.skipped, log)
 
 
 def _quiet(_: str) -> None:
@@ -190,22 +116,13 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     if ckpt is not None and is_complete(run, ckpt, cfg.epochs if epochs_given else None):
         finish(ddp)
         return _finished_run(run, log)
-    source = source or load_source(cfg.data, cfg.data_dir)
-    cfg, data, decisions = resolve_data(cfg, source)
-    unlabeled = _unlabeled(cfg, data, log)
-    pre = data.preprocess
-    model = build_model(cfg, pre, log)
-    plan, timings, example, steps = _execution_plan(cfg, model, data, ddp)
-    whole_run = (t_start, _final_images(cfg, data)) if budget_scope == "run" else None
-    epochs, fraction = plan_epochs(cfg, plan, model, example, steps, data, log, whole_run)
-    budget_kind = _budget_kind(cfg, ckpt, epochs_given, decisions)
-    restarts = 0 if cfg.lr is not None else 2  # a learning rate given is not overridden
-    cfg = cfg.replace(epochs=epochs, train_fraction=fraction, lr=default_lr(cfg),
-                      label_smoothing=default_label_smoothing(cfg), tta=tta_mode(cfg, cfg.flip))
-    if decisions:
+    r = resolve_run(cfg, source, ddp, log, ckpt=ckpt, epochs_given=epochs_given,
+                    budget_scope=budget_scope, started=t_start)
+    cfg, data, plan, model, pre = r.cfg, r.data, r.plan, r.model, r.preprocess
+    if r.decisions:
         log("defaults chosen from the data (each flag overrides its own):\n"
-            + "\n".join(d.line() for d in decisions))
-    log(f"execution plan: {plan.explain(timings, cfg.precision)}")
+            + "\n".join(d.line() for d in r.decisions))
+    log(f"execution plan: {plan.explain(r.timings, cfg.precision)}")
     aug = choose_augment(cfg.augment, cfg.epochs, pre.input_size, cfg.flip,
                          translate=cfg.translate, rotate=cfg.rotate, erase=cfg.erase)
     shared = dict(workers=cfg.workers, max_pixels=cfg.max_pixels, **plan.placement)
@@ -219,13 +136,13 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
             raise ConfigError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     # before a teacher's pass, which the budget counts
-    budget = _budget(budget_kind, cfg, log, ddp, whole_run)
+    budget = _budget(r, log, ddp)
     objective = CrossEntropy(class_weights(data.train) if cfg.class_weights == "auto" else None,
                              cfg.label_smoothing)
-    if unlabeled is not None:
+    if r.unlabeled is not None:
         from .ssl import ssl_objective
 
-        objective = ssl_objective(cfg, data, unlabeled, objective, aug, train_loader.batch_size,
+        objective = ssl_objective(cfg, data, r.unlabeled, objective, aug, train_loader.batch_size,
                                   plan, ddp, log)
     trainer = Trainer(model, train_loader, val_loader, plan,
                       optim=settings_from(OptimSettings, cfg),
@@ -237,10 +154,10 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
     meta = model_meta(cfg.model, cfg.model_kwargs, pre)
     checks = LearningCheck(max(data.train.counts()) / len(data.train), len(pre.class_names),
                            log, after=ramp_epochs(cfg.schedule, cfg.epochs, cfg.warmup_epochs),
-                           restarts=restarts)
+                           restarts=r.restarts)
     best = _add_callbacks(trainer, cfg, run, meta, [budget, checks], ddp, log, callbacks or [])
     with resumable(run):
-        _start(trainer, run, cfg, ckpt, epochs_given, data, source, model, ddp, log)
+        _start(trainer, run, r, ckpt, epochs_given, ddp, log)
         t_fit = time.perf_counter()
         history = trainer.fit()
         t_fit_end = time.perf_counter()
@@ -259,7 +176,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         "test": test, "held_out": held_out and {"split": held_out[0], **held_out[1]},
         "best_val_top1": best.top1, "best_epoch": best.epoch, "epochs": trainer.epochs,
         "restarts": trainer.state.restarts, "lr_factor": trainer.state.lr_factor,
-        "seconds": seconds, "plan": plan.describe(), "timings_s_per_step": timings,
+        "seconds": seconds, "plan": plan.describe(), "timings_s_per_step": r.timings,
         **phases, "skipped_images": len(skipped), "world_size": ddp.world_size,
         "ranks_identical": len(set(checksums)) == 1})
     return TrainResult(run, test, history, plan, seconds, held_out, phases=phases)
@@ -288,44 +205,21 @@ def _finished_run(run: RunDir, log: Log) -> TrainResult:
                        held and (held.pop("split"), held), unchanged=True)
 
 
-def _budget_kind(cfg: TrainConfig, ckpt: Checkpoint | None, epochs_given: bool,
-                 decisions: list[Decision]) -> str | None:
-    """``budget`` when ``--budget`` plans the epochs (unless they were given; a resumed
-    budget run goes on re-planning), ``cap`` when the epochs are a default (a time cap on
-    them), else None."""
-    if ckpt is not None:
-        if "budget" not in ckpt.meta.get("callbacks", {}) or epochs_given:
-            return None
-        return "budget" if cfg.budget else "cap"
-    if cfg.budget and cfg.epochs is None:
-        return "budget"
-    return "cap" if any(d.key == "epochs" for d in decisions) else None
-
-
-def _final_images(cfg: TrainConfig, data: PreparedData) -> int:
-    """The images the passes after training classify: the validation split (to fit the
-    temperature) and the held-out split once per TTA view."""
-    held = data.test if data.test is not None else data.val
-    views = len(tta_views(torch.empty(0, 1, 2, 2), tta_mode(cfg, cfg.flip)))
-    return (len(data.val) if data.val is not None else 0) + (len(held) * views if held else 0)
-
-
-def _budget(kind: str | None, cfg: TrainConfig, log: Log, ddp: DistInfo,
-            whole_run: tuple[float, int] | None = None) -> Budget | None:
-    if kind == "budget":
-        start, final = whole_run or (None, 0)
-        return Budget(cfg.budget_s, f"budget {cfg.budget}", log, ddp=ddp,
-                      partial_epochs=cfg.train_fraction < 1, start=start, final_images=final)
-    if kind == "cap":
-        return Budget(parse_duration(TIME_CAP), f"time cap {TIME_CAP}", log, ddp=ddp,
-                      max_epochs=cfg.epochs)
+def _budget(r: ResolvedRun, log: Log, ddp: DistInfo) -> Budget | None:
+    if r.budget_kind == "budget":
+        start, final = r.whole_run or (None, 0)
+        return Budget(r.budget_s, f"budget {r.cfg.budget}", log, ddp=ddp,
+                      partial_epochs=r.cfg.train_fraction < 1, start=start, final_images=final)
+    if r.budget_kind == "cap":
+        return Budget(r.budget_s, f"time cap {TIME_CAP}", log, ddp=ddp,
+                      max_epochs=r.cfg.epochs)
     return None
 
 
-def _start(trainer: Trainer, run: RunDir, cfg: TrainConfig, ckpt: Checkpoint | None,
-           epochs_given: bool, data: PreparedData, source: Source, model: nn.Module,
-           ddp: DistInfo, log: Log) -> None:
+def _start(trainer: Trainer, run: RunDir, r: ResolvedRun, ckpt: Checkpoint | None,
+           epochs_given: bool, ddp: DistInfo, log: Log) -> None:
     """Resume from ``ckpt``, or write the resolved config (once) and describe the run."""
+    cfg = r.cfg
     if ckpt is not None:
         trainer.restore(ckpt, cfg.epochs if epochs_given else None)
         if ddp.is_main:
@@ -339,26 +233,7 @@ def _start(trainer: Trainer, run: RunDir, cfg: TrainConfig, ckpt: Checkpoint | N
             run.truncate_metrics(0)
         else:
             write_yaml(run.config, cfg.to_dict())  # resolved; epochs see _record_epochs
-        _describe_start(run, cfg, data, source, model, ddp, log)
-
-
-def _execution_plan(cfg: TrainConfig, model: nn.Module, data: PreparedData, ddp: DistInfo
-                    ) -> tuple[ExecPlan, dict[str, float], tuple, int]:
-    """(the plan, the measured seconds per step of each candidate, an example batch, the
-    steps of a full epoch): rank 0 measures, every rank follows it on its own device."""
-    device = resolve_device(cfg.device)
-    if device == "cuda" and ddp.active:
-        device = f"cuda:{ddp.local_rank}"
-    probe = make_loader(data.train, data.preprocess, train=True, device=device,
-                        batch_size=cfg.batch_size, seed=cfg.seed, sampler=cfg.sampler,
-                        train_fraction=cfg.train_fraction, workers=cfg.workers,
-                        max_pixels=cfg.max_pixels)
-    example = next(iter(probe))
-    plan, timings = broadcast(
-        choose_plan(model, example, device=device, precision=cfg.precision,
-                    channels_last=cfg.channels_last, key=cfg.model) if ddp.is_main else None,
-        ddp)
-    return ExecPlan(device, plan.precision, plan.channels_last), timings, example, len(probe)
+        _describe_start(run, r, ddp, log)
 
 
 def _add_callbacks(trainer: Trainer, cfg: TrainConfig, run: RunDir, meta: dict,
@@ -387,8 +262,8 @@ def _add_callbacks(trainer: Trainer, cfg: TrainConfig, run: RunDir, meta: dict,
     return best
 
 
-def _describe_start(run: RunDir, cfg: TrainConfig, data: PreparedData, source: Source,
-                    model: nn.Module, ddp: DistInfo, log: Log) -> None:
+def _describe_start(run: RunDir, r: ResolvedRun, ddp: DistInfo, log: Log) -> None:
+    cfg, data, source, model = r.cfg, r.data, r.source, r.model
     if data.train_idx is not None:
         unreadable = {m.split(": ", 1)[0] for m in data.skipped}  # "path: reason"
         write_split_manifest(run.split, source.train, data.train_idx, data.val_idx, unreadable)
