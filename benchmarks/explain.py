@@ -89,7 +89,7 @@ def check_gradcam_pp():
     from imgcls.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("resnet_mini", num_classes=5, in_chans=1, input_size=16).eval()
+    model = create_model("resnet_mini", num_classes=5, channels=1, image_size=16).eval()
     x, target = torch.randn(3, 1, 16, 16), torch.tensor([0, 3, 4])
     with torch.no_grad():
         fm = model.forward_features(x)

@@ -96,7 +96,7 @@ def nets(rounds: int, batch: int = 64) -> list[dict]:
     for family, names in NETS.items():
         for name in names:
             torch.manual_seed(0)
-            m = create_model(name, num_classes=10, in_chans=1, input_size=28)
+            m = create_model(name, num_classes=10, channels=1, image_size=28)
             flops[name] = count_flops(m.eval(), torch.zeros(1, 1, 28, 28))
             m = m.train().to(memory_format=torch.channels_last)
             opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)

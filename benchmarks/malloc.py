@@ -27,7 +27,7 @@ from imgcls.models import create_model
 if sys.argv[2] == "keep":
     assert keep_freed_memory()
 plan = ExecPlan("cpu", "bf16", True)
-m = plan.prepare(create_model(sys.argv[1], num_classes=10, in_chans=1, input_size=28)).train()
+m = plan.prepare(create_model(sys.argv[1], num_classes=10, channels=1, image_size=28)).train()
 opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True)
 x = plan.prepare_input(torch.randn(256, 1, 28, 28))
 y = torch.randint(0, 10, (256,))

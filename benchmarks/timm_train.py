@@ -51,9 +51,9 @@ def main():
 
     import timm.models._registry as reg
 
-    def builder(pretrained=False, num_classes=10, in_chans=1, **kw):
-        return imgcls.create_model(args.model, num_classes=num_classes, in_chans=in_chans,
-                                   input_size=28)
+    def builder(pretrained=False, num_classes=10, in_chans=1, **kw):  # timm's keywords
+        return imgcls.create_model(args.model, num_classes=num_classes, channels=in_chans,
+                                   image_size=28)
     builder.__name__ = args.model
     # timm's registry files each model under the module that defines it
     module = types.ModuleType("timm.models.imgcls_bench")

@@ -78,7 +78,7 @@ def run_row(model: str, budget: str, out: Path) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
               if line.strip()]
-    (info,) = model_table([model], input_size=28, in_chans=1, latency=False)
+    (info,) = model_table([model], image_size=28, channels=1, latency=False)
     return {"family": info["family"], "model": model, "budget": budget,
             "command": shlex.join(cmd), "params": info["params"],
             "gflops": info["flops"] / 1e9,

@@ -265,7 +265,7 @@ def test_grad_cam_of_a_pooled_linear_head_is_the_class_activation_map():
     from imgcls.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("fastnet_s", num_classes=5, in_chans=1, input_size=16).eval()
+    model = create_model("fastnet_s", num_classes=5, channels=1, image_size=16).eval()
     x = torch.randn(3, 1, 16, 16)
     target = torch.tensor([0, 3, 4])
     cams, _ = grad_cam(model, x, target)
@@ -374,5 +374,5 @@ def test_a_streamed_run_of_large_images_is_audited_with_small_images_in_memory(
     assert (r.path / "audit" / "report.html").exists()
     _, pre, _ = load_run_model(r.path)
     parts = run_data(TrainConfig.from_yaml(r.path / "config.yaml"), pre).parts
-    assert all(p.images.images.shape[-1] == KEEP < pre.input_size == 80 for p in parts)
+    assert all(p.images.images.shape[-1] == KEEP < pre.image_size == 80 for p in parts)
     assert all(isinstance(p.model_input, FileDataset) for p in parts)  # streamed, as trained

@@ -92,8 +92,8 @@ def test_models_with_image_size_and_channels(capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == {"seed_keras_cnn", "seed_torch_cnn"}
     for name, r in rows.items():
-        m = create_model(name, num_classes=10, in_chans=1, input_size=28)
-        assert r["input_size"] == 28 and "latency_ms" not in r
+        m = create_model(name, num_classes=10, channels=1, image_size=28)
+        assert r["image_size"] == 28 and "latency_ms" not in r
         assert r["params"] == sum(p.numel() for p in m.parameters())  # one input channel
 
 

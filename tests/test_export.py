@@ -31,7 +31,7 @@ def test_onnx_export_passes_parity_and_writes_the_sidecar(run, onnx_path):
     side = json.loads((run / "model.onnx.json").read_text())
     _, pre, _ = load_run_model(run)
     assert side["class_names"] == pre.class_names == [str(i) for i in range(10)]
-    assert (side["input_size"], side["in_chans"]) == (8, 1)
+    assert (side["image_size"], side["channels"]) == (8, 1)
     assert side["mean"] == pre.mean and side["temperature"] == pre.temperature
     assert side["inputs"][0] == {"name": "images", "datatype": "UINT8", "shape": [-1, 1, 8, 8]}
     assert [o["name"] for o in side["outputs"]] == ["probabilities", "logits"]
@@ -53,7 +53,7 @@ def test_the_onnx_file_carries_its_own_metadata(run, onnx_path, tmp_path):
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     assert json.loads(meta["class_names"]) == pre.class_names
-    assert (json.loads(meta["input_size"]), json.loads(meta["in_chans"])) == (8, 1)
+    assert (json.loads(meta["image_size"]), json.loads(meta["channels"])) == (8, 1)
     assert (meta["layout"], meta["color_order"], meta["input_dtype"]) == ("NCHW", "L", "uint8")
     assert json.loads(meta["mean"]) == pre.mean and json.loads(meta["std"]) == pre.std
     assert json.loads(meta["temperature"]) == pre.temperature
@@ -128,3 +128,24 @@ def test_parity_falls_back_to_random_images_without_the_data(run, tmp_path):
     images, where = parity_images(tmp_path, pre, log=lambda _: None)
     assert where == "64 random images" and images.shape == (64, 1, 8, 8)
     assert images.dtype == torch.uint8
+
+
+def test_files_saved_under_the_former_key_names_still_load(run, tmp_path):
+    """Run folders and exports written before ``input_size`` and ``in_chans`` became
+    ``image_size`` and ``channels`` load as before, without a warning."""
+    from imgcls.export import onnx_metadata, preprocess_from_metadata
+    from imgcls.run import RunDir
+    from imgcls.utils import atomic_write_bytes, read_safetensors, safetensors_bytes
+
+    _, pre, _ = load_run_model(run)
+    former = {"image_size": "input_size", "channels": "in_chans"}
+    meta = {former.get(k, k): v for k, v in onnx_metadata(pre, "0").items()}
+    tensors, saved = read_safetensors(RunDir(run).model_file)
+    saved["preprocess"] = {former.get(k, k): v for k, v in saved["preprocess"].items()}
+    old = tmp_path / "old"
+    old.mkdir()
+    atomic_write_bytes(old / "model.safetensors", safetensors_bytes(tensors, saved))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert preprocess_from_metadata(meta) == pre
+        assert load_run_model(old)[1] == pre

@@ -38,7 +38,7 @@ def test_names_registered():
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_parameter_count(name):
     num_classes, expected = REFERENCE[name]
-    model = create_model(name, num_classes=num_classes, in_chans=3)
+    model = create_model(name, num_classes=num_classes, channels=3)
     assert n_params(model) == pytest.approx(expected, rel=0.02)
 
 
@@ -48,10 +48,10 @@ def test_densenet_bc_100_paper_size():
 
 
 def test_se_adds_parameters():
-    plain = n_params(create_model("densenet121", num_classes=10, input_size=32))
-    se = create_model("se_densenet121", num_classes=10, input_size=32)
+    plain = n_params(create_model("densenet121", num_classes=10, image_size=32))
+    se = create_model("se_densenet121", num_classes=10, image_size=32)
     assert n_params(se) > plain
-    opt = create_model("densenet121", num_classes=10, input_size=32, attention="se")
+    opt = create_model("densenet121", num_classes=10, image_size=32, attention="se")
     assert n_params(opt) == n_params(se)
     with pytest.raises(Exception, match="attention"):
         create_model("densenet_bc_100", num_classes=10, attention="cbam")
@@ -60,12 +60,12 @@ def test_se_adds_parameters():
 @pytest.mark.parametrize("name", VARIANT_NAMES)
 def test_small_variant_at_32px(name):
     def stem_stride(size, **kw):
-        model = create_model(name, num_classes=10, input_size=size, **kw)
+        model = create_model(name, num_classes=10, image_size=size, **kw)
         return model.get_submodule(model.first_conv).stride
 
     assert stem_stride(32) == (1, 1)
-    assert stem_stride(model_info(name).default_input_size) == (2, 2)
-    assert stem_stride(model_info(name).default_input_size, variant="small") == (1, 1)
+    assert stem_stride(model_info(name).default_image_size) == (2, 2)
+    assert stem_stride(model_info(name).default_image_size, variant="small") == (1, 1)
 
 
 # Side of the last feature map of the small variants at 28 px.
@@ -74,7 +74,7 @@ SIDE_28 = {"bc_100": 7, "densenet": 3, "googlenet": 7, "inception_v3": 6, "xcept
 
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_28px_gray(name):
-    model = create_model(name, num_classes=7, in_chans=1, input_size=28).eval()
+    model = create_model(name, num_classes=7, channels=1, image_size=28).eval()
     side = next(v for k, v in SIDE_28.items() if k in name)
     with torch.no_grad():
         feats = model.forward_features(torch.randn(2, 1, 28, 28))
@@ -86,7 +86,7 @@ def test_forward_28px_gray(name):
 
 @pytest.mark.parametrize(("name", "side"), [("inception_v3", 15), ("xception", 8)])
 def test_small_feature_map_64px(name, side):
-    model = create_model(name, num_classes=10, in_chans=1, input_size=64).eval()
+    model = create_model(name, num_classes=10, channels=1, image_size=64).eval()
     with torch.no_grad():
         feats = model.forward_features(torch.randn(1, 1, 64, 64))
     assert feats.shape == (1, 2048, side, side)
@@ -94,4 +94,4 @@ def test_small_feature_map_64px(name, side):
 
 def test_imagenet_variant_too_small():
     with pytest.raises(Exception, match="75"):
-        create_model("inception_v3", num_classes=10, input_size=64, variant="imagenet")
+        create_model("inception_v3", num_classes=10, image_size=64, variant="imagenet")

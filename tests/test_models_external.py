@@ -34,10 +34,10 @@ def test_library_weights_file_loads_with_its_own_names(name, tmp_path):
     native = _native(name)
     path = tmp_path / "weights.pth"
     torch.save(native.state_dict(), path)
-    grey = create_model(name, num_classes=4, in_chans=1, input_size=32).eval()
+    grey = create_model(name, num_classes=4, channels=1, image_size=32).eval()
     counts = load_pretrained(grey, path, log=lambda _: None)
     assert counts["adapted_stem"] == 1 and counts["replaced_head"] == 2
-    same = create_model(name, num_classes=1000, in_chans=3, input_size=32).eval()
+    same = create_model(name, num_classes=1000, channels=3, image_size=32).eval()
     assert load_pretrained(same, path, log=lambda _: None)["replaced_head"] == 0
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():

@@ -14,7 +14,7 @@ FAMILIES = ["vgg", "resnet", "mobilenet", "densenet", "inception", "squeezenet",
 
 
 def gflops(name: str, size: int = 28) -> float:
-    m = create_model(name, num_classes=10, in_chans=1, input_size=size).eval()
+    m = create_model(name, num_classes=10, channels=1, image_size=size).eval()
     return count_flops(m, torch.zeros(1, 1, size, size)) / 1e9
 
 
@@ -27,17 +27,17 @@ def test_each_family_has_a_small_image_model_a_tenth_of_a_gflop_or_less(family):
     cost = gflops(small)
     assert 0.02 < cost <= 0.1
     assert cost < gflops(large) / 2  # the paper variant at the same 28 px
-    m = create_model(small, num_classes=10, in_chans=1, input_size=28)
+    m = create_model(small, num_classes=10, channels=1, image_size=28)
     assert sum(p.numel() for p in m.parameters()) < 1.5e6
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("size,in_chans", [(28, 1), (64, 3)])
-def test_small_image_models_forward_and_backward(family, size, in_chans):
+@pytest.mark.parametrize("size,channels", [(28, 1), (64, 3)])
+def test_small_image_models_forward_and_backward(family, size, channels):
     torch.manual_seed(0)
-    m = create_model(family, num_classes=5, in_chans=in_chans, input_size=size)
+    m = create_model(family, num_classes=5, channels=channels, image_size=size)
     assert type(m).__name__ and m.num_classes == 5
-    x = torch.randn(3, in_chans, size, size)
+    x = torch.randn(3, channels, size, size)
     out = m(x)
     assert out.shape == (3, 5) and torch.isfinite(out).all()
     torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 4])).backward()
@@ -59,7 +59,7 @@ def test_every_recipe_sets_keys_that_runs_apply():
 
 @pytest.mark.parametrize("flag", [True, False])
 def test_depthwise_filters_are_left_without_weight_decay_when_asked(flag):
-    m = create_model("mobilenet_mini", num_classes=10, in_chans=1, input_size=28)
+    m = create_model("mobilenet_mini", num_classes=10, channels=1, image_size=28)
     opt = make_optimizer(m, OptimSettings(weight_decay=5e-4, depthwise_decay=flag))
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     depthwise = [c.weight for c in m.modules()

@@ -36,7 +36,7 @@ def test_registered() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_param_count(name: str) -> None:
-    model = create_model(name, num_classes=1000, in_chans=3, input_size=224)
+    model = create_model(name, num_classes=1000, channels=3, image_size=224)
     assert n_params(model) == pytest.approx(REFERENCE_PARAMS[name], rel=0.02)
 
 
@@ -48,9 +48,9 @@ def test_width_mult(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_small_variant_at_32px(name: str) -> None:
-    small = create_model(name, num_classes=10, input_size=32)
-    forced = create_model(name, num_classes=10, input_size=224, variant="small")
-    big = create_model(name, num_classes=10, input_size=224)
+    small = create_model(name, num_classes=10, image_size=32)
+    forced = create_model(name, num_classes=10, image_size=224, variant="small")
+    big = create_model(name, num_classes=10, image_size=224)
     stem = dict(small.named_modules())[small.first_conv]
     assert stem.stride == (1, 1) and stem.kernel_size == (3, 3)
     assert dict(forced.named_modules())[forced.first_conv].stride == (1, 1)
@@ -65,7 +65,7 @@ def test_small_variant_at_32px(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_28px_one_channel(name: str) -> None:
-    model = create_model(name, num_classes=7, in_chans=1, input_size=28)
+    model = create_model(name, num_classes=7, channels=1, image_size=28)
     x = torch.randn(2, 1, 28, 28)
     out = model(x)
     assert out.shape == (2, 7)
@@ -77,7 +77,7 @@ def test_forward_28px_one_channel(name: str) -> None:
 
 
 def test_squeezenet_head_is_a_conv() -> None:
-    model = create_model("squeezenet1_1", num_classes=5, input_size=32)
+    model = create_model("squeezenet1_1", num_classes=5, image_size=32)
     assert isinstance(model.head.fc, torch.nn.Conv2d) and model.head.fc.out_channels == 5
     model.reset_classifier(0)
     model.eval()
@@ -87,4 +87,4 @@ def test_squeezenet_head_is_a_conv() -> None:
 
 def test_imagenet_squeezenet_rejects_tiny_inputs() -> None:
     with pytest.raises(ValueError, match="at least"):
-        create_model("squeezenet1_0", num_classes=10, input_size=16, variant="imagenet")
+        create_model("squeezenet1_0", num_classes=10, image_size=16, variant="imagenet")

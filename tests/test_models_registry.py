@@ -22,14 +22,14 @@ def test_registry_has_every_family():
 
 
 @pytest.mark.parametrize("name", MODELS + EXTERNAL)
-@pytest.mark.parametrize("in_chans", [1, 3])
-def test_forward_backward_contract(name, in_chans):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_forward_backward_contract(name, channels):
     torch.manual_seed(0)
-    size = 28 if in_chans == 1 else 32
-    m = create_model(name, num_classes=7, in_chans=in_chans, input_size=size)
-    assert isinstance(m, ImgclsModel) and m.num_classes == 7 and m.in_chans == in_chans
+    size = 28 if channels == 1 else 32
+    m = create_model(name, num_classes=7, channels=channels, image_size=size)
+    assert isinstance(m, ImgclsModel) and m.num_classes == 7 and m.channels == channels
     assert m.classifier == "head.fc"
-    x = torch.randn(2, in_chans, size, size)
+    x = torch.randn(2, channels, size, size)
     feats = m.forward_features(x)
     assert feats.dim() == 4 and feats.shape[0] == 2
     pre = m.forward_head(feats, pre_logits=True)
@@ -40,17 +40,17 @@ def test_forward_backward_contract(name, in_chans):
     grads = [p.grad for p in m.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     stem = m.get_submodule(m.first_conv)
-    assert isinstance(stem, torch.nn.Conv2d) and stem.in_channels == in_chans
+    assert isinstance(stem, torch.nn.Conv2d) and stem.in_channels == channels
 
 
 @pytest.mark.parametrize("name", MODELS + EXTERNAL)
 def test_reset_classifier_and_reload(name, tmp_path):
-    m = create_model(name, num_classes=5, in_chans=3, input_size=32).eval()
+    m = create_model(name, num_classes=5, channels=3, image_size=32).eval()
     x = torch.randn(2, 3, 32, 32)
     y = m(x)
     path = tmp_path / "w.safetensors"
     safetensors.torch.save_file({k: v.contiguous() for k, v in m.state_dict().items()}, path)
-    m2 = create_model(name, num_classes=5, in_chans=3, input_size=32).eval()
+    m2 = create_model(name, num_classes=5, channels=3, image_size=32).eval()
     m2.load_state_dict(safetensors.torch.load_file(path))
     assert torch.allclose(m2(x), y, atol=1e-5)
     m.reset_classifier(3)
@@ -79,7 +79,7 @@ def test_seed_cnns_pool_before_relu_equals_the_seeds_order(name):
     from torch import nn
 
     torch.manual_seed(0)
-    model = create_model(name, num_classes=10, in_chans=1, input_size=28).eval()
+    model = create_model(name, num_classes=10, channels=1, image_size=28).eval()
     layers = list(model.features)
     seed_order = []
     for m in layers:  # move every ReLU back in front of the max-pool just before it
@@ -102,14 +102,56 @@ def test_fastnet_options_widths_and_activation():
     def params(m):
         return sum(p.numel() for p in m.parameters())
 
-    small = create_model("fastnet_s", num_classes=10, in_chans=1, input_size=28)
-    assert params(small) == params(create_model("fastnet_s", num_classes=10, in_chans=1,
-                                                input_size=28, act="gelu"))
+    small = create_model("fastnet_s", num_classes=10, channels=1, image_size=28)
+    assert params(small) == params(create_model("fastnet_s", num_classes=10, channels=1,
+                                                image_size=28, act="gelu"))
     assert not any(isinstance(m, torch.nn.GELU) for m in small.modules())
-    thin = create_model("fastnet_m", num_classes=10, in_chans=1, input_size=28,
+    thin = create_model("fastnet_m", num_classes=10, channels=1, image_size=28,
                         widths=[32, 128, 256])
     assert thin.stem[0].out_channels == 16 and thin.num_features == 256
     assert thin(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     for bad in ({"widths": [32, 64]}, {"act": "swish"}):
         with pytest.raises(ModelError, match="widths|act"):
-            create_model("fastnet_s", num_classes=10, in_chans=1, input_size=28, **bad)
+            create_model("fastnet_s", num_classes=10, channels=1, image_size=28, **bad)
+
+
+def test_the_former_keyword_names_still_work_with_a_deprecation_warning():
+    """``in_chans``/``input_size`` (create_model, a builder written for them),
+    ``default_input_size`` (register_model), ``batch`` (model_table) and the attributes of
+    Preprocess: the former names of channels, image_size and batch_size, kept a release."""
+    from imgcls.models import _registry, register_model
+    from imgcls.models.table import model_table
+    from imgcls.runtime.preprocess import Preprocess
+
+    with pytest.warns(DeprecationWarning) as warned:
+        m = create_model("resnet20", num_classes=3, in_chans=1, input_size=16)
+    assert {str(w.message).split(";")[0] for w in warned} == {
+        "create_model: the keyword 'in_chans' is now 'channels'",
+        "create_model: the keyword 'input_size' is now 'image_size'"}
+    assert m.channels == 1 and m(torch.zeros(1, 1, 16, 16)).shape == (1, 3)
+    with pytest.warns(DeprecationWarning, match="in_chans is now channels"):
+        assert m.in_chans == 1
+
+    with pytest.warns(DeprecationWarning, match="default_input_size"):
+        @register_model("seed", default_input_size=12)
+        def former_names_model(*, num_classes, in_chans, input_size, **kw):
+            return create_model("seed_torch_cnn", num_classes=num_classes, channels=in_chans,
+                                image_size=input_size)
+    try:
+        with pytest.warns(DeprecationWarning, match="in_chans and input_size are now"):
+            m = create_model("former_names_model", num_classes=4, channels=1)
+        assert m(torch.zeros(2, 1, 12, 12)).shape == (2, 4)
+    finally:
+        del _registry._REGISTRY["former_names_model"]
+
+    with pytest.warns(DeprecationWarning) as warned:
+        (row,) = model_table(["seed_torch_cnn"], input_size=20, in_chans=1, batch=8,
+                             latency=False)
+    assert "model_table: the keyword 'batch' is now 'batch_size'" in {
+        str(w.message).split(";")[0] for w in warned}
+    assert (row["image_size"], row["channels"]) == (20, 1)
+    with pytest.raises(TypeError, match="bacth"):
+        model_table(["seed_torch_cnn"], bacth=8)
+    pre = Preprocess(24, 3, [0.5] * 3, [0.2] * 3)
+    with pytest.warns(DeprecationWarning, match="Preprocess.input_size is now"):
+        assert pre.input_size == 24

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def rows():
     before = torch.get_num_threads()
     # one thread: on a shared CPU, several spin-wait for each other (100x slower at batch 1)
-    rows = model_table(["seed_torch_cnn", "resnet20", "not_a_model"], input_size=28,
-                       in_chans=1, repeats=2, batch=4, threads=1)
+    rows = model_table(["seed_torch_cnn", "resnet20", "not_a_model"], image_size=28,
+                       channels=1, repeats=2, batch_size=4, threads=1)
     assert torch.get_num_threads() == before
     return rows
 
@@ -28,7 +28,7 @@ def test_counts_and_speed(rows):
     by_name = {r["name"]: r for r in rows}
     for name in ("seed_torch_cnn", "resnet20"):
         r = by_name[name]
-        m = create_model(name, num_classes=10, in_chans=1, input_size=28)
+        m = create_model(name, num_classes=10, channels=1, image_size=28)
         assert r["params"] == sum(p.numel() for p in m.parameters())
         assert r["flops"] > 0 and r["latency_ms"] > 0 and r["throughput"] > 0
         assert r["threads"] == 1
@@ -45,9 +45,9 @@ def test_error_rows(rows):
     assert bad["name"] == "not_a_model" and "unknown model" in bad["error"]
     assert "params" not in bad
     # too small to build: seed_keras_cnn needs 10 px
-    (row,) = model_table(["seed_keras_cnn"], input_size=8, latency=False)
+    (row,) = model_table(["seed_keras_cnn"], image_size=8, latency=False)
     assert "at least 10 pixels" in row["error"]
-    (row,) = model_table(["seed_torch_cnn"], input_size=28, in_chans=1, latency=False)
+    (row,) = model_table(["seed_torch_cnn"], image_size=28, channels=1, latency=False)
     assert row["flops"] > 0 and "latency_ms" not in row
 
 
@@ -73,7 +73,7 @@ def test_bench_reports_training_and_interleaved_inference(tmp_path, monkeypatch,
     from imgcls.runtime.plan import native_bf16
 
     monkeypatch.setenv("IMGCLS_HOME", str(tmp_path))  # a fresh plan cache
-    r = bench("seed_torch_cnn", batch=32, steps=2, compile="no", repeats=3, log=print)
+    r = bench("seed_torch_cnn", batch_size=32, steps=2, compile="no", repeats=3, log=print)
     hand = 28 * 28 * 32 * 9 * 2 + 14 * 14 * 64 * 32 * 9 * 2 + 3136 * 128 * 2 + 128 * 10 * 2
     assert abs(r["flops_per_image"] - hand) <= 0.1 * hand
     assert r["gemm_peak_gflops"]["fp32"] > 0  # bf16 too where the CPU has bf16 instructions
@@ -93,7 +93,7 @@ def test_bench_reports_training_and_interleaved_inference(tmp_path, monkeypatch,
 def test_the_table_says_what_input_it_measured(rows):
     caption = format_table(rows, "table").splitlines()[-1]
     assert caption == "input 28x28 px, 1 channel; latency at batch 1, img/s at batch 4, 1 thread"
-    (row,) = model_table(["seed_torch_cnn"], input_size=40, in_chans=3, latency=False)
+    (row,) = model_table(["seed_torch_cnn"], image_size=40, channels=3, latency=False)
     assert row["channels"] == 3
     assert format_table([row], "table").splitlines()[-1] == "input 40x40 px, 3 channels"
     assert "channels" in next(csv.DictReader(io.StringIO(format_table([row], "csv"))))
@@ -110,10 +110,10 @@ def test_counting_builds_no_weights_and_does_no_arithmetic(monkeypatch, tmp_path
     monkeypatch.setattr(table, "count_flops",
                         lambda m, x: devices.append(x.device.type) or count(m, x))
     names = ["seed_torch_cnn", "resnet20", "densenet_mini", "mobilenet_mini"]
-    rows = model_table(names, input_size=28, in_chans=1, latency=False)
+    rows = model_table(names, image_size=28, channels=1, latency=False)
     assert devices == ["meta"] * len(names)
     for r in rows:
-        m = create_model(r["name"], num_classes=10, in_chans=1, input_size=28)
+        m = create_model(r["name"], num_classes=10, channels=1, image_size=28)
         assert r["params"] == sum(p.numel() for p in m.parameters())
         assert r["flops"] == count(m, torch.zeros(1, 1, 28, 28)), r["name"]
 
@@ -137,7 +137,7 @@ def test_timing_prints_no_cuda_toolkit_note(tmp_path):
     import sys
 
     code = ("from imgcls.models.table import model_table; model_table(['seed_torch_cnn'], "
-            "input_size=12, in_chans=1, repeats=1, batch=2, threads=1)")
+            "image_size=12, channels=1, repeats=1, batch_size=2, threads=1)")
     env = dict(os.environ, CUDA_HOME=str(tmp_path), CUDA_VISIBLE_DEVICES="")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        check=True)

@@ -40,7 +40,7 @@ def test_all_names_registered():
     [("vgg16", 138.36e6), ("resnet50", 25.56e6), ("se_resnet50", 28.09e6)],
 )
 def test_imagenet_param_counts(name, reference):
-    m = meta_model(name, num_classes=1000, in_chans=3, input_size=224)
+    m = meta_model(name, num_classes=1000, channels=3, image_size=224)
     assert n_params(m) == pytest.approx(reference, rel=0.02)
 
 
@@ -48,7 +48,7 @@ def test_imagenet_param_counts(name, reference):
 def test_imagenet_counts_equal_torchvision(name):
     with torch.device("meta"):
         ref = getattr(torchvision.models, name)(num_classes=1000)
-    m = meta_model(name, num_classes=1000, in_chans=3, input_size=224)
+    m = meta_model(name, num_classes=1000, channels=3, image_size=224)
     assert n_params(m) == n_params(ref)
 
 
@@ -58,41 +58,41 @@ def test_imagenet_counts_equal_torchvision(name):
      ("preact_resnet110", 1.7e6)],
 )
 def test_cifar_param_counts(name, reference):
-    m = create_model(name, num_classes=10, in_chans=3, input_size=32)
+    m = create_model(name, num_classes=10, channels=3, image_size=32)
     assert n_params(m) == pytest.approx(reference, rel=0.02)
     # Option A shortcuts carry no parameters.
     assert any(isinstance(x, ShortcutA) for x in m.modules())
 
 
 def test_resnet_small_variant_at_32px():
-    small = meta_model("resnet18", num_classes=10, input_size=32)
-    big = meta_model("resnet18", num_classes=10, input_size=224)
+    small = meta_model("resnet18", num_classes=10, image_size=32)
+    big = meta_model("resnet18", num_classes=10, image_size=224)
     assert small.stem.conv.kernel_size == (3, 3) and small.stem.conv.stride == (1, 1)
     assert not any(isinstance(x, nn.MaxPool2d) for x in small.modules())
     assert big.stem.conv.kernel_size == (7, 7) and isinstance(big.stem.pool, nn.MaxPool2d)
-    forced = meta_model("resnet18", num_classes=10, input_size=32, variant="imagenet")
+    forced = meta_model("resnet18", num_classes=10, image_size=32, variant="imagenet")
     assert forced.stem.conv.stride == (2, 2)
     # Kuang Liu's CIFAR ResNet18: 11.17M parameters.
     assert n_params(small) == pytest.approx(11.17e6, rel=0.01)
 
 
 def test_vgg_small_variant():
-    m = meta_model("vgg16_bn", num_classes=10, input_size=32)
+    m = meta_model("vgg16_bn", num_classes=10, image_size=32)
     assert m.head.fc.in_features == 512 and m.num_features == 512
     assert not any(isinstance(x, nn.Linear) and x.out_features == 4096 for x in m.modules())
     pools = [x for x in m.features if isinstance(x, nn.MaxPool2d)]
     assert len(pools) == 5
     # At 28 px the fifth pool (on a 1x1 map) is skipped.
-    m28 = meta_model("vgg16_bn", num_classes=10, input_size=28)
+    m28 = meta_model("vgg16_bn", num_classes=10, image_size=28)
     assert sum(isinstance(x, nn.MaxPool2d) for x in m28.features) == 4
-    big = meta_model("vgg16", num_classes=10, input_size=224)
+    big = meta_model("vgg16", num_classes=10, image_size=224)
     assert big.head.fc.in_features == 4096
 
 
 @pytest.mark.parametrize("name", VGG_NAMES + RESNET_NAMES)
 def test_forward_28px_grayscale(name):
     torch.manual_seed(0)
-    m = create_model(name, num_classes=10, in_chans=1, input_size=28).eval()
+    m = create_model(name, num_classes=10, channels=1, image_size=28).eval()
     conv = m.get_submodule(m.first_conv)
     assert isinstance(conv, nn.Conv2d) and conv.in_channels == 1
     with torch.no_grad():
@@ -104,7 +104,7 @@ def test_forward_28px_grayscale(name):
 
 @pytest.mark.parametrize("name", ["resnet20", "preact_resnet20", "se_resnet20"])
 def test_cifar_resnets_run_at_other_sizes(name):
-    m = create_model(name, num_classes=10, in_chans=3, input_size=32).eval()
+    m = create_model(name, num_classes=10, channels=3, image_size=32).eval()
     with torch.no_grad():
         for size in (28, 45, 64):
             assert m(torch.randn(2, 3, size, size)).shape == (2, 10)
@@ -117,7 +117,7 @@ def test_cifar_resnets_run_at_other_sizes(name):
      ("vgg11_bn", {"drop_rate": 0.2})],
 )
 def test_train_step_and_reset_classifier(name, kw):
-    m = create_model(name, num_classes=10, in_chans=3, input_size=32, **kw).train()
+    m = create_model(name, num_classes=10, channels=3, image_size=32, **kw).train()
     m(torch.randn(2, 3, 32, 32)).sum().backward()
     assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
     m.reset_classifier(5)
@@ -125,17 +125,17 @@ def test_train_step_and_reset_classifier(name, kw):
 
 
 def test_resnet_block_options():
-    se = create_model("se_resnet20", num_classes=10, input_size=32)
+    se = create_model("se_resnet20", num_classes=10, image_size=32)
     assert sum(type(x).__name__ == "SqueezeExcite" for x in se.modules()) == 9
-    pre = create_model("preact_resnet20", num_classes=10, input_size=32)
+    pre = create_model("preact_resnet20", num_classes=10, image_size=32)
     assert isinstance(pre.final_act[0], nn.BatchNorm2d)
     # zero_init_residual: the last BN of each branch starts at gamma 0.
-    m = create_model("resnet20", num_classes=10, input_size=32)
+    m = create_model("resnet20", num_classes=10, image_size=32)
     assert all((blk.bn2.weight == 0).all() for stage in m.stages for blk in stage)
-    m = create_model("resnet20", num_classes=10, input_size=32, zero_init_residual=False)
+    m = create_model("resnet20", num_classes=10, image_size=32, zero_init_residual=False)
     assert all((blk.bn2.weight == 1).all() for stage in m.stages for blk in stage)
     # resnet_mini leaves its branches at the normal init (it fits faster in short runs)
-    m = create_model("resnet_mini", num_classes=10, input_size=28)
+    m = create_model("resnet_mini", num_classes=10, image_size=28)
     assert all((blk.bn2.weight == 1).all() for stage in m.stages for blk in stage)
     with pytest.raises(ValueError):
         create_model("resnet20", num_classes=10, variant="imagenet")

@@ -35,7 +35,7 @@ def test_short_real_training_beats_chance_and_writes_the_run(tmp_path):
     _, meta = read_safetensors(r.path / "model.safetensors")
     assert meta["model"] == "fastnet_s"  # the default, chosen for 28 px images
     assert meta["preprocess"]["class_names"][0] == "T-shirt/top"
-    assert meta["preprocess"]["input_size"] == 28 and meta["preprocess"]["in_chans"] == 1
+    assert meta["preprocess"]["image_size"] == 28 and meta["preprocess"]["channels"] == 1
     # the split manifest holds the stratified 10% of the sample's training images
     rows = (r.path / "split.csv").read_text().splitlines()
     assert rows[0] == "index,label,split" and sum(x.endswith(",val") for x in rows) == 500
@@ -363,13 +363,13 @@ def test_plan_timings_are_cached_per_model_and_its_layers(tmp_path, monkeypatch)
     monkeypatch.setattr(precision, "_time_steps", lambda m, plan, x, y, steps:
                         timed.append(plan) or 0.1 + 0.1 * plan.channels_last)
     example = (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))
-    relu = create_model("fastnet_s", num_classes=2, in_chans=1, input_size=8)
+    relu = create_model("fastnet_s", num_classes=2, channels=1, image_size=8)
     plan, timings = precision.choose_plan(relu, example, key="fastnet_s")
     assert len(timed) == len(timings) > 1 and not plan.channels_last  # the fastest
     assert precision.choose_plan(relu, example, key="fastnet_s") == (plan, timings)
     assert len(timed) == len(timings)  # the second time from the cache
     # same name, other layers (a builder's default changed): measured afresh
-    gelu = create_model("fastnet_s", num_classes=2, in_chans=1, input_size=8, act="gelu")
+    gelu = create_model("fastnet_s", num_classes=2, channels=1, image_size=8, act="gelu")
     precision.choose_plan(gelu, example, key="fastnet_s")
     assert len(timed) == 2 * len(timings)
 
@@ -383,7 +383,7 @@ def test_the_cpu_plan_keeps_freed_memory_for_reuse():
         import resource, torch
         from imgcls.runtime.plan import choose_plan
         from imgcls.models import create_model
-        model = create_model("fastnet_s", num_classes=2, in_chans=1, input_size=8)
+        model = create_model("fastnet_s", num_classes=2, channels=1, image_size=8)
         choose_plan(model, (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)),
                     precision="fp32", channels_last="no")
         torch.ones(2**25)

@@ -24,9 +24,9 @@ def quiet(_):
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def seed(num_classes=10, in_chans=3):
-    return create_model("seed_torch_cnn", num_classes=num_classes, in_chans=in_chans,
-                        input_size=28)
+def seed(num_classes=10, channels=3):
+    return create_model("seed_torch_cnn", num_classes=num_classes, channels=channels,
+                        image_size=28)
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_same_shape_loads_everything(source, tmp_path):
 
 def test_stem_summed_for_one_channel(source, tmp_path):
     src, state = source
-    m = seed(in_chans=1).eval()
+    m = seed(channels=1).eval()
     counts = load_pretrained(m, tmp_path / "w.safetensors", log=quiet)
     assert counts["adapted_stem"] == 1 and counts["replaced_head"] == 0
     assert torch.allclose(m.features[0].weight, state["features.0.weight"].sum(1, keepdim=True))

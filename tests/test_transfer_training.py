@@ -75,7 +75,7 @@ def test_unfreeze_after_and_bad_pretrained(pretrained_run, tmp_path):
                      backbone_lr_scale=0.1, **FAST)
     before, _ = read_safetensors(pretrained_run.path / "model.safetensors")
     last, _ = read_safetensors(r.path / "checkpoints" / "last.safetensors")
-    stem = imgcls.create_model("resnet20", num_classes=5, in_chans=1).first_conv + ".weight"
+    stem = imgcls.create_model("resnet20", num_classes=5, channels=1).first_conv + ".weight"
     assert not torch.equal(before[stem], last["model." + stem])  # trained in epoch 2
     with pytest.raises(imgcls.ModelError, match="no such weights file"):
         imgcls.train(source=target_source(), data="x", epochs=1, out=str(tmp_path),

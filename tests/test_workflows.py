@@ -160,12 +160,12 @@ def test_model_speed_does_not_depend_on_the_order_and_listing_is_cached(tmp_path
 
     monkeypatch.setenv("IMGCLS_HOME", str(tmp_path))
     names = ["seed_keras_cnn", "resnet56"]  # about 20x apart in arithmetic at 28 px
-    kw = dict(input_size=28, in_chans=1, repeats=3, batch=8, threads=1)
+    kw = dict(image_size=28, channels=1, repeats=3, batch_size=8, threads=1)
     ab = {r["name"]: r["latency_ms"] for r in model_table(names, **kw)}
     ba = {r["name"]: r["latency_ms"] for r in model_table(names[::-1], **kw)}
     assert ab["seed_keras_cnn"] < ab["resnet56"] and ba["seed_keras_cnn"] < ba["resnet56"]
     t = time.perf_counter()
-    rows = model_table(names, input_size=28, in_chans=1, latency=False)
+    rows = model_table(names, image_size=28, channels=1, latency=False)
     assert time.perf_counter() - t < 0.5 and all(r["flops"] > 0 for r in rows)  # cached
 
 

@@ -238,19 +238,19 @@ class Classifier:
         _, pre = self._require()
         items = _image_items(x)
         if items is None:  # arrays
-            images = convert_channels(as_uint8_images(x), pre.in_chans)
-            return resize_to(images, pre.input_size, pre.resize), []
+            images = convert_channels(as_uint8_images(x), pre.channels)
+            return resize_to(images, pre.image_size, pre.resize), []
         good, bad = [], []
         for i, item in enumerate(items):
             try:
-                good.append(resize_to(convert_image(item, pre.in_chans), pre.input_size,
+                good.append(resize_to(convert_image(item, pre.channels), pre.image_size,
                                       pre.resize) if isinstance(item, Image.Image)
                             else pre.load_image(item))
             except ImageDecodeError as e:
                 if strict:
                     raise
                 bad.append((i, str(e)))
-        empty = torch.zeros(0, pre.in_chans, pre.input_size, pre.input_size, dtype=torch.uint8)
+        empty = torch.zeros(0, pre.channels, pre.image_size, pre.image_size, dtype=torch.uint8)
         return (torch.stack(good) if good else empty), bad
 
     def _logits(self, images: torch.Tensor, y: torch.Tensor | None, batch_size: int,

@@ -32,6 +32,7 @@ from .runtime.plan import (
     native_bf16,
     plan_name,
 )
+from .utils import former_keywords, no_other_keywords
 
 Runner = Callable[[torch.Tensor], object]  # one inference call on a batch
 
@@ -46,7 +47,7 @@ def _gemm_seconds(a: torch.Tensor, b: torch.Tensor) -> float:
     return time.perf_counter() - t
 
 
-def _train_rate(model: torch.nn.Module, plan: ExecPlan, in_chans: int, size: int, batch: int,
+def _train_rate(model: torch.nn.Module, plan: ExecPlan, channels: int, size: int, batch: int,
                 steps: int, num_classes: int, n: int = 2048, block: int = 5
                 ) -> tuple[float, dict[str, float]]:
     """Images/s of full training steps (data path and augmentation included) and the GEMM
@@ -57,10 +58,10 @@ def _train_rate(model: torch.nn.Module, plan: ExecPlan, in_chans: int, size: int
     g = torch.Generator().manual_seed(0)
     rounds = max(1, steps // block) + 1
     total = batch * block * rounds
-    ds = ArrayDataset(torch.randint(0, 256, (total, in_chans, size, size), dtype=torch.uint8,
+    ds = ArrayDataset(torch.randint(0, 256, (total, channels, size, size), dtype=torch.uint8,
                                     generator=g),
                       torch.randint(0, num_classes, (total,), generator=g), [""] * num_classes)
-    loader = BatchLoader(ds, batch, mean=[0.5] * in_chans, std=[0.25] * in_chans,
+    loader = BatchLoader(ds, batch, mean=[0.5] * channels, std=[0.25] * channels,
                          augment=preset("light", size), shuffle=True, drop_last=True,
                          channels_last=plan.channels_last, device=plan.device)
     model = plan.prepare(model).train()
@@ -138,21 +139,29 @@ def _onnx_runner(model: torch.nn.Module, x: torch.Tensor, folder: Path) -> Runne
     return lambda t: sess.run(None, {"x": t.numpy()})
 
 
-def bench(model_name: str = "fastnet_s", *, input_size: int = 28, in_chans: int = 1,
-          num_classes: int = 10, batch: int = 256, steps: int = 20, compile: str = "auto",  # noqa: A002
-          onnx: bool = True, repeats: int = 20, log: Callable[[str], object] = print) -> dict:
-    """Measure one model; returns a dict of every figure (see the module docstring)."""
+def bench(model_name: str = "fastnet_s", *, image_size: int = 28, channels: int = 1,
+          num_classes: int = 10, batch_size: int = 256, steps: int = 20, compile: str = "auto",  # noqa: A002
+          onnx: bool = True, repeats: int = 20, log: Callable[[str], object] = print,
+          **former: int) -> dict:
+    """Measure one model; returns a dict of every figure (see the module docstring). The
+    former keywords ``input_size``, ``in_chans`` and ``batch`` are accepted, with a
+    DeprecationWarning."""
+    unknown, given = former_keywords(former, "bench", "input_size", "in_chans", "batch")
+    no_other_keywords(unknown, "bench")
+    image_size, channels = given.get("image_size", image_size), given.get("channels", channels)
+    batch = given.get("batch_size", batch_size)
+
     def build() -> torch.nn.Module:
         torch.manual_seed(0)
-        return create_model(model_name, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size)
+        return create_model(model_name, num_classes=num_classes, channels=channels,
+                            image_size=image_size)
 
     model = build()
-    shape = (in_chans, input_size, input_size)
+    shape = (channels, image_size, image_size)
     flops = count_flops(model.eval(), torch.randn(1, *shape))
     example = (torch.randn(batch, *shape), torch.randint(0, num_classes, (batch,)))
     plan, timings = choose_plan(build(), example, key=model_name)
-    rate, peaks = _train_rate(build(), plan, in_chans, input_size, batch, steps, num_classes)
+    rate, peaks = _train_rate(build(), plan, channels, image_size, batch, steps, num_classes)
     log("GEMM peak (in turns with the training steps): "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
         + ("" if "bf16" in peaks else f" (bf16 not measured: {native_bf16()[1]})"))

@@ -197,11 +197,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .progress import progress_bar
 
     names = select_models(args.pattern, args.family)
-    shape = dict(input_size=args.image_size, in_chans=args.channels)
+    shape = dict(image_size=args.image_size, channels=args.channels)
     rows = [row for name in progress_bar(names, total=len(names), desc="counting FLOPs")
             for row in model_table([name], latency=False, **shape)]
     if not args.no_latency:  # all models in one call: their timings are interleaved
-        rows = model_table(names, batch=args.batch_size, threads=args.threads, **shape)
+        rows = model_table(names, batch_size=args.batch_size, threads=args.threads, **shape)
     print(format_table(rows, args.format))
     return 0
 
@@ -230,8 +230,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = bench(args.model, input_size=args.image_size, in_chans=args.channels,
-              batch=args.batch_size, steps=args.steps, compile=args.compile, onnx=not args.no_onnx,
+    r = bench(args.model, image_size=args.image_size, channels=args.channels,
+              batch_size=args.batch_size, steps=args.steps, compile=args.compile,
+              onnx=not args.no_onnx,
               log=(lambda _: None) if args.format == "json" else print)
     if args.format == "json":
         print(json.dumps(r))

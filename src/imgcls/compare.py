@@ -53,8 +53,8 @@ def compare(models: list[str], base: TrainConfig, out: str | os.PathLike,
     # the order given or on how busy the machine was while one of them was timed
     _, pre, _ = load_run_model(next(iter(results.values())).path)
     table = {row["name"]: row for row in model_table(
-        list(results), input_size=pre.input_size, in_chans=pre.in_chans,
-        num_classes=len(pre.class_names), repeats=10, batch=64)}
+        list(results), image_size=pre.image_size, channels=pre.channels,
+        num_classes=len(pre.class_names), repeats=10, batch_size=64)}
     rows = []
     for name, r in results.items():
         info, (split, held) = table[name], r.held_out

@@ -92,7 +92,7 @@ def _logits(model: torch.nn.Module, pre: Preprocess, ds: Dataset, device: str, t
             ) -> tuple[torch.Tensor, torch.Tensor, Dataset, list]:
     skipped: list[str] = []
     decoding = Decoding(resize=pre.resize, max_pixels=max_pixels)
-    ds = to_model_input(ds, pre.in_chans, pre.input_size, decoding, skipped, desc)
+    ds = to_model_input(ds, pre.channels, pre.image_size, decoding, skipped, desc)
     plan = eval_plan(device)
     loader = make_loader(ds, pre, train=False, batch_size=batch_size, max_pixels=max_pixels,
                          **plan.placement)

@@ -134,7 +134,7 @@ def load_pretrained(model: nn.Module, source: str | Path,
         raise ModelError(
             f"{path}: its weights do not fit {type(model).__name__} "
             f"({getattr(model, 'num_classes', '?')} classes, "
-            f"{getattr(model, 'in_chans', '?')} channels): {'; '.join(problems)}. "
+            f"{getattr(model, 'channels', '?')} channels): {'; '.join(problems)}. "
             f"The file holds a {what}, e.g. {_keys(list(state), 5)}.")
     model.load_state_dict(load, strict=False)
     fresh = [k for k in own if k.startswith(head) and k not in load]

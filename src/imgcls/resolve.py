@@ -30,7 +30,7 @@ from .engine.budget import epochs_for_budget, final_reserve
 from .engine.checkpoint import Checkpoint
 from .errors import ConfigError
 from .models import create_model, is_external
-from .models.base import check_input_size
+from .models.base import check_image_size
 from .pretrained import load_pretrained
 from .runtime.forward import tta_views
 from .runtime.plan import ExecPlan, choose_plan, measure_step, resolve_device
@@ -93,12 +93,12 @@ def build_model(cfg: TrainConfig, pre: Preprocess, log: Log = print) -> nn.Modul
     if hub and not is_external(cfg.model):
         raise ConfigError("--pretrained hub is for timm/<name> and tv/<name> models; give "
                           "imgcls models a run folder or a weights file")
-    model = create_model(cfg.model, num_classes=len(pre.class_names), in_chans=pre.in_chans,
-                         input_size=pre.input_size, **cfg.model_kwargs,
+    model = create_model(cfg.model, num_classes=len(pre.class_names), channels=pre.channels,
+                         image_size=pre.image_size, **cfg.model_kwargs,
                          **({"pretrained": True} if hub else {}))
     if cfg.progressive_resize:  # its first epoch's size
-        first = max(MIN_SIZE, round(pre.input_size * cfg.progressive_resize))
-        check_input_size(model, pre.in_chans, first, "progressive_resize")
+        first = max(MIN_SIZE, round(pre.image_size * cfg.progressive_resize))
+        check_image_size(model, pre.channels, first, "progressive_resize")
     if cfg.pretrained and not hub:
         load_pretrained(model, cfg.pretrained, log=log, class_names=pre.class_names)
     return model

@@ -207,8 +207,8 @@ def load_run_model(path: str | os.PathLike, device: str = "cpu"
     if "model" not in meta or "preprocess" not in meta:
         raise RunError(f"{file}: not an imgcls model file (no model name or preprocessing)")
     pre = Preprocess.from_dict(meta["preprocess"])
-    model = create_model(meta["model"], num_classes=meta["num_classes"], in_chans=pre.in_chans,
-                         input_size=pre.input_size, **meta.get("model_kwargs", {}))
+    model = create_model(meta["model"], num_classes=meta["num_classes"], channels=pre.channels,
+                         image_size=pre.image_size, **meta.get("model_kwargs", {}))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

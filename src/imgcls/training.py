@@ -123,7 +123,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         log("defaults chosen from the data (each flag overrides its own):\n"
             + "\n".join(d.line() for d in r.decisions))
     log(f"execution plan: {plan.explain(r.timings, cfg.precision)}")
-    aug = choose_augment(cfg.augment, cfg.epochs, pre.input_size, cfg.flip,
+    aug = choose_augment(cfg.augment, cfg.epochs, pre.image_size, cfg.flip,
                          translate=cfg.translate, rotate=cfg.rotate, erase=cfg.erase)
     shared = dict(workers=cfg.workers, max_pixels=cfg.max_pixels, **plan.placement)
     train_loader = make_loader(data.train, pre, train=True, augment=aug, seed=cfg.seed, **shared,
@@ -271,7 +271,7 @@ def _describe_start(run: RunDir, r: ResolvedRun, ddp: DistInfo, log: Log) -> Non
     n = sum(p.numel() for p in model.parameters())
     log(f"run {run.path}: {cfg.model} ({n / 1e6:.2f}M params) on {data.source}, "
         f"{len(data.train)} train / {len(data.val) if data.val else 0} val images, "
-        f"{pre.in_chans}x{pre.input_size}x{pre.input_size}"
+        f"{pre.channels}x{pre.image_size}x{pre.image_size}"
         + (f", {ddp.world_size} processes" if ddp.active else ""))
     if data.conflicts:
         atomic_write_text(run.conflicts, "".join(c + "\n" for c in data.conflicts))

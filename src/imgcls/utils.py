@@ -110,3 +110,27 @@ def settings_from(cls: type, source: object, **resolved: object) -> object:
     (a run configuration), ``resolved`` values taking their place."""
     return cls(**{f.name: resolved[f.name] if f.name in resolved else getattr(source, f.name)
                   for f in fields(cls)})
+
+
+# Keywords renamed to the names the command line and config use; the former names are
+# accepted for one release, with a DeprecationWarning.
+FORMER_NAMES = {"input_size": "image_size", "in_chans": "channels",
+                "default_input_size": "default_image_size", "batch": "batch_size"}
+
+
+def former_keywords(kwargs: dict, where: str, *former: str) -> tuple[dict, dict]:
+    """(``kwargs`` without the ``former`` names (keys of :data:`FORMER_NAMES`), {new name:
+    value} of those given), with a DeprecationWarning for each that ``where`` received."""
+    import warnings
+
+    given = {FORMER_NAMES[k]: kwargs[k] for k in former if k in kwargs}
+    for old in (k for k in former if k in kwargs):
+        warnings.warn(f"{where}: the keyword {old!r} is now {FORMER_NAMES[old]!r}; {old!r} "
+                      "will be removed", DeprecationWarning, stacklevel=3)
+    return {k: v for k, v in kwargs.items() if k not in former}, given
+
+
+def no_other_keywords(kwargs: dict, where: str) -> None:
+    """TypeError naming what ``where`` does not take (what :func:`former_keywords` left)."""
+    if kwargs:
+        raise TypeError(f"{where}() got unexpected keyword argument(s) {', '.join(kwargs)}")

@@ -48,7 +48,7 @@ class RunData:
     classes: list[str]
     max_pixels: int = MAX_PIXELS
 
-    def at_input_size(self, picks: list[int], pre: Preprocess) -> torch.Tensor:
+    def at_image_size(self, picks: list[int], pre: Preprocess) -> torch.Tensor:
         """The images ``picks`` (numbered over the parts in order) at the run's input size."""
         where = [(p, i) for p in self.parts for i in range(len(p.names))]
         out = []
@@ -90,8 +90,8 @@ def run_data(
         val_split=cfg.val_split,
         seed=cfg.seed,
         labels_per_class=cfg.labels_per_class,
-        image_size=min(pre.input_size, KEEP),
-        channels=pre.in_chans,
+        image_size=min(pre.image_size, KEEP),
+        channels=pre.channels,
         decoding=Decoding(
             resize=pre.resize, in_memory="yes", workers=cfg.workers, max_pixels=max_pixels
         ),
@@ -131,9 +131,9 @@ def run_data(
         kept = [i for i, n in enumerate(names) if n not in bad]
         unreadable += [(n, ds.classes[labels[i]], bad[n]) for i, n in enumerate(names) if n in bad]
         model_input = None
-        if pre.input_size > KEEP:
+        if pre.image_size > KEEP:
             model_input = to_model_input(
-                ds.subset(kept), pre.in_chans, pre.input_size, at_size, [], f"decoding {split}"
+                ds.subset(kept), pre.channels, pre.image_size, at_size, [], f"decoding {split}"
             )
         rows = torch.tensor(kept)
         parts.append(Part(split, decoded, [names[i] for i in kept], rows, len(names), model_input))

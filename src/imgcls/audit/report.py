@@ -121,7 +121,7 @@ def _cams_html(
     for title, picks in (("most confidently wrong", wrong), ("typical", typical)):
         if not picks:
             continue
-        batch = rundata.at_input_size(picks, pre)
+        batch = rundata.at_image_size(picks, pre)
         cams, logits = grad_cam(model, pre.normalize(batch).to(device))
         probs = calibrated_softmax(logits, out.temperature)
         cards = []

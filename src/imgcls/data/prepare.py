@@ -180,7 +180,7 @@ def make_loader(ds: Dataset, pre: Preprocess, *, train: bool, batch_size: int,
               sample_weights=weights)
     if isinstance(ds, ArrayDataset):
         return BatchLoader(ds, bs, **kw)
-    key = cache_key(ds, pre.input_size, pre.in_chans, pre.resize, max_pixels)
-    return StreamLoader(ds, bs, size=pre.input_size, channels=pre.in_chans, resize=pre.resize,
+    key = cache_key(ds, pre.image_size, pre.channels, pre.resize, max_pixels)
+    return StreamLoader(ds, bs, size=pre.image_size, channels=pre.channels, resize=pre.resize,
                         max_pixels=max_pixels, cache=cache_dir("stream") / key,
                         workers=workers, **kw)

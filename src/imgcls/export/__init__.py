@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import ConfigError, ImgclsError
 from ..run import EXPORT_FILES, RunDir, export_sidecar, load_run_model
 from ..runtime.preprocess import Preprocess, calibrated_softmax
-from ..utils import Log
+from ..utils import FORMER_NAMES, Log
 
 __all__ = ["FORMATS", "ProbabilityModel", "check_parity", "export_model", "input_facts",
            "onnx_metadata", "parity_images", "preprocess_from_metadata", "read_sidecar",
@@ -36,7 +36,7 @@ PROB_TOLERANCE = 1e-3
 MIN_OPSET = 17
 LAYOUT = "NCHW"
 # ONNX metadata_props whose values are JSON (lists, numbers); the other values are plain text
-JSON_KEYS = ("class_names", "mean", "std", "input_size", "in_chans", "temperature")
+JSON_KEYS = ("class_names", "mean", "std", "image_size", "channels", "temperature")
 
 
 class ProbabilityModel(nn.Module):
@@ -85,7 +85,7 @@ def parity_images(run: Path, pre: Preprocess, n: int = PARITY_IMAGES, log: Log =
         idx = torch.linspace(0, len(ds) - 1, min(n, len(ds))).round().long().unique()
         ds = ds.subset(idx)
         if isinstance(ds, ArrayDataset):
-            images = conform(ds, pre.in_chans, pre.input_size, pre.resize).images
+            images = conform(ds, pre.channels, pre.image_size, pre.resize).images
         else:
             images = []
             for p in ds.paths:
@@ -96,14 +96,14 @@ def parity_images(run: Path, pre: Preprocess, n: int = PARITY_IMAGES, log: Log =
     except Exception as e:  # any reason the data are unavailable: fall back, say so
         log(f"parity check on random images: the run's data are not available ({e})")
         g = torch.Generator().manual_seed(0)
-        shape = (64, pre.in_chans, pre.input_size, pre.input_size)
+        shape = (64, pre.channels, pre.image_size, pre.image_size)
         return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8), "64 random images"
 
 
 def input_facts(pre: Preprocess) -> dict:
     """What a client must know to build the exported model's input, beyond the preprocessing:
     the memory layout, the channel order of the decoded image and the pixel type."""
-    return {"layout": LAYOUT, "color_order": "RGB" if pre.in_chans == 3 else "L",
+    return {"layout": LAYOUT, "color_order": "RGB" if pre.channels == 3 else "L",
             "input_dtype": "uint8"}
 
 
@@ -122,6 +122,7 @@ def onnx_metadata(pre: Preprocess, version: str) -> dict[str, str]:
 def preprocess_from_metadata(meta: dict[str, str]) -> Preprocess:
     """The :class:`Preprocess` that :func:`onnx_metadata` wrote (e.g. from onnxruntime's
     ``session.get_modelmeta().custom_metadata_map``); ImgclsError when it is not there."""
+    meta = {FORMER_NAMES.get(k, k): v for k, v in meta.items()}  # an export of an older imgcls
     missing = [k for k in JSON_KEYS if k not in meta]
     if missing:
         raise ImgclsError(f"the ONNX model holds no imgcls metadata ({', '.join(missing)} "
@@ -256,7 +257,7 @@ def export_model(run: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLi
     out = Path(out) if out else RunDir(run_dir).export_file(fmt)
     wrapper = ProbabilityModel(model, pre).eval()
     # batch 2: torch.export specialises a size-1 dimension to a constant
-    example = torch.zeros(2, pre.in_chans, pre.input_size, pre.input_size, dtype=torch.uint8)
+    example = torch.zeros(2, pre.channels, pre.image_size, pre.image_size, dtype=torch.uint8)
     if fmt == "onnx":
         data, opset = _onnx_bytes(wrapper, example, opset, log, onnx_metadata(pre, __version__))
     else:
@@ -265,7 +266,7 @@ def export_model(run: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLi
     figures = check_parity(data, fmt, model, pre, images)  # raises before anything is written
     figures["data"] = where
     atomic_write_bytes(out, data)
-    c, s = pre.in_chans, pre.input_size
+    c, s = pre.channels, pre.image_size
     write_json(export_sidecar(out), {
         "format": fmt, **({"opset": opset} if fmt == "onnx" else {}),
         "imgcls_version": __version__, "model": meta["model"], "run": str(run_dir.resolve()),

@@ -7,6 +7,8 @@ classes. Transfer learning, feature extraction and freezing rely on nothing else
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -48,7 +50,7 @@ class ImgclsModel(nn.Module):
     """Base class of imgcls's own models.
 
     Subclasses set ``self.head`` (a :class:`ClassifierHead` or anything with ``reset`` and a
-    ``fc`` attribute), ``num_classes``, ``in_chans``, ``num_features`` and ``first_conv`` (the
+    ``fc`` attribute), ``num_classes``, ``channels``, ``num_features`` and ``first_conv`` (the
     dotted name of the stem convolution, used to adapt 3-channel weights to 1 channel), and
     implement :meth:`forward_features`.
     """
@@ -56,12 +58,19 @@ class ImgclsModel(nn.Module):
     first_conv: str = ""
     classifier: str = "head.fc"
 
-    def __init__(self, num_classes: int, in_chans: int) -> None:
+    def __init__(self, num_classes: int, channels: int) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.in_chans = in_chans
+        self.channels = channels
         self.num_features = 0
         self.head: nn.Module
+
+    @property
+    def in_chans(self) -> int:
+        """Deprecated: :attr:`channels` (the name is kept for one release)."""
+        warnings.warn("a model's in_chans is now channels; in_chans will be removed",
+                      DeprecationWarning, stacklevel=2)
+        return self.channels
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -78,24 +87,24 @@ class ImgclsModel(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def feature_shape(features: nn.Module, in_chans: int, input_size: int) -> torch.Size:
-    """Shape (C, H, W) that ``features`` produces for one input of ``input_size`` pixels."""
+def feature_shape(features: nn.Module, channels: int, image_size: int) -> torch.Size:
+    """Shape (C, H, W) that ``features`` produces for one input of ``image_size`` pixels."""
     with torch.no_grad():
         was_training = features.training
         features.eval()
-        out = features(torch.zeros(1, in_chans, input_size, input_size))
+        out = features(torch.zeros(1, channels, image_size, image_size))
         features.train(was_training)
     return out.shape[1:]
 
 
-def check_input_size(model: nn.Module, in_chans: int, size: int, why: str) -> None:
+def check_image_size(model: nn.Module, channels: int, size: int, why: str) -> None:
     """ConfigError, saying ``why`` the size was asked for, when ``model`` cannot take inputs
     of ``size`` pixels (a head that flattens its feature map takes one size only)."""
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, in_chans, size, size))
+            model(torch.zeros(1, channels, size, size))
     except RuntimeError as e:
         raise ConfigError(f"{why}: the model takes no {size}-pixel inputs ({e}); models with "
                          "global pooling (fastnet, resnet, ...) take any size") from e

@@ -70,13 +70,13 @@ class DenseNet(ImgclsModel):
         blocks: tuple[int, ...],
         *,
         num_classes: int,
-        in_chans: int,
+        channels: int,
         bn_size: int = 4,
         compression: float = 0.5,
         drop_rate: float = 0.0,
         attention: str | None = None,
     ) -> None:
-        super().__init__(num_classes, in_chans)
+        super().__init__(num_classes, channels)
         if attention not in (None, "se"):
             raise ValueError(f"attention must be None or 'se', got {attention!r}")
         self.stem = stem
@@ -103,35 +103,35 @@ class DenseNet(ImgclsModel):
         return self.norm(self.stages(self.stem(x)))
 
 
-def _bc100(num_classes: int, in_chans: int, drop_rate: float, attention: str | None) -> DenseNet:
+def _bc100(num_classes: int, channels: int, drop_rate: float, attention: str | None) -> DenseNet:
     growth = 12
     # No BN-ReLU in the stem: the first dense layer pre-activates its input.
-    stem = nn.Sequential(nn.Conv2d(in_chans, 2 * growth, 3, padding=1, bias=False))
+    stem = nn.Sequential(nn.Conv2d(channels, 2 * growth, 3, padding=1, bias=False))
     return DenseNet(
-        stem, 2 * growth, growth, (16, 16, 16), num_classes=num_classes, in_chans=in_chans,
+        stem, 2 * growth, growth, (16, 16, 16), num_classes=num_classes, channels=channels,
         drop_rate=drop_rate, attention=attention,
     )
 
 
 def _imagenet(
-    name: str, num_classes: int, in_chans: int, input_size: int, variant: str,
+    name: str, num_classes: int, channels: int, image_size: int, variant: str,
     drop_rate: float, attention: str | None,
 ) -> DenseNet:
     growth, blocks = _IMAGENET_CFGS[name]
-    if is_small(input_size, variant):
+    if is_small(image_size, variant):
         stem = nn.Sequential(
-            nn.Conv2d(in_chans, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64),
+            nn.Conv2d(channels, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
         )
     else:
-        if input_size < 29:  # stride 4 stem + 3 transitions must leave >= 1 pixel
+        if image_size < 29:  # stride 4 stem + 3 transitions must leave >= 1 pixel
             raise ValueError(f"{name} (imagenet variant) needs inputs of >= 29 px")
         stem = nn.Sequential(
-            nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+            nn.Conv2d(channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
             nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
         )
     return DenseNet(
-        stem, 64, growth, blocks, num_classes=num_classes, in_chans=in_chans,
+        stem, 64, growth, blocks, num_classes=num_classes, channels=channels,
         drop_rate=drop_rate, attention=attention,
     )
 
@@ -141,78 +141,78 @@ _IN = "Huang et al. 2017 (DenseNet-BC, ImageNet)"
 _SE = " + SE (Hu et al. 2018)"
 
 
-@register_model("densenet", default_input_size=32, paper=_BC)
+@register_model("densenet", default_image_size=32, paper=_BC)
 def densenet_bc_100(
-    *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+    *, num_classes: int = 10, channels: int = 3, image_size: int = 32,
     drop_rate: float = 0.0, attention: str | None = None,
 ) -> DenseNet:
     """DenseNet-BC-100 (k=12) for CIFAR-sized inputs, ~0.8M parameters."""
-    return _bc100(num_classes, in_chans, drop_rate, attention)
+    return _bc100(num_classes, channels, drop_rate, attention)
 
 
-@register_model("densenet", default_input_size=32, paper=_IN + ", sized for small images",
+@register_model("densenet", default_image_size=32, paper=_IN + ", sized for small images",
                 chosen_for="small")
 def densenet_mini(
-    *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+    *, num_classes: int = 10, channels: int = 3, image_size: int = 32,
     drop_rate: float = 0.0, attention: str | None = None,
 ) -> DenseNet:
     """DenseNet-BC for <= 64 px on a CPU: k=16, blocks 6-12-8 after a pooled 3x3 stem."""
     stem = nn.Sequential(
-        nn.Conv2d(in_chans, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
+        nn.Conv2d(channels, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
         nn.ReLU(inplace=True), nn.MaxPool2d(2),
     )
-    return DenseNet(stem, 32, 16, (6, 12, 8), num_classes=num_classes, in_chans=in_chans,
+    return DenseNet(stem, 32, 16, (6, 12, 8), num_classes=num_classes, channels=channels,
                     drop_rate=drop_rate, attention=attention)
 
 
-@register_model("densenet", default_input_size=224, paper=_IN, chosen_for="large")
+@register_model("densenet", default_image_size=224, paper=_IN, chosen_for="large")
 def densenet121(
-    *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224, variant: str = "auto",
+    *, num_classes: int = 1000, channels: int = 3, image_size: int = 224, variant: str = "auto",
     drop_rate: float = 0.0, attention: str | None = None,
 ) -> DenseNet:
     """DenseNet-121 (k=32, blocks 6-12-24-16)."""
     return _imagenet(
-        "densenet121", num_classes, in_chans, input_size, variant, drop_rate, attention
+        "densenet121", num_classes, channels, image_size, variant, drop_rate, attention
     )
 
 
-@register_model("densenet", default_input_size=224, paper=_IN)
+@register_model("densenet", default_image_size=224, paper=_IN)
 def densenet169(
-    *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224, variant: str = "auto",
+    *, num_classes: int = 1000, channels: int = 3, image_size: int = 224, variant: str = "auto",
     drop_rate: float = 0.0, attention: str | None = None,
 ) -> DenseNet:
     """DenseNet-169 (k=32, blocks 6-12-32-32)."""
     return _imagenet(
-        "densenet169", num_classes, in_chans, input_size, variant, drop_rate, attention
+        "densenet169", num_classes, channels, image_size, variant, drop_rate, attention
     )
 
 
-@register_model("densenet", default_input_size=224, paper=_IN)
+@register_model("densenet", default_image_size=224, paper=_IN)
 def densenet201(
-    *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224, variant: str = "auto",
+    *, num_classes: int = 1000, channels: int = 3, image_size: int = 224, variant: str = "auto",
     drop_rate: float = 0.0, attention: str | None = None,
 ) -> DenseNet:
     """DenseNet-201 (k=32, blocks 6-12-48-32)."""
     return _imagenet(
-        "densenet201", num_classes, in_chans, input_size, variant, drop_rate, attention
+        "densenet201", num_classes, channels, image_size, variant, drop_rate, attention
     )
 
 
-@register_model("densenet", default_input_size=32, paper=_BC + _SE)
+@register_model("densenet", default_image_size=32, paper=_BC + _SE)
 def se_densenet_bc_100(
-    *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+    *, num_classes: int = 10, channels: int = 3, image_size: int = 32,
     drop_rate: float = 0.0, attention: str | None = "se",
 ) -> DenseNet:
     """DenseNet-BC-100 with an SE module after each dense block."""
-    return _bc100(num_classes, in_chans, drop_rate, attention)
+    return _bc100(num_classes, channels, drop_rate, attention)
 
 
-@register_model("densenet", default_input_size=224, paper=_IN + _SE)
+@register_model("densenet", default_image_size=224, paper=_IN + _SE)
 def se_densenet121(
-    *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224, variant: str = "auto",
+    *, num_classes: int = 1000, channels: int = 3, image_size: int = 224, variant: str = "auto",
     drop_rate: float = 0.0, attention: str | None = "se",
 ) -> DenseNet:
     """DenseNet-121 with an SE module after each dense block."""
     return _imagenet(
-        "densenet121", num_classes, in_chans, input_size, variant, drop_rate, attention
+        "densenet121", num_classes, channels, image_size, variant, drop_rate, attention
     )

@@ -40,9 +40,9 @@ class ExternalModel(ImgclsModel):
     native_dropped: tuple[str, ...] = ()  # library modules the adapter removed
 
     def __init__(self, body: nn.Module, fc: nn.Module | None, width: int, *, num_classes: int,
-                 in_chans: int, first_conv: str, native_classifier: str,
+                 channels: int, first_conv: str, native_classifier: str,
                  drop_rate: float = 0.0) -> None:
-        super().__init__(num_classes, in_chans)
+        super().__init__(num_classes, channels)
         self.body = body
         self.num_features = width
         self.head = ClassifierHead(width, num_classes, pool="flatten", drop_rate=drop_rate)
@@ -118,7 +118,7 @@ def _build(full_name: str, pretrained: bool, fn: Callable[[], nn.Module]) -> nn.
         ) from e
 
 
-def _timm(name: str, *, num_classes: int, in_chans: int, input_size: int | None,
+def _timm(name: str, *, num_classes: int, channels: int, image_size: int | None,
           pretrained: bool, **kw: Any) -> TimmModel:
     import timm
     import timm.models
@@ -127,11 +127,11 @@ def _timm(name: str, *, num_classes: int, in_chans: int, input_size: int | None,
     if not timm.is_model(arch):
         raise _unknown("timm", name, timm.list_models())
     cfg = timm.models.get_pretrained_cfg(name)
-    if input_size and cfg is not None and cfg.fixed_input_size and cfg.input_size[-1] != input_size:
-        kw.setdefault("img_size", input_size)  # ViT-like models are built for one input size
+    if image_size and cfg is not None and cfg.fixed_input_size and cfg.input_size[-1] != image_size:
+        kw.setdefault("img_size", image_size)  # ViT-like models are built for one input size
     drop_rate = kw.pop("drop_rate", 0.0)  # timm applies it before or after pre_logits by model
     m = _build(f"timm/{name}", pretrained, lambda: timm.create_model(
-        name, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **kw))
+        name, num_classes=num_classes, in_chans=channels, pretrained=pretrained, **kw))
     fc = m.get_classifier()
     fc = fc if isinstance(fc, nn.Linear) else None
     hidden = getattr(m, "head_hidden_size", None) or m.num_features  # pre-logits width
@@ -139,20 +139,20 @@ def _timm(name: str, *, num_classes: int, in_chans: int, input_size: int | None,
     native = m.pretrained_cfg.get("classifier") or "fc"
     stem = _first_conv(m, m.pretrained_cfg.get("first_conv"))
     m.reset_classifier(0)  # timm's forward_head(pre_logits=True) stays valid without it
-    return TimmModel(m, fc, width, num_classes=num_classes, in_chans=in_chans, first_conv=stem,
+    return TimmModel(m, fc, width, num_classes=num_classes, channels=channels, first_conv=stem,
                      native_classifier=native if isinstance(native, str) else native[0],
                      drop_rate=drop_rate)
 
 
-def _tv(name: str, *, num_classes: int, in_chans: int, input_size: int | None,
+def _tv(name: str, *, num_classes: int, channels: int, image_size: int | None,
         pretrained: bool, **kw: Any) -> TorchvisionModel:
     import torchvision
 
     known = torchvision.models.list_models(module=torchvision.models)  # classification only
     if name not in known:
         raise _unknown("tv", name, known)
-    if input_size and name.startswith("vit_"):
-        kw.setdefault("image_size", input_size)  # ViT's position embedding fixes the size
+    if image_size and name.startswith("vit_"):
+        kw.setdefault("image_size", image_size)  # ViT's position embedding fixes the size
     drop_rate = kw.pop("drop_rate", 0.0)  # imgcls's option; torchvision's is `dropout`
     m = _build(f"tv/{name}", pretrained, lambda: torchvision.models.get_model(
         name, weights="DEFAULT" if pretrained else None, **kw))
@@ -174,12 +174,12 @@ def _tv(name: str, *, num_classes: int, in_chans: int, input_size: int | None,
             if hasattr(m, a):
                 setattr(m, a, None)
     stem = _first_conv(m)
-    if in_chans == 1:
+    if channels == 1:
         if hasattr(m, "transform_input"):  # Inception's input transform is per RGB channel
             m.transform_input = False
         m.set_submodule(stem, _one_channel(m.get_submodule(stem)))
     return TorchvisionModel(m, last if fits else None, width, num_classes=num_classes,
-                            in_chans=in_chans, first_conv=stem, native_classifier=last_name,
+                            channels=channels, first_conv=stem, native_classifier=last_name,
                             drop_rate=drop_rate)
 
 
@@ -195,7 +195,7 @@ def _one_channel(conv: nn.Conv2d) -> nn.Conv2d:
     return new
 
 
-def create_external(name: str, *, num_classes: int, in_chans: int, input_size: int | None = None,
+def create_external(name: str, *, num_classes: int, channels: int, image_size: int | None = None,
                     pretrained: bool = False, **kw: Any) -> nn.Module:
     """Build ``timm/<name>`` or ``tv/<name>`` as an :class:`ImgclsModel` (see module doc).
 
@@ -207,5 +207,5 @@ def create_external(name: str, *, num_classes: int, in_chans: int, input_size: i
     builders = {"timm": _timm, "tv": _tv}
     if lib not in builders or not arch:
         raise ModelError(f"external model names are timm/<name> or tv/<name>, got {name!r}")
-    return builders[lib](arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return builders[lib](arch, num_classes=num_classes, channels=channels, image_size=image_size,
                          pretrained=pretrained, **kw)

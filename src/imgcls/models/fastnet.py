@@ -35,16 +35,16 @@ class _Residual(nn.Module):
 class FastNet(ImgclsModel):
     first_conv = "stem.0"
 
-    def __init__(self, widths: tuple[int, ...] | list[int], *, num_classes: int, in_chans: int,
+    def __init__(self, widths: tuple[int, ...] | list[int], *, num_classes: int, channels: int,
                  logit_scale: float = 0.125, act: str = "relu") -> None:
-        super().__init__(num_classes, in_chans)
+        super().__init__(num_classes, channels)
         if (not isinstance(widths, (list, tuple)) or len(widths) != 3
                 or not all(isinstance(w, int) and w >= 2 for w in widths)):
             raise ValueError(f"fastnet widths must be three integers >= 2, got {widths!r}")
         if act not in ACTIVATIONS:
             raise ValueError(f"fastnet act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
         a = ACTIVATIONS[act]
-        self.stem = ConvBNAct(in_chans, widths[0] // 2, act=a)
+        self.stem = ConvBNAct(channels, widths[0] // 2, act=a)
         stages, c_in = [], widths[0] // 2
         for c in widths:
             stages.append(nn.Sequential(ConvBNAct(c_in, c, act=a), nn.MaxPool2d(2),
@@ -67,24 +67,24 @@ class FastNet(ImgclsModel):
         return out if pre_logits else out * self.logit_scale
 
 
-def _build(named: tuple[int, int, int], num_classes: int, in_chans: int, input_size: int,
+def _build(named: tuple[int, int, int], num_classes: int, channels: int, image_size: int,
            **kw: object) -> FastNet:
     """``kw`` may replace the named widths (``--model-kwargs '{widths: [32, 128, 256]}'``)."""
-    if input_size < 8:
-        raise ValueError(f"fastnet needs inputs of at least 8 pixels, got {input_size}")
-    return FastNet(kw.pop("widths", named), num_classes=num_classes, in_chans=in_chans, **kw)
+    if image_size < 8:
+        raise ValueError(f"fastnet needs inputs of at least 8 pixels, got {image_size}")
+    return FastNet(kw.pop("widths", named), num_classes=num_classes, channels=channels, **kw)
 
 
-@register_model("fastnet", default_input_size=32, paper="after airbench / ResNet-9",
+@register_model("fastnet", default_image_size=32, paper="after airbench / ResNet-9",
                 chosen_for="small")
-def fastnet_s(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+def fastnet_s(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
               **kw: object) -> FastNet:
     """Widths 32-64-128 (0.5M parameters)."""
-    return _build((32, 64, 128), num_classes, in_chans, input_size, **kw)
+    return _build((32, 64, 128), num_classes, channels, image_size, **kw)
 
 
-@register_model("fastnet", default_input_size=32, paper="after airbench / ResNet-9")
-def fastnet_m(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("fastnet", default_image_size=32, paper="after airbench / ResNet-9")
+def fastnet_m(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
               **kw: object) -> FastNet:
     """Widths 64-128-256 (2.0M parameters)."""
-    return _build((64, 128, 256), num_classes, in_chans, input_size, **kw)
+    return _build((64, 128, 256), num_classes, channels, image_size, **kw)

@@ -70,18 +70,18 @@ class GoogLeNet(ImgclsModel):
     first_conv = "stem.0.0"
 
     def __init__(
-        self, *, num_classes: int, in_chans: int, stem: str, drop_rate: float, width: float = 1.0
+        self, *, num_classes: int, channels: int, stem: str, drop_rate: float, width: float = 1.0
     ) -> None:
-        super().__init__(num_classes, in_chans)
+        super().__init__(num_classes, channels)
         ch = round(192 * width)
         if stem == "mini":
-            self.stem = nn.Sequential(ConvBNAct(in_chans, 16, 3), nn.MaxPool2d(2),
+            self.stem = nn.Sequential(ConvBNAct(channels, 16, 3), nn.MaxPool2d(2),
                                       ConvBNAct(16, ch, 3))
         elif stem == "small":
-            self.stem = nn.Sequential(ConvBNAct(in_chans, 192, 3))
+            self.stem = nn.Sequential(ConvBNAct(channels, 192, 3))
         else:
             self.stem = nn.Sequential(
-                ConvBNAct(in_chans, 64, 7, 2), nn.MaxPool2d(3, 2, ceil_mode=True),
+                ConvBNAct(channels, 64, 7, 2), nn.MaxPool2d(3, 2, ceil_mode=True),
                 ConvBNAct(64, 64, 1), ConvBNAct(64, 192, 3), nn.MaxPool2d(3, 2, ceil_mode=True),
             )
         layers: list[nn.Module] = []
@@ -197,17 +197,17 @@ class InceptionV3(ImgclsModel):
     first_conv = "stem.0.0"
 
     def __init__(
-        self, *, num_classes: int, in_chans: int, small: bool, drop_rate: float
+        self, *, num_classes: int, channels: int, small: bool, drop_rate: float
     ) -> None:
-        super().__init__(num_classes, in_chans)
+        super().__init__(num_classes, channels)
         if small:  # same convs, stride 1 and 'same' padding, no max-pools
             self.stem = nn.Sequential(
-                ConvBNAct(in_chans, 32, 3), ConvBNAct(32, 32, 3), ConvBNAct(32, 64, 3),
+                ConvBNAct(channels, 32, 3), ConvBNAct(32, 32, 3), ConvBNAct(32, 64, 3),
                 ConvBNAct(64, 80, 1), ConvBNAct(80, 192, 3),
             )
         else:  # 299 -> 35 px
             self.stem = nn.Sequential(
-                ConvBNAct(in_chans, 32, 3, 2, padding=0), ConvBNAct(32, 32, 3, padding=0),
+                ConvBNAct(channels, 32, 3, 2, padding=0), ConvBNAct(32, 32, 3, padding=0),
                 ConvBNAct(32, 64, 3), nn.MaxPool2d(3, 2),
                 ConvBNAct(64, 80, 1), ConvBNAct(80, 192, 3, padding=0), nn.MaxPool2d(3, 2),
             )
@@ -228,41 +228,41 @@ class InceptionV3(ImgclsModel):
         return self.blocks(self.stem(x))
 
 
-@register_model("inception", default_input_size=224, paper="Szegedy et al. 2014 (+BN)",
+@register_model("inception", default_image_size=224, paper="Szegedy et al. 2014 (+BN)",
                 chosen_for="large")
 def googlenet(
-    *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224, variant: str = "auto",
+    *, num_classes: int = 1000, channels: int = 3, image_size: int = 224, variant: str = "auto",
     drop_rate: float = 0.4,
 ) -> GoogLeNet:
     """GoogLeNet / Inception-v1 with BatchNorm, no auxiliary classifiers (dropout 0.4: Table 1)."""
-    small = is_small(input_size, variant)
-    if not small and input_size < 15:  # the stride-2 stem conv and 4 pools need this much
-        raise ValueError(f"googlenet (imagenet variant) needs inputs of >= 15 px, got {input_size}")
-    return GoogLeNet(num_classes=num_classes, in_chans=in_chans,
+    small = is_small(image_size, variant)
+    if not small and image_size < 15:  # the stride-2 stem conv and 4 pools need this much
+        raise ValueError(f"googlenet (imagenet variant) needs inputs of >= 15 px, got {image_size}")
+    return GoogLeNet(num_classes=num_classes, channels=channels,
                      stem="small" if small else "imagenet", drop_rate=drop_rate)
 
 
-@register_model("inception", default_input_size=32,
+@register_model("inception", default_image_size=32,
                 paper="Szegedy et al. 2014 (+BN), sized for small images", chosen_for="small")
 def googlenet_mini(
-    *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32, drop_rate: float = 0.0,
+    *, num_classes: int = 10, channels: int = 3, image_size: int = 32, drop_rate: float = 0.0,
 ) -> GoogLeNet:
     """GoogLeNet for <= 64 px on a CPU: the nine Inception modules at 1/4 width."""
-    return GoogLeNet(num_classes=num_classes, in_chans=in_chans, stem="mini",
+    return GoogLeNet(num_classes=num_classes, channels=channels, stem="mini",
                      drop_rate=drop_rate, width=0.25)
 
 
-@register_model("inception", default_input_size=299, paper="Szegedy et al. 2016")
+@register_model("inception", default_image_size=299, paper="Szegedy et al. 2016")
 def inception_v3(
-    *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 299, variant: str = "auto",
+    *, num_classes: int = 1000, channels: int = 3, image_size: int = 299, variant: str = "auto",
     drop_rate: float = 0.5,
 ) -> InceptionV3:
     """Inception-v3 as in torchvision, without the auxiliary classifier (dropout 0.5)."""
-    small = is_small(input_size, variant)
+    small = is_small(image_size, variant)
     # The valid-padded stride-2 convs need 75 px (imagenet stem) or 7 px (small stem).
     minimum = 7 if small else 75
-    if input_size < minimum:
-        raise ValueError(f"inception_v3 needs inputs of >= {minimum} px, got {input_size}")
+    if image_size < minimum:
+        raise ValueError(f"inception_v3 needs inputs of >= {minimum} px, got {image_size}")
     return InceptionV3(
-        num_classes=num_classes, in_chans=in_chans, small=small, drop_rate=drop_rate
+        num_classes=num_classes, channels=channels, small=small, drop_rate=drop_rate
     )

@@ -87,9 +87,9 @@ def init_conv_bn(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def is_small(input_size: int, variant: str) -> bool:
+def is_small(image_size: int, variant: str) -> bool:
     """Whether to build the small-image variant: ``variant`` 'small'/'imagenet' forces it,
     'auto' picks small for inputs of 64 pixels or less."""
     if variant not in ("auto", "small", "imagenet"):
         raise ValueError(f"variant must be 'auto', 'small' or 'imagenet', got {variant!r}")
-    return variant == "small" or (variant == "auto" and input_size <= SMALL_INPUT)
+    return variant == "small" or (variant == "auto" and image_size <= SMALL_INPUT)

@@ -71,9 +71,9 @@ class MobileNet(ImgclsModel):
         head: ClassifierHead,
         *,
         num_classes: int,
-        in_chans: int,
+        channels: int,
     ) -> None:
-        super().__init__(num_classes, in_chans)
+        super().__init__(num_classes, channels)
         self.stem = stem
         self.blocks = nn.Sequential(*blocks)
         self.head = head
@@ -103,28 +103,28 @@ _V1_CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
            *[(512, 1)] * 5, (1024, 2), (1024, 1)]  # fmt: skip
 
 
-@register_model("mobilenet", default_input_size=224, paper="Howard et al. 2017", recipe=RECIPE)
+@register_model("mobilenet", default_image_size=224, paper="Howard et al. 2017", recipe=RECIPE)
 def mobilenet_v1(
     *,
     num_classes: int = 1000,
-    in_chans: int = 3,
-    input_size: int = 224,
+    channels: int = 3,
+    image_size: int = 224,
     variant: str = "auto",
     width_mult: float = 1.0,
     drop_rate: float = 0.0,
 ) -> MobileNet:
     """MobileNet v1: 3x3 conv stem, 13 depthwise-separable blocks (dw 3x3 + pw 1x1, ReLU)."""
     _check_width(width_mult)
-    stem_stride, strides = _strides([s for _, s in _V1_CFG], is_small(input_size, variant))
+    stem_stride, strides = _strides([s for _, s in _V1_CFG], is_small(image_size, variant))
     ch = make_divisible(32 * width_mult)
-    stem = ConvBNAct(in_chans, ch, 3, stem_stride)
+    stem = ConvBNAct(channels, ch, 3, stem_stride)
     blocks: list[nn.Module] = []
     for (c, _), s in zip(_V1_CFG, strides):
         out = make_divisible(c * width_mult)
         blocks.append(nn.Sequential(ConvBNAct(ch, ch, 3, s, groups=ch), ConvBNAct(ch, out, 1)))
         ch = out
     head = ClassifierHead(ch, num_classes, drop_rate=drop_rate)
-    return MobileNet(stem, blocks, head, num_classes=num_classes, in_chans=in_chans)
+    return MobileNet(stem, blocks, head, num_classes=num_classes, channels=channels)
 
 
 # MobileNet v2 (paper Table 2): stages as (expansion t, out channels c, repeats n, stride s).
@@ -138,12 +138,12 @@ def _rows(cfg: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int]]:
 
 
 def _v2(rows: list[tuple[int, int, int]], strides: list[int], stem_stride: int, last: int, *,
-        num_classes: int, in_chans: int, width_mult: float, drop_rate: float) -> MobileNet:
+        num_classes: int, channels: int, width_mult: float, drop_rate: float) -> MobileNet:
     """A MobileNetV2 of the blocks ``rows`` (t, c, s) with ``strides`` in place of their own,
     and a ``last``-channel 1x1 conv."""
     _check_width(width_mult)
     ch = make_divisible(32 * width_mult)
-    stem = ConvBNAct(in_chans, ch, 3, stem_stride, act=nn.ReLU6)
+    stem = ConvBNAct(channels, ch, 3, stem_stride, act=nn.ReLU6)
     blocks: list[nn.Module] = []
     for (t, c, _), s in zip(rows, strides):
         out = make_divisible(c * width_mult)
@@ -153,24 +153,24 @@ def _v2(rows: list[tuple[int, int, int]], strides: list[int], stem_stride: int, 
     last = make_divisible(last * max(1.0, width_mult))
     blocks.append(ConvBNAct(ch, last, 1, act=nn.ReLU6))
     head = ClassifierHead(last, num_classes, drop_rate=drop_rate)
-    return MobileNet(stem, blocks, head, num_classes=num_classes, in_chans=in_chans)
+    return MobileNet(stem, blocks, head, num_classes=num_classes, channels=channels)
 
 
-@register_model("mobilenet", default_input_size=224, paper="Sandler et al. 2018",
+@register_model("mobilenet", default_image_size=224, paper="Sandler et al. 2018",
                 recipe=RECIPE, chosen_for="large")
 def mobilenet_v2(
     *,
     num_classes: int = 1000,
-    in_chans: int = 3,
-    input_size: int = 224,
+    channels: int = 3,
+    image_size: int = 224,
     variant: str = "auto",
     width_mult: float = 1.0,
     drop_rate: float = 0.2,
 ) -> MobileNet:
     """MobileNet v2: inverted residuals with linear bottlenecks, ReLU6, 1280-channel 1x1 conv."""
     rows = _rows(_V2_CFG)
-    stem_stride, strides = _strides([s for *_, s in rows], is_small(input_size, variant))
-    return _v2(rows, strides, stem_stride, 1280, num_classes=num_classes, in_chans=in_chans,
+    stem_stride, strides = _strides([s for *_, s in rows], is_small(image_size, variant))
+    return _v2(rows, strides, stem_stride, 1280, num_classes=num_classes, channels=channels,
                width_mult=width_mult, drop_rate=drop_rate)
 
 
@@ -178,14 +178,14 @@ def mobilenet_v2(
 _MINI_CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 48, 3, 2), (6, 96, 3, 1), (6, 160, 2, 2)]
 
 
-@register_model("mobilenet", default_input_size=32,
+@register_model("mobilenet", default_image_size=32,
                 paper="Sandler et al. 2018, sized for small images", recipe=RECIPE,
                 chosen_for="small")
-def mobilenet_mini(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+def mobilenet_mini(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
                    width_mult: float = 1.0, drop_rate: float = 0.0) -> MobileNet:
     """MobileNetV2 blocks for <= 64 px on a CPU: 11 blocks at 24/48/96/160, 640 last conv."""
     rows = _rows(_MINI_CFG)
-    return _v2(rows, [s for *_, s in rows], 1, 640, num_classes=num_classes, in_chans=in_chans,
+    return _v2(rows, [s for *_, s in rows], 1, 640, num_classes=num_classes, channels=channels,
                width_mult=width_mult, drop_rate=drop_rate)
 
 
@@ -228,16 +228,16 @@ def _mobilenet_v3(
     head_ch: int,
     *,
     num_classes: int,
-    in_chans: int,
-    input_size: int,
+    channels: int,
+    image_size: int,
     variant: str,
     width_mult: float,
     drop_rate: float,
 ) -> MobileNet:
     _check_width(width_mult)
-    stem_stride, strides = _strides([r[-1] for r in cfg], is_small(input_size, variant))
+    stem_stride, strides = _strides([r[-1] for r in cfg], is_small(image_size, variant))
     ch = make_divisible(16 * width_mult)
-    stem = ConvBNAct(in_chans, ch, 3, stem_stride, act=nn.Hardswish)
+    stem = ConvBNAct(channels, ch, 3, stem_stride, act=nn.Hardswish)
     blocks: list[nn.Module] = []
     for (k, exp, c, se, hs, _), s in zip(cfg, strides):
         exp, out = make_divisible(exp * width_mult), make_divisible(c * width_mult)
@@ -255,38 +255,38 @@ def _mobilenet_v3(
     head = ClassifierHead(
         6 * ch, num_classes, hidden=hidden, hidden_features=hidden_ch, drop_rate=drop_rate
     )
-    return MobileNet(stem, blocks, head, num_classes=num_classes, in_chans=in_chans)
+    return MobileNet(stem, blocks, head, num_classes=num_classes, channels=channels)
 
 
-@register_model("mobilenet", default_input_size=224, paper="Howard et al. 2019", recipe=RECIPE)
+@register_model("mobilenet", default_image_size=224, paper="Howard et al. 2019", recipe=RECIPE)
 def mobilenet_v3_large(
     *,
     num_classes: int = 1000,
-    in_chans: int = 3,
-    input_size: int = 224,
+    channels: int = 3,
+    image_size: int = 224,
     variant: str = "auto",
     width_mult: float = 1.0,
     drop_rate: float = 0.2,
 ) -> MobileNet:
     """MobileNetV3-Large: h-swish, SE with hard-sigmoid, 960-channel conv, 1280 head."""
     return _mobilenet_v3(
-        _V3_LARGE, 1280, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+        _V3_LARGE, 1280, num_classes=num_classes, channels=channels, image_size=image_size,
         variant=variant, width_mult=width_mult, drop_rate=drop_rate,
     )  # fmt: skip
 
 
-@register_model("mobilenet", default_input_size=224, paper="Howard et al. 2019", recipe=RECIPE)
+@register_model("mobilenet", default_image_size=224, paper="Howard et al. 2019", recipe=RECIPE)
 def mobilenet_v3_small(
     *,
     num_classes: int = 1000,
-    in_chans: int = 3,
-    input_size: int = 224,
+    channels: int = 3,
+    image_size: int = 224,
     variant: str = "auto",
     width_mult: float = 1.0,
     drop_rate: float = 0.2,
 ) -> MobileNet:
     """MobileNetV3-Small: h-swish, SE with hard-sigmoid, 576-channel conv, 1024 head."""
     return _mobilenet_v3(
-        _V3_SMALL, 1024, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+        _V3_SMALL, 1024, num_classes=num_classes, channels=channels, image_size=image_size,
         variant=variant, width_mult=width_mult, drop_rate=drop_rate,
     )  # fmt: skip

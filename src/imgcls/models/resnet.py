@@ -206,7 +206,7 @@ class ResNet(ImgclsModel):
         widths: tuple[int, ...],
         *,
         num_classes: int,
-        in_chans: int,
+        channels: int,
         small: bool,
         preact: bool = False,
         shortcut: str = "B",
@@ -214,10 +214,10 @@ class ResNet(ImgclsModel):
         drop_rate: float = 0.0,
         zero_init_residual: bool = True,
     ) -> None:
-        super().__init__(num_classes, in_chans)
+        super().__init__(num_classes, channels)
         block_cls = BLOCKS[(block, preact)]
         stem: OrderedDict[str, nn.Module] = OrderedDict()
-        stem["conv"] = _conv(in_chans, widths[0], 3) if small else _conv(in_chans, widths[0], 7, 2)
+        stem["conv"] = _conv(channels, widths[0], 3) if small else _conv(channels, widths[0], 7, 2)
         if not preact:  # pre-activation blocks normalise their own input
             stem["bn"], stem["act"] = nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
         if not small:
@@ -250,7 +250,7 @@ class ResNet(ImgclsModel):
         return self.final_act(self.stages(self.stem(x)))
 
 
-def _cifar_resnet(depth: int, *, num_classes: int, in_chans: int, input_size: int,
+def _cifar_resnet(depth: int, *, num_classes: int, channels: int, image_size: int,
                   variant: str = "auto", preact: bool = False, shortcut: str = "A",
                   **kw: Any) -> ResNet:
     """He et al. 2016 section 4.2: 6n + 2 layers, always the small-image form."""
@@ -258,17 +258,17 @@ def _cifar_resnet(depth: int, *, num_classes: int, in_chans: int, input_size: in
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {depth}")
     if variant == "imagenet":
         raise ValueError("the CIFAR ResNets have no ImageNet variant; use resnet18..152")
-    is_small(input_size, variant)  # validates variant
+    is_small(image_size, variant)  # validates variant
     n = (depth - 2) // 6
-    return ResNet("basic", (n, n, n), CIFAR_WIDTHS, num_classes=num_classes, in_chans=in_chans,
+    return ResNet("basic", (n, n, n), CIFAR_WIDTHS, num_classes=num_classes, channels=channels,
                   small=True, preact=preact, shortcut=shortcut, **kw)
 
 
-def _imagenet_resnet(depth: int, *, num_classes: int, in_chans: int, input_size: int,
+def _imagenet_resnet(depth: int, *, num_classes: int, channels: int, image_size: int,
                      variant: str = "auto", **kw: Any) -> ResNet:
     block, layers = IMAGENET_CFGS[depth]
-    return ResNet(block, layers, IMAGENET_WIDTHS, num_classes=num_classes, in_chans=in_chans,
-                  small=is_small(input_size, variant), **kw)
+    return ResNet(block, layers, IMAGENET_WIDTHS, num_classes=num_classes, channels=channels,
+                  small=is_small(image_size, variant), **kw)
 
 
 # Builders. Options passed on to ResNet: shortcut ("A"/"B"), attention (None/"se"),
@@ -280,171 +280,171 @@ _PREACT = "He et al. 2016 (Identity Mappings)"
 _SE = "Hu et al. 2018 (Squeeze-and-Excitation)"
 
 
-@register_model("resnet", default_input_size=32, paper=_IMAGENET + _MINI, chosen_for="small")
-def resnet_mini(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_IMAGENET + _MINI, chosen_for="small")
+def resnet_mini(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
                 **kw: Any) -> ResNet:
     """ResNet for <= 64 px on a CPU: 16-channel stem, 2+2+2 basic blocks at 32/64/128."""
     # Stage 0 has no blocks: the stem's width, then three down-sampling stages.
     kw.setdefault("zero_init_residual", False)
     return ResNet("basic", (0, 2, 2, 2), (16, 32, 64, 128), num_classes=num_classes,
-                  in_chans=in_chans, small=True, **kw)
+                  channels=channels, small=True, **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_CIFAR)
-def resnet20(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_CIFAR)
+def resnet20(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
              **kw: Any) -> ResNet:
     """CIFAR ResNet-20 (n=3, 0.27M parameters)."""
-    return _cifar_resnet(20, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(20, num_classes=num_classes, channels=channels, image_size=image_size,
                          **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_CIFAR)
-def resnet32(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_CIFAR)
+def resnet32(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
              **kw: Any) -> ResNet:
     """CIFAR ResNet-32 (n=5, 0.46M parameters)."""
-    return _cifar_resnet(32, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(32, num_classes=num_classes, channels=channels, image_size=image_size,
                          **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_CIFAR)
-def resnet44(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_CIFAR)
+def resnet44(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
              **kw: Any) -> ResNet:
     """CIFAR ResNet-44 (n=7, 0.66M parameters)."""
-    return _cifar_resnet(44, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(44, num_classes=num_classes, channels=channels, image_size=image_size,
                          **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_CIFAR)
-def resnet56(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_CIFAR)
+def resnet56(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
              **kw: Any) -> ResNet:
     """CIFAR ResNet-56 (n=9, 0.85M parameters)."""
-    return _cifar_resnet(56, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(56, num_classes=num_classes, channels=channels, image_size=image_size,
                          **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_CIFAR)
-def resnet110(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_CIFAR)
+def resnet110(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
               **kw: Any) -> ResNet:
     """CIFAR ResNet-110 (n=18, 1.7M parameters)."""
-    return _cifar_resnet(110, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(110, num_classes=num_classes, channels=channels, image_size=image_size,
                          **kw)
 
 
 @register_model("resnet", paper=_IMAGENET, chosen_for="large")
-def resnet18(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def resnet18(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
              **kw: Any) -> ResNet:
     """ResNet-18 (basic blocks 2-2-2-2)."""
-    return _imagenet_resnet(18, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, **kw)
+    return _imagenet_resnet(18, num_classes=num_classes, channels=channels,
+                            image_size=image_size, **kw)
 
 
 @register_model("resnet", paper=_IMAGENET)
-def resnet34(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def resnet34(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
              **kw: Any) -> ResNet:
     """ResNet-34 (basic blocks 3-4-6-3)."""
-    return _imagenet_resnet(34, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, **kw)
+    return _imagenet_resnet(34, num_classes=num_classes, channels=channels,
+                            image_size=image_size, **kw)
 
 
 @register_model("resnet", paper=_IMAGENET)
-def resnet50(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def resnet50(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
              **kw: Any) -> ResNet:
     """ResNet-50 (bottlenecks 3-4-6-3, 25.56M parameters)."""
-    return _imagenet_resnet(50, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, **kw)
+    return _imagenet_resnet(50, num_classes=num_classes, channels=channels,
+                            image_size=image_size, **kw)
 
 
 @register_model("resnet", paper=_IMAGENET)
-def resnet101(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def resnet101(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
               **kw: Any) -> ResNet:
     """ResNet-101 (bottlenecks 3-4-23-3)."""
-    return _imagenet_resnet(101, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, **kw)
+    return _imagenet_resnet(101, num_classes=num_classes, channels=channels,
+                            image_size=image_size, **kw)
 
 
 @register_model("resnet", paper=_IMAGENET)
-def resnet152(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def resnet152(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
               **kw: Any) -> ResNet:
     """ResNet-152 (bottlenecks 3-8-36-3)."""
-    return _imagenet_resnet(152, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, **kw)
+    return _imagenet_resnet(152, num_classes=num_classes, channels=channels,
+                            image_size=image_size, **kw)
 
 
 @register_model("resnet", paper=_PREACT)
-def preact_resnet18(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def preact_resnet18(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
                     **kw: Any) -> ResNet:
     """Pre-activation ResNet-18."""
-    return _imagenet_resnet(18, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, preact=True, **kw)
+    return _imagenet_resnet(18, num_classes=num_classes, channels=channels,
+                            image_size=image_size, preact=True, **kw)
 
 
 @register_model("resnet", paper=_PREACT)
-def preact_resnet34(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def preact_resnet34(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
                     **kw: Any) -> ResNet:
     """Pre-activation ResNet-34."""
-    return _imagenet_resnet(34, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, preact=True, **kw)
+    return _imagenet_resnet(34, num_classes=num_classes, channels=channels,
+                            image_size=image_size, preact=True, **kw)
 
 
 @register_model("resnet", paper=_PREACT)
-def preact_resnet50(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def preact_resnet50(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
                     **kw: Any) -> ResNet:
     """Pre-activation ResNet-50 (bottlenecks)."""
-    return _imagenet_resnet(50, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, preact=True, **kw)
+    return _imagenet_resnet(50, num_classes=num_classes, channels=channels,
+                            image_size=image_size, preact=True, **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_PREACT)
-def preact_resnet20(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_PREACT)
+def preact_resnet20(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
                     **kw: Any) -> ResNet:
     """Pre-activation CIFAR ResNet-20."""
-    return _cifar_resnet(20, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(20, num_classes=num_classes, channels=channels, image_size=image_size,
                          preact=True, **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_PREACT)
-def preact_resnet56(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_PREACT)
+def preact_resnet56(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
                     **kw: Any) -> ResNet:
     """Pre-activation CIFAR ResNet-56."""
-    return _cifar_resnet(56, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(56, num_classes=num_classes, channels=channels, image_size=image_size,
                          preact=True, **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_PREACT)
-def preact_resnet110(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_PREACT)
+def preact_resnet110(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
                      **kw: Any) -> ResNet:
     """Pre-activation CIFAR ResNet-110 (the paper's 1.7M-parameter CIFAR model)."""
-    return _cifar_resnet(110, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(110, num_classes=num_classes, channels=channels, image_size=image_size,
                          preact=True, **kw)
 
 
 @register_model("resnet", paper=_SE)
-def se_resnet18(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def se_resnet18(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
                 **kw: Any) -> ResNet:
     """SE-ResNet-18."""
-    return _imagenet_resnet(18, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, attention="se", **kw)
+    return _imagenet_resnet(18, num_classes=num_classes, channels=channels,
+                            image_size=image_size, attention="se", **kw)
 
 
 @register_model("resnet", paper=_SE)
-def se_resnet50(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def se_resnet50(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
                 **kw: Any) -> ResNet:
     """SE-ResNet-50 (28.09M parameters)."""
-    return _imagenet_resnet(50, num_classes=num_classes, in_chans=in_chans,
-                            input_size=input_size, attention="se", **kw)
+    return _imagenet_resnet(50, num_classes=num_classes, channels=channels,
+                            image_size=image_size, attention="se", **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_SE)
-def se_resnet20(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_SE)
+def se_resnet20(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
                 **kw: Any) -> ResNet:
     """SE-ResNet-20 (CIFAR)."""
-    return _cifar_resnet(20, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(20, num_classes=num_classes, channels=channels, image_size=image_size,
                          attention="se", **kw)
 
 
-@register_model("resnet", default_input_size=32, paper=_SE)
-def se_resnet56(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+@register_model("resnet", default_image_size=32, paper=_SE)
+def se_resnet56(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
                 **kw: Any) -> ResNet:
     """SE-ResNet-56 (CIFAR)."""
-    return _cifar_resnet(56, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _cifar_resnet(56, num_classes=num_classes, channels=channels, image_size=image_size,
                          attention="se", **kw)

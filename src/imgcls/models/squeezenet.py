@@ -88,19 +88,19 @@ class SqueezeNet(ImgclsModel):
         cfg: tuple[int, int, list[str | tuple[int, int]]],
         *,
         num_classes: int,
-        in_chans: int,
+        channels: int,
         stem: str,
         drop_rate: float,
     ) -> None:
         """``stem``: "imagenet" (the paper's), "small" (3x3 stride 1, no first max-pool) or
         "mini" (3x3 stride 1, 2x2 max-pools, BatchNorm after every conv)."""
-        super().__init__(num_classes, in_chans)
+        super().__init__(num_classes, channels)
         stem_ch, stem_k, layout = cfg
         norm = stem == "mini"
         if stem == "imagenet":
-            first: nn.Module = nn.Conv2d(in_chans, stem_ch, stem_k, 2)
+            first: nn.Module = nn.Conv2d(channels, stem_ch, stem_k, 2)
         else:
-            first = _conv(in_chans, stem_ch, 3, norm)
+            first = _conv(channels, stem_ch, 3, norm)
         if stem == "small":
             layout = layout[1:]  # drop the max-pool right after the stem
         pool = nn.MaxPool2d(2, ceil_mode=True) if norm else nn.MaxPool2d(3, 2, ceil_mode=True)
@@ -142,65 +142,65 @@ def _squeezenet(
     version: str,
     *,
     num_classes: int,
-    in_chans: int,
-    input_size: int,
+    channels: int,
+    image_size: int,
     variant: str,
     drop_rate: float,
 ) -> SqueezeNet:
-    small = is_small(input_size, variant)
+    small = is_small(image_size, variant)
     # The unpadded stride-2 stem and three 3x3 max-pools need this much input.
     minimum = {"1_0": 21, "1_1": 17}[version]
-    if not small and input_size < minimum:
+    if not small and image_size < minimum:
         raise ValueError(
             f"squeezenet{version} (imagenet variant) needs inputs of at least {minimum} "
-            f"pixels, got {input_size}"
+            f"pixels, got {image_size}"
         )
     return SqueezeNet(
-        _CFGS[version], num_classes=num_classes, in_chans=in_chans,
+        _CFGS[version], num_classes=num_classes, channels=channels,
         stem="small" if small else "imagenet", drop_rate=drop_rate,
     )  # fmt: skip
 
 
-@register_model("squeezenet", default_input_size=224, paper="Iandola et al. 2016",
+@register_model("squeezenet", default_image_size=224, paper="Iandola et al. 2016",
                 lr_scale=0.1)
 def squeezenet1_0(
     *,
     num_classes: int = 1000,
-    in_chans: int = 3,
-    input_size: int = 224,
+    channels: int = 3,
+    image_size: int = 224,
     variant: str = "auto",
     drop_rate: float = 0.5,
 ) -> SqueezeNet:
     """SqueezeNet 1.0: 7x7 96-channel stem, 8 fire modules, pools after fire 4 and 8."""
     return _squeezenet(
-        "1_0", num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+        "1_0", num_classes=num_classes, channels=channels, image_size=image_size,
         variant=variant, drop_rate=drop_rate,
     )  # fmt: skip
 
 
-@register_model("squeezenet", default_input_size=224, paper="Iandola et al. 2016",
+@register_model("squeezenet", default_image_size=224, paper="Iandola et al. 2016",
                 lr_scale=0.1, chosen_for="large")
 def squeezenet1_1(
     *,
     num_classes: int = 1000,
-    in_chans: int = 3,
-    input_size: int = 224,
+    channels: int = 3,
+    image_size: int = 224,
     variant: str = "auto",
     drop_rate: float = 0.5,
 ) -> SqueezeNet:
     """SqueezeNet 1.1: 3x3 64-channel stem, pools after fire 3 and 5 (2.4x fewer FLOPs)."""
     return _squeezenet(
-        "1_1", num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+        "1_1", num_classes=num_classes, channels=channels, image_size=image_size,
         variant=variant, drop_rate=drop_rate,
     )  # fmt: skip
 
 
-@register_model("squeezenet", default_input_size=32,
+@register_model("squeezenet", default_image_size=32,
                 paper="Iandola et al. 2016 (v1.1, +BN), sized for small images",
                 chosen_for="small")
 def squeezenet_mini(
-    *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32, drop_rate: float = 0.0,
+    *, num_classes: int = 10, channels: int = 3, image_size: int = 32, drop_rate: float = 0.0,
 ) -> SqueezeNet:
     """SqueezeNet 1.1's fire modules with BatchNorm, for <= 64 px on a CPU."""
-    return SqueezeNet(_CFGS["1_1"], num_classes=num_classes, in_chans=in_chans, stem="mini",
+    return SqueezeNet(_CFGS["1_1"], num_classes=num_classes, channels=channels, stem="mini",
                       drop_rate=drop_rate)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError, ModelError
-from ..utils import atomic_write_text, cache_dir
+from ..utils import atomic_write_text, cache_dir, former_keywords, no_other_keywords
 from ._registry import create_model, is_external, list_families, list_models, model_info
 
 FORMATS = ("table", "csv", "json")
@@ -85,35 +85,35 @@ def measure_latency(models: dict[str, nn.Module], make_input: object, *, batch: 
             for n, (a, b) in times.items()}
 
 
-def _count(name: str, input_size: int, in_chans: int, num_classes: int,
+def _count(name: str, image_size: int, channels: int, num_classes: int,
            device: str = "meta") -> dict[str, int]:
     """Parameters and forward FLOPs of one image. On the meta device tensors have shapes but
     no data: nothing is initialised or computed, so every registered model is counted in
     seconds rather than a minute, with the same counts."""
     with torch.device(device):
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans,
-                             input_size=input_size).eval()
-        x = torch.zeros(1, in_chans, input_size, input_size)
+        model = create_model(name, num_classes=num_classes, channels=channels,
+                             image_size=image_size).eval()
+        x = torch.zeros(1, channels, image_size, image_size)
     return {"params": sum(p.numel() for p in model.parameters()),
             "flops": count_flops(model, x)}
 
 
-def _static_row(name: str, input_size: int, in_chans: int, num_classes: int
+def _static_row(name: str, image_size: int, channels: int, num_classes: int
                 ) -> dict[str, Any]:
     """The row's family, input shape, parameters and FLOPs, from the cache when counted
     before."""
-    row: dict[str, Any] = {"family": _family(name), "name": name, "input_size": input_size,
-                           "channels": in_chans}
-    key = f"{name}|{input_size}|{in_chans}|{num_classes}|{torch.__version__}"
+    row: dict[str, Any] = {"family": _family(name), "name": name, "image_size": image_size,
+                           "channels": channels}
+    key = f"{name}|{image_size}|{channels}|{num_classes}|{torch.__version__}"
     cache = _cache()
     if key in cache:
         return {**row, **cache[key]}
     try:
-        counted = _count(name, input_size, in_chans, num_classes)
+        counted = _count(name, image_size, channels, num_classes)
     except ModelError:
         raise
     except Exception:  # a forward that needs values (.item(), data-dependent shapes)
-        counted = _count(name, input_size, in_chans, num_classes, device="cpu")
+        counted = _count(name, image_size, channels, num_classes, device="cpu")
     cache[key] = counted
     _save_cache(cache)
     return {**row, **counted}
@@ -134,34 +134,42 @@ def _save_cache(cache: dict) -> None:
     atomic_write_text(_cache_path(), json.dumps(cache))
 
 
-def model_table(names: list[str], *, input_size: int = 32, in_chans: int = 3,
-                num_classes: int = 10, latency: bool = True, batch: int = 64,
-                repeats: int = 5, threads: int | None = None) -> list[dict[str, Any]]:
-    """One row per model: family, name, params, flops (per image at ``input_size``; cached
+def model_table(names: list[str], *, image_size: int = 32, channels: int = 3,
+                num_classes: int = 10, latency: bool = True, batch_size: int = 64,
+                repeats: int = 5, threads: int | None = None, **former: int
+                ) -> list[dict[str, Any]]:
+    """One row per model: family, name, params, flops (per image at ``image_size``; cached
     per model and shape) and, with ``latency``, latency_ms (CPU, batch 1), throughput
-    (images/s at ``batch``) and the CPU threads used (:func:`measure_latency`, ``repeats``
-    rounds). A model that cannot be built or run at this size gets an ``error`` field."""
+    (images/s at ``batch_size``) and the CPU threads used (:func:`measure_latency`, ``repeats``
+    rounds). A model that cannot be built or run at this size gets an ``error`` field. The
+    former keywords ``input_size``, ``in_chans`` and ``batch`` are accepted, with a
+    DeprecationWarning."""
+    unknown, given = former_keywords(former, "model_table", "input_size", "in_chans", "batch")
+    no_other_keywords(unknown, "model_table")
+    image_size, channels = given.get("image_size", image_size), given.get("channels", channels)
+    batch_size = given.get("batch_size", batch_size)
     rows, models = [], {}
     for name in names:
         try:
-            row = _static_row(name, input_size, in_chans, num_classes)
+            row = _static_row(name, image_size, channels, num_classes)
             if latency:
-                models[name] = create_model(name, num_classes=num_classes, in_chans=in_chans,
-                                            input_size=input_size).eval()
+                models[name] = create_model(name, num_classes=num_classes, channels=channels,
+                                            image_size=image_size).eval()
         except (ModelError, RuntimeError, ValueError) as e:
             # RuntimeError/ValueError: built, but the input is too small for its down-sampling
-            row = {"family": _family(name), "name": name, "input_size": input_size,
-                   "channels": in_chans, "error": str(e).splitlines()[0]}
+            row = {"family": _family(name), "name": name, "image_size": image_size,
+                   "channels": channels, "error": str(e).splitlines()[0]}
         rows.append(row)
     if models:
         threads = threads or torch.get_num_threads()
-        speed = measure_latency(models, lambda n: torch.randn(n, in_chans, input_size,
-                                                              input_size),
-                                batch=batch, rounds=repeats, threads=threads)
+        speed = measure_latency(models, lambda n: torch.randn(n, channels, image_size,
+                                                              image_size),
+                                batch=batch_size, rounds=repeats, threads=threads)
         for row in rows:
             if row["name"] in speed:
                 lat, thr = speed[row["name"]]
-                row.update(latency_ms=1000 * lat, throughput=thr, batch=batch, threads=threads)
+                row.update(latency_ms=1000 * lat, throughput=thr, batch_size=batch_size,
+                           threads=threads)
     return rows
 
 
@@ -193,11 +201,11 @@ def _text_table(rows: list[dict[str, Any]]) -> str:
 def _caption(rows: list[dict[str, Any]]) -> str:
     """What the figures were measured on: the input shape, and the batch and threads of
     the timing."""
-    shapes = sorted({(r["input_size"], r.get("channels", 3)) for r in rows})
+    shapes = sorted({(r["image_size"], r.get("channels", 3)) for r in rows})
     text = "input " + ", ".join(f"{s}x{s} px, {c} channel{'s' * (c != 1)}" for s, c in shapes)
     timed = next((r for r in rows if "latency_ms" in r), None)
     if timed:
-        text += (f"; latency at batch 1, img/s at batch {timed['batch']}, "
+        text += (f"; latency at batch 1, img/s at batch {timed['batch_size']}, "
                  f"{timed['threads']} thread{'s' * (timed['threads'] != 1)}")
     return text
 
@@ -226,8 +234,8 @@ def format_table(rows: list[dict[str, Any]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2)
     if fmt == "csv":
-        fields = ["family", "name", "input_size", "channels", "params", "flops", "latency_ms",
-                  "throughput", "batch", "threads", "error"]
+        fields = ["family", "name", "image_size", "channels", "params", "flops", "latency_ms",
+                  "throughput", "batch_size", "threads", "error"]
         used = [f for f in fields if any(f in r for r in rows)]
         out = io.StringIO()
         writer = csv.DictWriter(out, used, extrasaction="ignore", lineterminator="\n")

@@ -14,17 +14,17 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..errors import ModelError
 
 
-def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """Stem conv weights (O x C x k x k) for ``in_chans`` inputs. 3 -> 1 sums over C and 1 -> 3
+def adapt_input_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """Stem conv weights (O x C x k x k) for ``channels`` inputs. 3 -> 1 sums over C and 1 -> 3
     repeats and divides by 3: either way a grey image (R = G = B) gives the same response."""
     have = weight.shape[1]
-    if have == in_chans:
+    if have == channels:
         return weight
-    if (have, in_chans) == (3, 1):
+    if (have, channels) == (3, 1):
         return weight.sum(1, keepdim=True)
-    if (have, in_chans) == (1, 3):
+    if (have, channels) == (1, 3):
         return weight.repeat(1, 3, 1, 1) / 3
-    raise ModelError(f"cannot adapt a {have}-channel stem to {in_chans} channels")
+    raise ModelError(f"cannot adapt a {have}-channel stem to {channels} channels")
 
 
 def _head(model: nn.Module) -> nn.Module:

@@ -11,7 +11,7 @@
 
 In both, a max-pool is left out where the feature map would already be smaller than 2x2, so
 that 28 px inputs work (28 -> 14 -> 7 -> 3 -> 1, the fifth pool skipped). The model is built for
-``input_size``: it runs at that size and larger ones.
+``image_size``: it runs at that size and larger ones.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ CFGS: dict[str, list[int | str]] = {
 _PAPER = "Simonyan & Zisserman 2015"
 
 
-def make_features(cfg: list[int | str], in_chans: int, input_size: int, batch_norm: bool
+def make_features(cfg: list[int | str], channels: int, image_size: int, batch_norm: bool
                   ) -> nn.Sequential:
     """The conv stages of ``cfg``; pools that would shrink a map below 1x1 are skipped."""
     layers: list[nn.Module] = []
-    size, ch = input_size, in_chans
+    size, ch = image_size, channels
     for v in cfg:
         if v == "M":
             if size >= 2:
@@ -63,25 +63,25 @@ class VGG(ImgclsModel):
         cfg: list[int | str],
         *,
         num_classes: int,
-        in_chans: int,
-        input_size: int,
+        channels: int,
+        image_size: int,
         batch_norm: bool,
         small: bool,
         drop_rate: float | None,
     ) -> None:
-        super().__init__(num_classes, in_chans)
-        self.features = make_features(cfg, in_chans, input_size, batch_norm)
-        channels = int([v for v in cfg if v != "M"][-1])
+        super().__init__(num_classes, channels)
+        self.features = make_features(cfg, channels, image_size, batch_norm)
+        width = int([v for v in cfg if v != "M"][-1])
         if small:
-            self.head = ClassifierHead(channels, num_classes, drop_rate=drop_rate or 0.0)
+            self.head = ClassifierHead(width, num_classes, drop_rate=drop_rate or 0.0)
         else:
             p = 0.5 if drop_rate is None else drop_rate
             hidden = nn.Sequential(
-                nn.Linear(channels * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(p),
+                nn.Linear(width * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(p),
                 nn.Linear(4096, 4096), nn.ReLU(inplace=True),
             )
             self.head = ClassifierHead(
-                channels * 7 * 7, num_classes, pool="flatten", hidden=hidden,
+                width * 7 * 7, num_classes, pool="flatten", hidden=hidden,
                 hidden_features=4096, drop_rate=p,
             )
             # The MLP expects a 7x7 map whatever the input size (torchvision's avgpool); it is
@@ -94,83 +94,83 @@ class VGG(ImgclsModel):
         return self.features(x)
 
 
-def _vgg(cfg: str, batch_norm: bool, *, num_classes: int, in_chans: int, input_size: int,
+def _vgg(cfg: str, batch_norm: bool, *, num_classes: int, channels: int, image_size: int,
          variant: str, drop_rate: float | None) -> VGG:
     return VGG(
-        CFGS[cfg], num_classes=num_classes, in_chans=in_chans, input_size=input_size,
-        batch_norm=batch_norm, small=is_small(input_size, variant), drop_rate=drop_rate,
+        CFGS[cfg], num_classes=num_classes, channels=channels, image_size=image_size,
+        batch_norm=batch_norm, small=is_small(image_size, variant), drop_rate=drop_rate,
     )
 
 
 # Builders: ``drop_rate=None`` means the paper's 0.5 in the ImageNet MLP and none when small.
 @register_model("vgg", paper=_PAPER, lr_scale=0.1)
-def vgg11(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def vgg11(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
           variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-11 (configuration A)."""
-    return _vgg("A", False, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _vgg("A", False, num_classes=num_classes, channels=channels, image_size=image_size,
                 variant=variant, drop_rate=drop_rate)
 
 
 @register_model("vgg", paper=_PAPER)
-def vgg11_bn(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def vgg11_bn(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
              variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-11 (configuration A) with BatchNorm."""
-    return _vgg("A", True, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _vgg("A", True, num_classes=num_classes, channels=channels, image_size=image_size,
                 variant=variant, drop_rate=drop_rate)
 
 
 @register_model("vgg", paper=_PAPER, lr_scale=0.1)
-def vgg13(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def vgg13(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
           variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-13 (configuration B)."""
-    return _vgg("B", False, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _vgg("B", False, num_classes=num_classes, channels=channels, image_size=image_size,
                 variant=variant, drop_rate=drop_rate)
 
 
 @register_model("vgg", paper=_PAPER)
-def vgg13_bn(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def vgg13_bn(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
              variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-13 (configuration B) with BatchNorm."""
-    return _vgg("B", True, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _vgg("B", True, num_classes=num_classes, channels=channels, image_size=image_size,
                 variant=variant, drop_rate=drop_rate)
 
 
 @register_model("vgg", paper=_PAPER, lr_scale=0.1)
-def vgg16(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def vgg16(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
           variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-16 (configuration D)."""
-    return _vgg("D", False, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _vgg("D", False, num_classes=num_classes, channels=channels, image_size=image_size,
                 variant=variant, drop_rate=drop_rate)
 
 
 @register_model("vgg", paper=_PAPER, chosen_for="large")
-def vgg16_bn(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def vgg16_bn(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
              variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-16 (configuration D) with BatchNorm."""
-    return _vgg("D", True, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _vgg("D", True, num_classes=num_classes, channels=channels, image_size=image_size,
                 variant=variant, drop_rate=drop_rate)
 
 
 @register_model("vgg", paper=_PAPER, lr_scale=0.1)
-def vgg19(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def vgg19(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
           variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-19 (configuration E)."""
-    return _vgg("E", False, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _vgg("E", False, num_classes=num_classes, channels=channels, image_size=image_size,
                 variant=variant, drop_rate=drop_rate)
 
 
 @register_model("vgg", paper=_PAPER)
-def vgg19_bn(*, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
+def vgg19_bn(*, num_classes: int = 1000, channels: int = 3, image_size: int = 224,
              variant: str = "auto", drop_rate: float | None = None) -> VGG:
     """VGG-19 (configuration E) with BatchNorm."""
-    return _vgg("E", True, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return _vgg("E", True, num_classes=num_classes, channels=channels, image_size=image_size,
                 variant=variant, drop_rate=drop_rate)
 
 
-@register_model("vgg", default_input_size=32, paper=_PAPER + ", sized for small images",
+@register_model("vgg", default_image_size=32, paper=_PAPER + ", sized for small images",
                 chosen_for="small")
-def vgg_mini(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+def vgg_mini(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
              drop_rate: float = 0.0) -> VGG:
     """VGG for <= 64 px on a CPU: 32 | 64-64 | 128-128 | 256-256 with BatchNorm, global pool."""
-    return VGG(CFGS["mini"], num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+    return VGG(CFGS["mini"], num_classes=num_classes, channels=channels, image_size=image_size,
                batch_norm=True, small=True, drop_rate=drop_rate)

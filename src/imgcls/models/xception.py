@@ -70,17 +70,17 @@ class Xception(ImgclsModel):
 
     def __init__(
         self, stem: tuple[int, int], entry: list[tuple[int, int]], exit_: tuple[int, int, int],
-        *, num_classes: int, in_chans: int, small: bool, drop_rate: float,
+        *, num_classes: int, channels: int, small: bool, drop_rate: float,
     ) -> None:
         """``stem``: the two convs' widths; ``entry``: (width, stride) of each entry block, the
         last width is the middle flow's; ``exit_``: the exit block's and the two convs' widths.
         ``small``: a stride-1 'same'-padded stem."""
-        super().__init__(num_classes, in_chans)
+        super().__init__(num_classes, channels)
         x1, x2, x3 = exit_
         # ImageNet: 3x3/2 and 3x3 valid convs (299 -> 147 px); small: stride 1, 'same' padding.
         s, p = (1, 1) if small else (2, 0)
         self.stem = nn.Sequential(
-            ConvBNAct(in_chans, stem[0], 3, s, padding=p), ConvBNAct(stem[0], stem[1], 3, padding=p)
+            ConvBNAct(channels, stem[0], 3, s, padding=p), ConvBNAct(stem[0], stem[1], 3, padding=p)
         )
         ins = [stem[1]] + [w for w, _ in entry[:-1]]
         middle = entry[-1][0]
@@ -103,26 +103,26 @@ class Xception(ImgclsModel):
         return self.exit(self.blocks(self.stem(x)))
 
 
-@register_model("xception", default_input_size=299, paper="Chollet 2017", recipe=RECIPE,
+@register_model("xception", default_image_size=299, paper="Chollet 2017", recipe=RECIPE,
                 chosen_for="large")
 def xception(
-    *, num_classes: int = 1000, in_chans: int = 3, input_size: int = 299, variant: str = "auto",
+    *, num_classes: int = 1000, channels: int = 3, image_size: int = 299, variant: str = "auto",
     drop_rate: float = 0.5,
 ) -> Xception:
     """Xception with 8 middle-flow blocks (dropout 0.5 before the classifier, as for ImageNet)."""
-    small = is_small(input_size, variant)
-    if not small and input_size < 7:  # the two valid stem convs
-        raise ValueError(f"xception (imagenet variant) needs inputs of >= 7 px, got {input_size}")
+    small = is_small(image_size, variant)
+    if not small and image_size < 7:  # the two valid stem convs
+        raise ValueError(f"xception (imagenet variant) needs inputs of >= 7 px, got {image_size}")
     entry = [(128, 1 if small else 2), (256, 2), (728, 2)]
     return Xception((32, 64), entry, (1024, 1536, 2048), num_classes=num_classes,
-                    in_chans=in_chans, small=small, drop_rate=drop_rate)
+                    channels=channels, small=small, drop_rate=drop_rate)
 
 
-@register_model("xception", default_input_size=32, paper="Chollet 2017, sized for small images",
+@register_model("xception", default_image_size=32, paper="Chollet 2017, sized for small images",
                 recipe=RECIPE, chosen_for="small")
 def xception_mini(
-    *, num_classes: int = 10, in_chans: int = 3, input_size: int = 32, drop_rate: float = 0.0,
+    *, num_classes: int = 10, channels: int = 3, image_size: int = 32, drop_rate: float = 0.0,
 ) -> Xception:
     """Xception's three flows for <= 64 px on a CPU: two entry blocks, middle flow at 128."""
     return Xception((32, 32), [(64, 2), (128, 2)], (192, 256, 384), num_classes=num_classes,
-                    in_chans=in_chans, small=True, drop_rate=drop_rate)
+                    channels=channels, small=True, drop_rate=drop_rate)

@@ -3,22 +3,29 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..utils import FORMER_NAMES
 from .images import MAX_PIXELS, ImageDecodeError, decode_image, resize_to
+
+
+def _renamed_attribute(old: str, new: str) -> None:
+    warnings.warn(f"Preprocess.{old} is now Preprocess.{new}; {old} will be removed",
+                  DeprecationWarning, stacklevel=3)
 
 
 @dataclass
 class Preprocess:
-    """How raw images become model input: decode to ``in_chans`` channels, resize to
-    ``input_size`` (rule ``resize``), scale to [0, 1], subtract ``mean``, divide by ``std``.
+    """How raw images become model input: decode to ``channels`` channels, resize to
+    ``image_size`` (rule ``resize``), scale to [0, 1], subtract ``mean``, divide by ``std``.
     ``temperature`` divides the logits before the softmax (1.0 until calibrated)."""
 
-    input_size: int
-    in_chans: int
+    image_size: int
+    channels: int
     mean: list[float]
     std: list[float]
     class_names: list[str] = field(default_factory=list)
@@ -31,8 +38,22 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """From :meth:`to_dict`'s keys; files written before the keys were renamed name
+        ``image_size`` and ``channels`` ``input_size`` and ``in_chans``."""
+        d = {FORMER_NAMES.get(k, k): v for k, v in d.items()}
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def input_size(self) -> int:
+        """Deprecated: :attr:`image_size` (the name is kept for one release)."""
+        _renamed_attribute("input_size", "image_size")
+        return self.image_size
+
+    @property
+    def in_chans(self) -> int:
+        """Deprecated: :attr:`channels` (the name is kept for one release)."""
+        _renamed_attribute("in_chans", "channels")
+        return self.channels
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities of ``logits`` (:func:`calibrated_softmax`)."""
@@ -46,8 +67,8 @@ class Preprocess:
                    ) -> torch.Tensor:
         """Decode and resize one file or encoded bytes to uint8 (C, S, S); raises
         ImageDecodeError naming the file (also for images of more than ``max_pixels``)."""
-        image = decode_image(source, self.in_chans, max_pixels)
-        return resize_to(image, self.input_size, self.resize)
+        image = decode_image(source, self.channels, max_pixels)
+        return resize_to(image, self.image_size, self.resize)
 
     def load_readable(self, sources: list[Path], max_pixels: int = MAX_PIXELS
                       ) -> tuple[list[torch.Tensor], list[Path], list[tuple[Path, str]]]:
@@ -68,10 +89,10 @@ class Preprocess:
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """A uint8 batch of any size with the right channels -> normalised model input."""
-        if images.shape[-3] != self.in_chans:
+        if images.shape[-3] != self.channels:
             raise ValueError(f"images have {images.shape[-3]} channels, the model takes "
-                             f"{self.in_chans}")
-        return self.normalize(resize_to(images, self.input_size, self.resize))
+                             f"{self.channels}")
+        return self.normalize(resize_to(images, self.image_size, self.resize))
 
 
 def calibrated_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -36,7 +36,7 @@ class Predictor:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return self.pre.in_chans, self.pre.input_size, self.pre.input_size
+        return self.pre.channels, self.pre.image_size, self.pre.image_size
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, classes) of uint8 images (N, C, H, W)."""
@@ -149,7 +149,7 @@ def load_predictor(target: str | os.PathLike, backend: str = "auto", device: str
             pre = Preprocess.from_dict(side)
         return OnnxPredictor(onnx_path, pre, name)
     model, pre, meta = load_run_model(path, resolve_device(device))
-    example = torch.zeros(batch, pre.in_chans, pre.input_size, pre.input_size)
+    example = torch.zeros(batch, pre.channels, pre.image_size, pre.image_size)
     plan, _ = choose_inference_plan(model, example, device=device, precision=precision,
                                     compile=compile, channels_last="no" if precision == "fp32"
                                     and compile == "no" else "auto", key=meta["model"])

@@ -89,8 +89,8 @@ def decode_each(files: list[bytes], pre: Preprocess, max_pixels: int,
     for i, data in enumerate(files):
         name = names[i] if names else f"image {i}"
         try:
-            img = decode_image(data, pre.in_chans, max_pixels=max_pixels)
-            out.append(resize_to(img, pre.input_size, pre.resize).numpy())
+            img = decode_image(data, pre.channels, max_pixels=max_pixels)
+            out.append(resize_to(img, pre.image_size, pre.resize).numpy())
         except Exception as e:  # ImageDecodeError, or anything else a crafted file provokes
             out.append(f"{name}: {str(e).replace('<bytes>: ', '')}")
     return out
@@ -150,7 +150,7 @@ def _bytes_elements(t: dict, raw: bytes | None, shape: list[int]) -> list[bytes]
 
 def _pixel_tensor(t: dict, raw: bytes | None, shape: list[int], datatype: str,
                   pre: Preprocess) -> np.ndarray:
-    c, s = pre.in_chans, pre.input_size
+    c, s = pre.channels, pre.image_size
     if len(shape) != 4 or tuple(shape[1:]) not in ((c, s, s), (s, s, c)):
         raise BadRequest(f"input shape {shape} does not fit the model: expected [N,{c},{s},"
                          f"{s}] or [N,{s},{s},{c}] (send encoded image files as BYTES to "

@@ -33,7 +33,7 @@ def unlabeled_images(cfg: TrainConfig, data: PreparedData, skipped: list[str], l
     else:
         pool = load_source(cfg.unlabeled).train
     pre = data.preprocess
-    images = to_model_input(pool, pre.in_chans, pre.input_size, settings_from(Decoding, cfg),
+    images = to_model_input(pool, pre.channels, pre.image_size, settings_from(Decoding, cfg),
                             skipped, "decoding unlabelled")
     if not isinstance(images, ArrayDataset):
         raise ConfigError(f"{cfg.unlabeled}: unlabelled images must fit in memory "

@@ -44,10 +44,10 @@ def teacher_targets(teachers: list[str], images: ArrayDataset, labelled: Dataset
         if tpre.class_names != pre.class_names:
             raise ConfigError(f"teacher: {teacher} knows classes {tpre.class_names}, this "
                               f"data has {pre.class_names}")
-        if (tpre.in_chans, tpre.input_size) != (pre.in_chans, pre.input_size):
-            raise ConfigError(f"teacher: {teacher} takes {tpre.in_chans}x{tpre.input_size}x"
-                              f"{tpre.input_size} images, this run {pre.in_chans}x"
-                              f"{pre.input_size}x{pre.input_size} (--image-size, --channels)")
+        if (tpre.channels, tpre.image_size) != (pre.channels, pre.image_size):
+            raise ConfigError(f"teacher: {teacher} takes {tpre.channels}x{tpre.image_size}x"
+                              f"{tpre.image_size} images, this run {pre.channels}x"
+                              f"{pre.image_size}x{pre.image_size} (--image-size, --channels)")
         loader = partial(make_loader, pre=tpre, train=False, batch_size=batch_size,
                          **plan.placement)
         logits, _, feats = predict_outputs(model, loader(images), plan, tta=tta,
