@@ -32,7 +32,7 @@ from .runtime.plan import (
     native_bf16,
     plan_name,
 )
-from .utils import former_keywords, no_other_keywords
+from .utils import former_shape_keywords
 
 Runner = Callable[[torch.Tensor], object]  # one inference call on a batch
 
@@ -146,10 +146,8 @@ def bench(model_name: str = "fastnet_s", *, image_size: int = 28, channels: int 
     """Measure one model; returns a dict of every figure (see the module docstring). The
     former keywords ``input_size``, ``in_chans`` and ``batch`` are accepted, with a
     DeprecationWarning."""
-    unknown, given = former_keywords(former, "bench", "input_size", "in_chans", "batch")
-    no_other_keywords(unknown, "bench")
-    image_size, channels = given.get("image_size", image_size), given.get("channels", channels)
-    batch = given.get("batch_size", batch_size)
+    image_size, channels, batch = former_shape_keywords(former, "bench", image_size, channels,
+                                                        batch_size)
 
     def build() -> torch.nn.Module:
         torch.manual_seed(0)

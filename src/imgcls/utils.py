@@ -130,6 +130,16 @@ def former_keywords(kwargs: dict, where: str, *former: str) -> tuple[dict, dict]
     return {k: v for k, v in kwargs.items() if k not in former}, given
 
 
+def former_shape_keywords(former: dict, where: str, image_size: int, channels: int,
+                          batch_size: int) -> tuple[int, int, int]:
+    """(image_size, channels, batch_size), each taken from its former keyword (``input_size``,
+    ``in_chans``, ``batch``) where ``former`` holds it, with a DeprecationWarning."""
+    other, given = former_keywords(former, where, "input_size", "in_chans", "batch")
+    no_other_keywords(other, where)
+    return (given.get("image_size", image_size), given.get("channels", channels),
+            given.get("batch_size", batch_size))
+
+
 def no_other_keywords(kwargs: dict, where: str) -> None:
     """TypeError naming what ``where`` does not take (what :func:`former_keywords` left)."""
     if kwargs:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError, ModelError
-from ..utils import atomic_write_text, cache_dir, former_keywords, no_other_keywords
+from ..utils import atomic_write_text, cache_dir, former_shape_keywords
 from ._registry import create_model, is_external, list_families, list_models, model_info
 
 FORMATS = ("table", "csv", "json")
@@ -144,10 +144,8 @@ def model_table(names: list[str], *, image_size: int = 32, channels: int = 3,
     rounds). A model that cannot be built or run at this size gets an ``error`` field. The
     former keywords ``input_size``, ``in_chans`` and ``batch`` are accepted, with a
     DeprecationWarning."""
-    unknown, given = former_keywords(former, "model_table", "input_size", "in_chans", "batch")
-    no_other_keywords(unknown, "model_table")
-    image_size, channels = given.get("image_size", image_size), given.get("channels", channels)
-    batch_size = given.get("batch_size", batch_size)
+    image_size, channels, batch_size = former_shape_keywords(
+        former, "model_table", image_size, channels, batch_size)
     rows, models = [], {}
     for name in names:
         try:
