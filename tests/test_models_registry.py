@@ -128,6 +128,7 @@ def test_the_former_keyword_names_still_work_with_a_deprecation_warning():
     assert {str(w.message).split(";")[0] for w in warned} == {
         "create_model: the keyword 'in_chans' is now 'channels'",
         "create_model: the keyword 'input_size' is now 'image_size'"}
+    assert {w.filename for w in warned} == {__file__}
     assert m.channels == 1 and m(torch.zeros(1, 1, 16, 16)).shape == (1, 3)
     with pytest.warns(DeprecationWarning, match="in_chans is now channels"):
         assert m.in_chans == 1
@@ -149,6 +150,7 @@ def test_the_former_keyword_names_still_work_with_a_deprecation_warning():
                              latency=False)
     assert "model_table: the keyword 'batch' is now 'batch_size'" in {
         str(w.message).split(";")[0] for w in warned}
+    assert {w.filename for w in warned} == {__file__}  # shown where the former name is used
     assert (row["image_size"], row["channels"]) == (20, 1)
     with pytest.raises(TypeError, match="bacth"):
         model_table(["seed_torch_cnn"], bacth=8)

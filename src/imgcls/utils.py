@@ -118,15 +118,17 @@ FORMER_NAMES = {"input_size": "image_size", "in_chans": "channels",
                 "default_input_size": "default_image_size", "batch": "batch_size"}
 
 
-def former_keywords(kwargs: dict, where: str, *former: str) -> tuple[dict, dict]:
+def former_keywords(kwargs: dict, where: str, *former: str, stacklevel: int = 3
+                    ) -> tuple[dict, dict]:
     """(``kwargs`` without the ``former`` names (keys of :data:`FORMER_NAMES`), {new name:
-    value} of those given), with a DeprecationWarning for each that ``where`` received."""
+    value} of those given), with a DeprecationWarning for each that ``where`` received,
+    attributed to the caller of ``where`` (``stacklevel`` counts from here)."""
     import warnings
 
     given = {FORMER_NAMES[k]: kwargs[k] for k in former if k in kwargs}
     for old in (k for k in former if k in kwargs):
         warnings.warn(f"{where}: the keyword {old!r} is now {FORMER_NAMES[old]!r}; {old!r} "
-                      "will be removed", DeprecationWarning, stacklevel=3)
+                      "will be removed", DeprecationWarning, stacklevel=stacklevel)
     return {k: v for k, v in kwargs.items() if k not in former}, given
 
 
@@ -134,7 +136,8 @@ def former_shape_keywords(former: dict, where: str, image_size: int, channels: i
                           batch_size: int) -> tuple[int, int, int]:
     """(image_size, channels, batch_size), each taken from its former keyword (``input_size``,
     ``in_chans``, ``batch``) where ``former`` holds it, with a DeprecationWarning."""
-    other, given = former_keywords(former, where, "input_size", "in_chans", "batch")
+    other, given = former_keywords(former, where, "input_size", "in_chans", "batch",
+                                   stacklevel=4)
     no_other_keywords(other, where)
     return (given.get("image_size", image_size), given.get("channels", channels),
             given.get("batch_size", batch_size))
