@@ -133,7 +133,7 @@ def test_several_teachers_teach_the_mean_of_their_probabilities(tmp_path):
     def targets(teacher: str, propagate: int = 0) -> tuple[torch.Tensor, list[str]]:
         cfg = imgcls.TrainConfig(**kw, unlabeled="rest", ssl="distill", teacher=teacher,
                                  propagate=propagate)
-        _, data, unlabeled = prepare(cfg, log=lambda _: None)
+        _, _, data, _, unlabeled = prepare(cfg, log=lambda _: None)
         lines = []
         return distill_targets(cfg, data, unlabeled, "cpu", log=lines.append), lines
 
@@ -187,7 +187,7 @@ def test_label_propagation_makes_a_teachers_targets_more_accurate(tmp_path):
         cfg = imgcls.TrainConfig(**{k: v for k, v in KW.items() if k != "log"},
                                  unlabeled="rest", ssl="distill", teacher=str(teacher.path),
                                  propagate=k)
-        _, data, unlabeled = prepare(cfg, log=lambda _: None)
+        _, _, data, _, unlabeled = prepare(cfg, log=lambda _: None)
         targets = distill_targets(cfg, data, unlabeled, "cpu", log=lines.append)
         accuracy[k] = float((targets.argmax(1) == unlabeled.labels).float().mean())
     assert accuracy[10] > accuracy[0] + 0.015

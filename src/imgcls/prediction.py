@@ -14,7 +14,6 @@ import glob
 import io
 import json
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from .runtime.forward import predict_logits
 from .runtime.images import MAX_PIXELS, display_name
 from .runtime.plan import eval_plan, resolve_device
 from .runtime.preprocess import Preprocess
+from .utils import former_keywords
 
 UNKNOWN = "unknown"
 
@@ -56,13 +56,11 @@ def expand_paths(paths: PathsLike) -> list[Path]:
 
 
 def ood_score_given(ood_score: str, score: str | None) -> str:
-    """``ood_score``, or the old keyword ``score`` when a caller still gives it (with a
+    """``ood_score``, or the former keyword ``score`` when a caller still gives it (with a
     DeprecationWarning: it is accepted for one release)."""
-    if score is None:
-        return ood_score
-    warnings.warn("the keyword 'score' is now 'ood_score', as in imgcls.evaluate and the "
-                  "--ood-score flag; 'score' will be removed", DeprecationWarning, stacklevel=3)
-    return score
+    _, given = former_keywords({} if score is None else {"score": score}, "predict", "score",
+                               stacklevel=4)
+    return given.get("ood_score", ood_score)
 
 
 def predict_files(

@@ -67,9 +67,7 @@ def resolve_run(cfg: TrainConfig, source: Source | None, ddp: DistInfo, log: Log
     the model, the execution plan rank 0 measures, then the epochs (given, the default, or
     what fits in the budget), learning rate, label smoothing and TTA. ``started``: the
     ``perf_counter`` time a ``budget_scope`` ``run`` budget counts from."""
-    source = source or load_source(cfg.data, cfg.data_dir)
-    cfg, data, decisions = resolve_data(cfg, source)
-    unlabeled = _unlabeled(cfg, data, log)
+    cfg, source, data, decisions, unlabeled = prepare(cfg, source, log)
     model = build_model(cfg, data.preprocess, log)
     plan, timings, example, steps = _execution_plan(cfg, model, data, ddp)
     whole_run = (started, _final_images(cfg, data)) if budget_scope == "run" else None
@@ -105,19 +103,18 @@ def build_model(cfg: TrainConfig, pre: Preprocess, log: Log = print) -> nn.Modul
 
 
 def prepare(cfg: TrainConfig, source: Source | None = None, log: Log = print
-            ) -> tuple[Source, PreparedData, ArrayDataset | None]:
-    """The data ``cfg`` names (or ``source``), split and decoded, and its unlabelled images."""
+            ) -> tuple[TrainConfig, Source, PreparedData, list[Decision], ArrayDataset | None]:
+    """The data ``cfg`` names (or ``source``), split and decoded as ``defaults.resolve_data``
+    decides, and its unlabelled images: (``cfg`` with the data's defaults, the source, the
+    data, the decisions, the unlabelled images or None)."""
     source = source or load_source(cfg.data, cfg.data_dir)
-    cfg, data, _ = resolve_data(cfg, source)
-    return source, data, _unlabeled(cfg, data, log)
+    cfg, data, decisions = resolve_data(cfg, source)
+    unlabeled = None
+    if cfg.unlabeled:
+        from .ssl import unlabeled_images
 
-
-def _unlabeled(cfg: TrainConfig, data: PreparedData, log: Log) -> ArrayDataset | None:
-    if not cfg.unlabeled:
-        return None
-    from .ssl import unlabeled_images
-
-    return unlabeled_images(cfg, data, data.skipped, log)
+        unlabeled = unlabeled_images(cfg, data, data.skipped, log)
+    return cfg, source, data, decisions, unlabeled
 
 
 def _plan_epochs(cfg: TrainConfig, budget_s: float | None, plan: ExecPlan, model: nn.Module,

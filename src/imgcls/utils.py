@@ -115,7 +115,8 @@ def settings_from(cls: type, source: object, **resolved: object) -> object:
 # Keywords renamed to the names the command line and config use; the former names are
 # accepted for one release, with a DeprecationWarning.
 FORMER_NAMES = {"input_size": "image_size", "in_chans": "channels",
-                "default_input_size": "default_image_size", "batch": "batch_size"}
+                "default_input_size": "default_image_size", "batch": "batch_size",
+                "score": "ood_score"}
 
 
 def former_keywords(kwargs: dict, where: str, *former: str, stacklevel: int = 3
