@@ -99,9 +99,26 @@ def test_half_made_run_folder_is_reused_and_a_used_one_is_not(tmp_path):
     (tmp_path / "r" / "checkpoints").mkdir(parents=True)
     (tmp_path / "r" / PROBE).write_bytes(b"ok")
     (tmp_path / "r" / ".config.yaml.abc123.tmp").write_bytes(b"epo")
-    assert RunDir.create(tmp_path, "r", "x").path == tmp_path / "r"
-    (tmp_path / "r" / "config.yaml").write_text("epochs: 1\n")
-    assert RunDir.create(tmp_path, "r", "x").path == tmp_path / "r-2"
+    assert RunDir.create(tmp_path, "r", "x", {"epochs": 1}).path == tmp_path / "r"
+    assert (tmp_path / "r" / "config.yaml").read_text() == "epochs: 1\n"
+    assert RunDir.create(tmp_path, "r", "x", {"epochs": 2}).path == tmp_path / "r-2"
+
+
+def test_runs_started_at_once_under_one_name_each_get_their_own_folder(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgcls.run import RunDir, ensure_writable
+
+    def start(i: int) -> str:
+        ensure_writable(tmp_path / "new")  # the first ones make it
+        return RunDir.create(tmp_path / "new", "same", "x", {"seed": i}).path.name
+
+    with ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(start, range(16)))
+    assert sorted(names) == sorted(["same"] + [f"same-{i}" for i in range(2, 17)])
+    seeds = {(tmp_path / "new" / n / "config.yaml").read_text() for n in names}
+    assert len(seeds) == 16  # no run wrote over another's config
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(names)
 
 
 def test_recipe_fills_in_what_was_not_given():

@@ -27,12 +27,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import RunError
-from .utils import atomic_write_bytes, atomic_write_text, read_safetensors, safetensors_bytes
+from .utils import (
+    atomic_write_bytes,
+    atomic_write_text,
+    read_safetensors,
+    safetensors_bytes,
+    write_yaml,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -77,23 +84,26 @@ class RunDir:
         return self.path / EXPORT_FILES[fmt]
 
     @classmethod
-    def create(cls, out: str | os.PathLike, name: str | None, default_name: str) -> RunDir:
+    def create(cls, out: str | os.PathLike, name: str | None, default_name: str,
+               config: dict) -> RunDir:
         """Make a new run folder (``name`` or ``default_name`` with a numeric suffix if taken)
-        and prove it is writable before any training starts."""
+        holding ``config`` as its ``config.yaml``, before any training starts. Writing that
+        file claims the folder: of runs started at once under one name, each gets its own."""
         out = Path(out)
         base = re.sub(r"[^A-Za-z0-9._-]+", "-", name or default_name).strip("-") or "run"
         path, i = out / base, 2
-        while _taken(path):
+        while True:
+            try:
+                if not _taken(path):
+                    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+                    write_yaml(path / "config.yaml", config, exclusive=True)
+                    return cls(path)
+            except FileExistsError:  # another run claimed it first
+                pass
+            except OSError as e:
+                raise RunError(f"{path}: cannot create or write the run folder "
+                               f"({e.strerror or e}); choose another --out") from e
             path, i = out / f"{base}-{i}", i + 1
-        try:
-            (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-            probe = path / PROBE
-            probe.write_bytes(b"ok")
-            probe.unlink()
-        except OSError as e:
-            raise RunError(f"{path}: cannot create or write the run folder ({e.strerror or e}); "
-                           "choose another --out") from e
-        return cls(path)
 
     @classmethod
     def open(cls, path: str | os.PathLike, need_model: bool = True) -> RunDir:
@@ -148,11 +158,11 @@ def ensure_writable(out: str | os.PathLike) -> None:
     """Prove that run folders can be made in ``out`` before any data is loaded; the run's
     own folder is made once the run is resolved, so a run that fails before training
     leaves nothing that looks like a run."""
-    probe = Path(out) / PROBE
     try:
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        Path(out).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=PROBE)  # each run started at once its own
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise RunError(f"{out}: cannot create or write the run folder there "
                        f"({e.strerror or e}); choose another --out") from e
@@ -164,7 +174,7 @@ def _taken(path: Path) -> bool:
     short (that one is reused rather than skipped)."""
     if not path.exists():
         return False
-    return any(not (p.name == PROBE or p.name.startswith(".") and p.name.endswith(".tmp"))
+    return any(not (p.name.startswith(PROBE) or p.name.startswith(".") and p.name.endswith(".tmp"))
                and (p.name != "checkpoints" or any(p.iterdir())) for p in path.iterdir())
 
 

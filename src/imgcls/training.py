@@ -150,7 +150,7 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
                       distributed=ddp.active)
     if run is None:  # a new run: its folder now that the run is resolved
         run = RunDir(broadcast(str(RunDir.create(cfg.out, cfg.name, default_run_name(
-            cfg.model, cfg.data)).path) if ddp.is_main else "", ddp))
+            cfg.model, cfg.data), cfg.to_dict()).path) if ddp.is_main else "", ddp))
     meta = model_meta(cfg.model, cfg.model_kwargs, pre)
     checks = LearningCheck(max(data.train.counts()) / len(data.train), len(pre.class_names),
                            log, after=ramp_epochs(cfg.schedule, cfg.epochs, cfg.warmup_epochs),
@@ -218,7 +218,8 @@ def _budget(r: ResolvedRun, log: Log, ddp: DistInfo) -> Budget | None:
 
 def _start(trainer: Trainer, run: RunDir, r: ResolvedRun, ckpt: Checkpoint | None,
            epochs_given: bool, ddp: DistInfo, log: Log) -> None:
-    """Resume from ``ckpt``, or write the resolved config (once) and describe the run."""
+    """Resume from ``ckpt``, or describe the new run (its folder holds the resolved config
+    from the start; the epochs done are recorded later, see _record_epochs)."""
     cfg = r.cfg
     if ckpt is not None:
         trainer.restore(ckpt, cfg.epochs if epochs_given else None)
@@ -231,8 +232,6 @@ def _start(trainer: Trainer, run: RunDir, r: ResolvedRun, ckpt: Checkpoint | Non
     elif ddp.is_main:
         if cfg.resume:
             run.truncate_metrics(0)
-        else:
-            write_yaml(run.config, cfg.to_dict())  # resolved; epochs see _record_epochs
         _describe_start(run, r, ddp, log)
 
 

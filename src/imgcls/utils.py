@@ -29,9 +29,11 @@ def process_seconds() -> float | None:
     return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, exclusive: bool = False) -> None:
     """Write ``data`` to a temp file in the same folder, fsync it, then rename over ``path``:
-    a reader sees the old file or the new one, never half of one, even after a crash."""
+    a reader sees the old file or the new one, never half of one, even after a crash.
+    ``exclusive``: FileExistsError if ``path`` exists, also when another process makes it
+    at the same moment (the temp file is hard-linked to ``path``, not renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,7 +43,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            _link_exclusive(tmp, path, data)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -55,16 +60,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         pass
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def _link_exclusive(tmp: str, path: Path, data: bytes) -> None:
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: exclusive still, if not atomic
+        with open(path, "xb") as f:
+            f.write(data)
+    Path(tmp).unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, exclusive: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), exclusive)
 
 
 def write_json(path: str | os.PathLike, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def write_yaml(path: str | os.PathLike, obj: object) -> None:
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+def write_yaml(path: str | os.PathLike, obj: object, exclusive: bool = False) -> None:
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False), exclusive)
 
 
 def cache_dir(*parts: str) -> Path:
