@@ -125,15 +125,52 @@ def test_a_run_that_does_not_learn_says_so_and_starts_over(tmp_path):
     r = imgcls.train(source=imgcls_source(ds), data="noise", model="seed_torch_cnn",
                      epochs=4, batch_size=32, out=str(tmp_path), log=lines.append, **FAST)
     warnings = [s for s in lines if "not learning" in s]
-    assert len(warnings) == 3 and "starting over" in warnings[0]
-    assert "try a lower --lr" in warnings[-1]
+    assert len(warnings) == 2 and "a tenth of the learning rate" in warnings[0]
+    # a tenth of the rate learns random labels no better: back to the rate, no more checks
+    assert "labels unrelated to the images" in warnings[-1]
     saved = json.loads((r.path / "summary.json").read_text())
-    assert saved["restarts"] == 2 and saved["lr_factor"] == pytest.approx(0.01)
+    assert saved["restarts"] == 2 and saved["lr_factor"] == pytest.approx(1.0)
     assert len(r.run.read_metrics()) == 4  # the records of the last start only
     given = []
     imgcls.train(source=imgcls_source(ds), data="noise", model="seed_torch_cnn", epochs=4,
                  batch_size=32, lr=0.05, out=str(tmp_path), log=given.append, **FAST)
     assert [s for s in given if "not learning" in s and "try a lower --lr" in s]
+
+
+def test_the_learning_check_tells_a_slow_start_from_a_rate_too_high():
+    from types import SimpleNamespace
+
+    from imgcls.engine.callbacks import LearningCheck
+
+    def starts(losses: list[float], weighted: bool = False) -> tuple[list[float], list[str]]:
+        """The restarts asked for when the successive starts reach ``losses`` at the check."""
+        lines, asked = [], []
+        t = SimpleNamespace(state=SimpleNamespace(restarts=0))
+
+        def restart(factor: float) -> None:
+            asked.append(factor)
+            t.state.restarts += 1
+
+        t.request_restart = restart
+        check = LearningCheck([50, 20, 20, 10], lines.append, weighted=weighted, after=3,
+                              restarts=2)
+        for loss in losses:
+            check.on_epoch_end(t, {"epoch": 3, "train_top1": 0.3 if loss > 1 else 0.9,
+                                   "train_loss": loss})
+        return asked, lines
+
+    # a rate too high: the tenth learns better, the hundredth is tried too
+    assert starts([1.40, 1.38, 1.30])[0] == [0.1, 0.1]
+    # a slow start (hard images): the tenth is slower still, so back to the rate before,
+    # and no check after that
+    asked, lines = starts([1.37, 1.383, 1.37])
+    assert asked == [0.1, 10.0] and "the rate is not the cause" in lines[-1]
+    assert len(lines) == 2
+    # learning: nothing asked
+    assert starts([0.5])[0] == []
+    # 30% right at a loss below chance (ln 4 = 1.386): under the largest class's share, but
+    # a loss weighted by class does not favour that class; one in four is chance then
+    assert starts([1.2])[0] == [0.1] and starts([1.2], weighted=True)[0] == []
 
 
 def imgcls_source(ds: ArrayDataset):

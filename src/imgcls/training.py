@@ -152,8 +152,8 @@ def train(cfg: TrainConfig | None = None, log: Log = print, source: Source | Non
         run = RunDir(broadcast(str(RunDir.create(cfg.out, cfg.name, default_run_name(
             cfg.model, cfg.data), cfg.to_dict()).path) if ddp.is_main else "", ddp))
     meta = model_meta(cfg.model, cfg.model_kwargs, pre)
-    checks = LearningCheck(max(data.train.counts()) / len(data.train), len(pre.class_names),
-                           log, after=ramp_epochs(cfg.schedule, cfg.epochs, cfg.warmup_epochs),
+    checks = LearningCheck(data.train.counts(), log, weighted=cfg.class_weights == "auto",
+                           after=ramp_epochs(cfg.schedule, cfg.epochs, cfg.warmup_epochs),
                            restarts=r.restarts)
     best = _add_callbacks(trainer, cfg, run, meta, [budget, checks], ddp, log, callbacks or [])
     with resumable(run):

@@ -68,28 +68,46 @@ def ramp_epochs(schedule: str, epochs: int, warmup_epochs: float) -> int:
 
 class LearningCheck(Callback):
     """After ``after`` epochs (by then the learning rate has risen to its peak), a run whose
-    training accuracy is still at the largest class's share, or whose loss is still at chance
+    training accuracy is still at the largest class's share (with ``weighted`` classes, which
+    do not favour the largest, at one over their number), or whose loss is still at chance
     level (ln of the number of classes), is not learning: it says so and, when ``restarts``
     are left, starts over at a tenth of the learning rate (the usual cause is a rate too high
-    for the model)."""
+    for the model). When the start at the lower rate has a loss no lower than the start
+    before it had at the same epoch, the rate was not the cause (a slow start on hard images,
+    or labels unrelated to the images): the run starts over once more at the rate before,
+    and is not checked again."""
 
-    def __init__(self, majority_share: float, classes: int, log: Log, *, after: int = 3,
+    def __init__(self, counts: list[int], log: Log, *, weighted: bool = False, after: int = 3,
                  restarts: int = 2) -> None:
-        self.majority, self.chance_loss = majority_share, math.log(classes)
+        self.chance_loss = math.log(len(counts))
+        self.guess, self.guess_why = ((1 / len(counts), "one class in") if weighted else
+                                      (max(counts) / sum(counts), "the largest class is"))
         self.log, self.after, self.restarts = log, after, restarts
+        self.last_loss: float | None = None  # the previous start's loss at the check
+        self.done = False
 
     def on_epoch_end(self, t: Trainer, record: dict) -> None:
-        if record["epoch"] != self.after:
+        if record["epoch"] != self.after or self.done:
             return
         acc, loss = record["train_top1"], record["train_loss"]
-        if acc > self.majority + 0.02 and loss < 0.97 * self.chance_loss:
+        if acc > self.guess + 0.02 and loss < 0.97 * self.chance_loss:
             return
-        why = (f"after {self.after} epochs, training accuracy {acc:.3f} (the largest class is "
-               f"{self.majority:.3f} of the images) and loss {loss:.3f} (chance: "
-               f"{self.chance_loss:.3f}): the model is not learning, most likely a learning "
-               "rate too high for it (or labels unrelated to the images)")
+        why = (f"after {self.after} epochs, training accuracy {acc:.3f} ({self.guess_why} "
+               f"{self.guess:.3f} of the images) and loss {loss:.3f} (chance: "
+               f"{self.chance_loss:.3f}): the model is not learning")
+        if self.last_loss is not None and loss >= self.last_loss and (
+                t.state.restarts < self.restarts):
+            self.log(f"warning: {why}, and no faster than at ten times the rate (loss "
+                     f"{self.last_loss:.3f}): the rate is not the cause; starting over at the "
+                     "rate before (hard images learn slowly at first; or are the labels "
+                     "unrelated to the images?)")
+            self.done = True
+            t.request_restart(10.0)
+            return
+        why += ", most likely a learning rate too high for it (or labels unrelated to the images)"
         if t.state.restarts < self.restarts:
             self.log(f"warning: {why}; starting over at a tenth of the learning rate")
+            self.last_loss = loss
             t.request_restart(0.1)
         else:
             self.log(f"warning: {why}; try a lower --lr or another --model")

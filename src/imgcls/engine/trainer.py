@@ -386,7 +386,8 @@ class Trainer:
             if s.batch >= self.steps_per_epoch:  # the epoch was shortened (--budget)
                 break
         seen = max(s.epoch_seen, 1)
-        record = {"epoch": s.epoch + 1, "step": s.step, "lr": self.lr(max(s.step - 1, 0)),
+        record = {"epoch": s.epoch + 1, "step": s.step,
+                  "lr": self.lr(max(s.step - 1, 0)) * s.lr_factor,  # the rate used
                   "train_loss": s.epoch_loss_sum / seen, "train_top1": s.epoch_correct / seen,
                   "train_images_per_s": s.epoch_seen / max(s.epoch_seconds, 1e-9),
                   "epoch_time_s": s.epoch_seconds}
