@@ -56,8 +56,11 @@ def test_flips_undecided_near_chance():
 
 def test_a_tiny_set_gets_enough_steps_and_a_large_one_not_hours():
     cfg = TrainConfig()
-    tiny, _ = training_defaults(cfg, [30] * 10, 28)
-    assert tiny["batch_size"] == 16 and tiny["epochs"] * (300 // 16) >= 2900
+    tiny, decisions = training_defaults(cfg, [30] * 10, 28)
+    assert tiny["batch_size"] == 16 and tiny["epochs"] == 100  # not the 167 of 3,000 steps
+    assert "past 100 passes" in next(d.reason for d in decisions if d.key == "epochs")
+    small, _ = training_defaults(cfg, [150] * 10, 28)
+    assert small["batch_size"] == 32 and small["epochs"] == 66  # 3,000 steps, 46 an epoch
     _, decisions = training_defaults(cfg, [3, 2], 8)
     why = next(d.reason for d in decisions if d.key == "batch_size")
     assert "40 steps per epoch or more" not in why and "1 step(s) per epoch" in why

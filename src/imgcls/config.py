@@ -88,7 +88,7 @@ class TrainConfig:
                                   "with e.g. 0.1)")
     # optimisation
     epochs: int | None = _f(None, "training epochs (default: about 3,000 optimizer steps, "
-                            "10-300 epochs, within an 8-minute training time cap; or as many "
+                            "10-100 epochs, within an 8-minute training time cap; or as many "
                             "as fit in --budget; on --resume: the run's own)")
     train_fraction: float = _f(1.0, "share of the training set one epoch sees (a new random "
                                "part each epoch); --budget lowers it when not even one epoch fits")

@@ -24,7 +24,9 @@ from .utils import settings_from
 MAX_AUTO_SIZE = 64  # the largest input chosen by default: a CPU trains it in minutes
 AUTO_MODEL = "fastnet_s"
 TARGET_STEPS = 3000  # optimizer steps a default run aims for ...
-MIN_EPOCHS, MAX_EPOCHS = 10, 300  # ... within these epochs
+# ... within these epochs: past 100 passes over a small set (a few hundred images) accuracy
+# stops paying for the time (benchmarks/knee.md)
+MIN_EPOCHS, MAX_EPOCHS = 10, 100
 TIME_CAP = "8m"  # default cap on the training time (plus loading and the test pass: ~10 min)
 # The config keys a model's recipe may set (ModelInfo.recipe), with their usual values.
 RECIPE_KEYS = {"depthwise_decay": True}
@@ -97,10 +99,12 @@ def training_defaults(cfg: TrainConfig, counts: list[int], size: int
         decisions.append(Decision("batch_size", batch, f"{n:,} training images: {why}"))
     if cfg.epochs is None and not cfg.budget:
         steps = max(1, n // changes.get("batch_size", cfg.batch_size))
-        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps)))
-        changes["epochs"] = epochs
-        decisions.append(Decision("epochs", epochs, f"about {epochs * steps:,} optimizer "
-                                  f"steps ({steps} per epoch); training time capped at "
+        wanted = max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps))
+        epochs = changes["epochs"] = min(MAX_EPOCHS, wanted)
+        why = (f"about {epochs * steps:,} optimizer steps ({steps} per epoch)" if
+               epochs == wanted else f"{epochs * steps:,} optimizer steps ({steps} per epoch): "
+               f"past {MAX_EPOCHS} passes over this few images more stop paying")
+        decisions.append(Decision("epochs", epochs, f"{why}; training time capped at "
                                   f"{TIME_CAP}, fewer epochs if they do not fit (--epochs or "
                                   "--budget to choose)"))
     if cfg.class_weights is None:
