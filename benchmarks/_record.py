@@ -9,6 +9,10 @@ import platform
 import sys
 from pathlib import Path
 
+# torch kept to its AVX2 kernels: on a CPU with AVX-512 and bf16, a stand-in for the AVX2 kind
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
 
 def _cpu() -> str:
     try:

@@ -20,13 +20,11 @@ import shlex
 import statistics
 from pathlib import Path
 
-from _record import append_row
+from _record import AVX2_ENV, append_row
 from suite import describe, run_imgcls
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "efficiency_results.jsonl"
-AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-            "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def main() -> None:

@@ -18,7 +18,10 @@ The recipe is fastai's documented one, as a user writes it:
     learn.fit_one_cycle(EPOCHS)
 
 with these choices recorded in the row: ``Resize(224)`` (the item transform of fastai's docs
-and course; ``--image-size`` changes it), batch size 64, ``lr_max`` fastai's default 1e-3, no
+and course; ``--image-size`` changes it, ``auto`` for the images' median shorter side up to
+128 px), batch size 64, ``lr_max`` fastai's default 1e-3 (``--lr-find``: the valley that
+``learn.lr_find()`` suggests, as fastai's course does; its time, ``lr_find_s``, is not
+part of ``--minutes``: on a few hundred images its 100 steps are tens of epochs), no
 seed besides the split's, pretrained=False (nothing is downloaded: resnet18 starts from
 torchvision's random init, and fastai then adds no ImageNet normalisation and does not
 freeze the body). Unreadable files are removed from the item list as fastai's docs do, with
@@ -46,6 +49,7 @@ import copy
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,6 +77,17 @@ def verified(folder: Path) -> tuple[list[Path], int]:
     files = get_image_files(folder)
     failed = {Path(f) for f in verify_images(files)}
     return [f for f in files if Path(f) not in failed], len(failed)
+
+
+def median_side(files: list[Path]) -> int:
+    """The median shorter side of the images ``files`` (their headers only)."""
+    from PIL import Image
+
+    sides = []
+    for f in files:
+        with Image.open(f) as im:
+            sides.append(min(im.size))
+    return int(statistics.median(sides))
 
 
 def seconds_per_epoch(learn, n_train: int = 3) -> float:
@@ -116,7 +131,12 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0,
                     help="training time to aim at (default 10); sets EPOCHS up front")
     ap.add_argument("--epochs", type=int, help="EPOCHS as given instead of from --minutes")
-    ap.add_argument("--image-size", type=int, default=224, help="Resize(N) (default 224)")
+    ap.add_argument("--image-size", default="224",
+                    help="Resize(N) (default 224); auto: the training images' median shorter "
+                    "side, at most 128")
+    ap.add_argument("--lr-find", action="store_true",
+                    help="lr_max from learn.lr_find()'s suggestion (its valley) instead of "
+                    "fastai's default 1e-3; its time is recorded apart (lr_find_s)")
     ap.add_argument("--no-record", action="store_true",
                     help="print the row only (benchmarks/suite.py records it in its own shape)")
     args = ap.parse_args()
@@ -124,12 +144,20 @@ def main() -> None:
 
     files, dropped = verified(train_dir)
     test_files, test_dropped = verified(test_dir)
+    size = (min(128, median_side(files)) if args.image_size == "auto"
+            else int(args.image_size))
     dls = ImageDataLoaders.from_path_func(
         train_dir, files, parent_label, valid_pct=0.2, seed=42, bs=BATCH_SIZE,
-        item_tfms=Resize(args.image_size), batch_tfms=aug_transforms())
-    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy)
+        item_tfms=Resize(size), batch_tfms=aug_transforms())
+    # the learner's own folder (lr_find saves the weights to PATH/models/) outside the data
+    scratch = tempfile.TemporaryDirectory()
+    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy,
+                           path=scratch.name)
 
     with contextlib.redirect_stdout(sys.stderr):
+        t0 = time.perf_counter()
+        lr_max = learn.lr_find(show_plot=False).valley if args.lr_find else learn.lr
+        lr_find_s = time.perf_counter() - t0
         estimate = None
         if args.epochs is None:
             estimate = seconds_per_epoch(learn)
@@ -137,10 +165,10 @@ def main() -> None:
         else:
             epochs = args.epochs
         print(f"peer_fastai: {len(files)} images ({dropped} unreadable dropped), "
-              f"{len(dls.vocab)} classes, epoch estimate {estimate and round(estimate, 1)} s, "
-              f"{epochs} epochs", flush=True)
+              f"{len(dls.vocab)} classes, lr_max {lr_max:.2g}, epoch estimate "
+              f"{estimate and round(estimate, 1)} s, {epochs} epochs", flush=True)
         t0 = time.perf_counter()
-        learn.fit_one_cycle(epochs)
+        learn.fit_one_cycle(epochs, lr_max=lr_max)
         seconds = time.perf_counter() - t0
         names = list(learn.recorder.metric_names[1:-1])  # train_loss, valid_loss, accuracy
         valid_top1 = float(learn.recorder.values[-1][names.index("accuracy")])
@@ -149,15 +177,16 @@ def main() -> None:
         test_top1 = float((preds.argmax(dim=1) == targs).float().mean())
 
     row = {"peer": "fastai", "fastai": fastai.__version__, "data": str(args.train_dir),
-           "test": str(args.test_dir), "epochs": epochs, "image_size": args.image_size,
+           "test": str(args.test_dir), "epochs": epochs, "image_size": size,
            "seconds": round(seconds, 1), "valid_top1": round(valid_top1, 4),
            "test_top1": round(test_top1, 4),
            "minutes": args.minutes if args.epochs is None else None,
            "epoch_s_estimate": estimate and round(estimate, 2), "train_items": len(dls.train_ds),
            "valid_items": len(dls.valid_ds), "test_items": len(test_files), "dropped": dropped,
            "test_dropped": test_dropped, "classes": len(dls.vocab), "arch": "resnet18",
-           "pretrained": False, "item_tfms": f"Resize({args.image_size})",
-           "batch_tfms": "aug_transforms()", "bs": BATCH_SIZE, "lr_max": learn.lr,
+           "pretrained": False, "item_tfms": f"Resize({size})",
+           "batch_tfms": "aug_transforms()", "bs": BATCH_SIZE, "lr_max": lr_max,
+           "lr_find_s": round(lr_find_s, 1) if args.lr_find else None,
            "device": str(dls.device), "torch_threads": torch.get_num_threads()}
     print(json.dumps(row), flush=True)
     if not args.no_record:

@@ -7,6 +7,7 @@ each (set, configuration).
     python benchmarks/suite.py                          # the defaults on every set
     python benchmarks/suite.py --sets icons --label tuned -- --epochs 80 --image-size 96
     python benchmarks/suite.py --peer fastai            # the peer, same sets, same times
+    python benchmarks/suite.py --peer fastai --label fastai-tuned -- --image-size auto --lr-find
 
 Sets: sample (the embedded 5,000 images, the README's first command) and fashion-mnist (the
 named data sets, scored on their own test images) and the folders of suite_data.py
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import yaml
-from _record import append_row
+from _record import AVX2_ENV, append_row
 
 HERE = Path(__file__).parent
 ROOT = Path(os.environ.get("IMGCLS_SUITE", Path.home() / ".cache" / "imgcls" / "suite"))
@@ -84,19 +85,20 @@ def run_imgcls(name: str, label: str, flags: list[str], out: Path) -> dict:
                          or s.startswith("  ") or "warning" in s][:12]}
 
 
-def run_peer(name: str, minutes: float) -> dict:
+def run_peer(name: str, minutes: float, flags: list[str]) -> dict:
     train, test = paths(name)
     if test is None:
         raise SystemExit(f"the peer runs on folders; {name} is a named set")
     py = os.environ.get("PEER_PYTHON", "/work/peer-venv/bin/python")
     t0 = time.perf_counter()
     proc = subprocess.run([py, str(HERE / "peer_fastai.py"), train, test, "--minutes",
-                           str(minutes), "--no-record"], capture_output=True, text=True)
+                           str(minutes), "--no-record", *flags], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{name}: peer failed:\n{proc.stderr[-2000:]}")
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"top1": row["test_top1"], "wall_s": round(time.perf_counter() - t0, 1),
-            "chosen": {k: row.get(k) for k in ("epochs", "image_size")},
+            "chosen": {k: row.get(k) for k in ("epochs", "image_size", "lr_max")},
+            "fit_s": row["seconds"], "lr_find_s": row.get("lr_find_s"),
             "peer": f"fastai {row.get('fastai')}"}
 
 
@@ -117,7 +119,8 @@ def table() -> str:
         for (name, label), r in latest.items():
             if name != s:
                 continue
-            chosen = ", ".join(f"{k} {v}" for k, v in r["chosen"].items()
+            chosen = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in r["chosen"].items()
                                if v is not None and k != "restarts" or (k == "restarts" and v))
             lines.append(f"| {name} | {r['images']:,} | {r['median_px']} | {r['classes']} | "
                          f"{label}{' `' + ' '.join(r['flags']) + '`' if r['flags'] else ''} | "
@@ -134,18 +137,27 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=None,
                    help="the peer's training time (default: the wall time of the latest "
                    "imgcls defaults run on the same set, so both get the same time)")
+    p.add_argument("--minutes-factor", type=float, default=1.0,
+                   help="the peer's time as a multiple of that default (e.g. 3 for its own "
+                   "best, given more time)")
+    p.add_argument("--avx2", action="store_true", help="keep torch to its AVX2 kernels "
+                   "(imgcls and the peer)")
     p.add_argument("--out", default="runs/suite")
-    p.add_argument("flags", nargs="*", help="imgcls train flags (after --)")
+    p.add_argument("flags", nargs="*", help="imgcls train flags, or with --peer the peer's "
+                   "(after --)")
     a = p.parse_args()
+    if a.avx2:
+        os.environ.update(AVX2_ENV)
     for name in a.sets.split(","):
         info = describe(name)
         if a.peer:
-            res = run_peer(name, a.minutes or defaults_minutes(name))
-            label = a.peer
+            res = run_peer(name, a.minutes or defaults_minutes(name) * a.minutes_factor,
+                           a.flags)
+            label = a.peer if a.label == "defaults" else a.label
         else:
             res = run_imgcls(name, a.label, a.flags, Path(a.out))
             label = a.label
-        row = {"set": name, "label": label, "flags": a.flags, **info, **res}
+        row = {"set": name, "label": label, "flags": a.flags, "avx2": a.avx2, **info, **res}
         append_row(RESULTS, row)
         print(json.dumps({k: v for k, v in row.items() if k != "log_tail"}), flush=True)
     (HERE / "suite.md").write_text(
