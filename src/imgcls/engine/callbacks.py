@@ -80,8 +80,9 @@ class LearningCheck(Callback):
     def __init__(self, counts: list[int], log: Log, *, weighted: bool = False, after: int = 3,
                  restarts: int = 2) -> None:
         self.chance_loss = math.log(len(counts))
-        self.guess, self.guess_why = ((1 / len(counts), "one class in") if weighted else
-                                      (max(counts) / sum(counts), "the largest class is"))
+        self.guess = 1 / len(counts) if weighted else max(counts) / sum(counts)
+        self.guess_why = (f"chance with the classes weighted: {self.guess:.3f}" if weighted else
+                          f"the largest class is {self.guess:.3f} of the images")
         self.log, self.after, self.restarts = log, after, restarts
         self.last_loss: float | None = None  # the previous start's loss at the check
         self.done = False
@@ -92,8 +93,8 @@ class LearningCheck(Callback):
         acc, loss = record["train_top1"], record["train_loss"]
         if acc > self.guess + 0.02 and loss < 0.97 * self.chance_loss:
             return
-        why = (f"after {self.after} epochs, training accuracy {acc:.3f} ({self.guess_why} "
-               f"{self.guess:.3f} of the images) and loss {loss:.3f} (chance: "
+        why = (f"after {self.after} epochs, training accuracy {acc:.3f} ({self.guess_why}) "
+               f"and loss {loss:.3f} (chance: "
                f"{self.chance_loss:.3f}): the model is not learning")
         if self.last_loss is not None and loss >= self.last_loss and (
                 t.state.restarts < self.restarts):
