@@ -44,3 +44,8 @@ def append_row(path: str | os.PathLike, row: dict) -> dict:
     with Path(path).open("a") as f:
         f.write(json.dumps(full) + "\n")
     return full
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of the JSON-lines file ``path``, in the order written."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -22,7 +22,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from _record import AVX2_ENV, append_row
+from _record import AVX2_ENV, append_row, read_rows
 from suite import ROOT, SETS, describe, paths, run_imgcls
 
 HERE = Path(__file__).parent
@@ -73,8 +73,8 @@ def epochs_for(steps: int, per_epoch: int) -> int:
 
 
 def table() -> str:
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-    latest = {(r["set"], r["avx2"], r["steps"], r["seed"]): r for r in rows}  # re-measured
+    # the latest row of each (set, kernels, steps, seed): a re-measured run replaces its row
+    latest = {(r["set"], r["avx2"], r["steps"], r["seed"]): r for r in read_rows(RESULTS)}
     groups = defaultdict(list)
     for r in latest.values():
         groups[(r["set"], r["avx2"], r["steps"])].append(r)

@@ -8,6 +8,7 @@ each (set, configuration).
     python benchmarks/suite.py --sets icons --label tuned -- --epochs 80 --image-size 96
     python benchmarks/suite.py --peer fastai            # the peer, same sets, same times
     python benchmarks/suite.py --peer fastai --label fastai-tuned -- --image-size auto --lr-find
+    python benchmarks/suite.py --table                  # only rewrite suite.md
 
 Sets: sample (the embedded 5,000 images, the README's first command) and fashion-mnist (the
 named data sets, scored on their own test images) and the folders of suite_data.py
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 import yaml
-from _record import AVX2_ENV, append_row
+from _record import AVX2_ENV, append_row, read_rows
 
 HERE = Path(__file__).parent
 ROOT = Path(os.environ.get("IMGCLS_SUITE", Path.home() / ".cache" / "imgcls" / "suite"))
@@ -103,7 +104,7 @@ def run_peer(name: str, minutes: float, flags: list[str]) -> dict:
 
 
 def defaults_minutes(name: str) -> float:
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    rows = read_rows(RESULTS)
     walls = [r["wall_s"] for r in rows if r["set"] == name and r["label"] == "defaults"]
     if not walls:
         raise SystemExit(f"{name}: no imgcls defaults run recorded yet; give --minutes")
@@ -111,7 +112,7 @@ def defaults_minutes(name: str) -> float:
 
 
 def table() -> str:
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    rows = read_rows(RESULTS)
     latest = {(r["set"], r["label"]): r for r in rows}
     lines = ["| set | images | median px | classes | configuration | chosen | held-out top-1 "
              "| wall | date |", "|---|---|---|---|---|---|---|---|---|"]
@@ -129,6 +130,13 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_table() -> None:
+    (HERE / "suite.md").write_text(
+        "# The data-set suite\n\nWritten by `python benchmarks/suite.py` from "
+        "`suite_results.jsonl` (the latest row of each set and configuration); "
+        "see benchmarks/README.md for the machine and what the figures mean.\n\n" + table())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", default=",".join(SETS))
@@ -143,9 +151,13 @@ def main() -> None:
     p.add_argument("--avx2", action="store_true", help="keep torch to its AVX2 kernels "
                    "(imgcls and the peer)")
     p.add_argument("--out", default="runs/suite")
+    p.add_argument("--table", action="store_true", help="only rewrite benchmarks/suite.md")
     p.add_argument("flags", nargs="*", help="imgcls train flags, or with --peer the peer's "
                    "(after --)")
     a = p.parse_args()
+    if a.table:
+        write_table()
+        return
     if a.avx2:
         os.environ.update(AVX2_ENV)
     for name in a.sets.split(","):
@@ -160,10 +172,7 @@ def main() -> None:
         row = {"set": name, "label": label, "flags": a.flags, "avx2": a.avx2, **info, **res}
         append_row(RESULTS, row)
         print(json.dumps({k: v for k, v in row.items() if k != "log_tail"}), flush=True)
-    (HERE / "suite.md").write_text(
-        "# The data-set suite\n\nWritten by `python benchmarks/suite.py` from "
-        "`suite_results.jsonl` (the latest row of each set and configuration); "
-        "see benchmarks/README.md for the machine and what the figures mean.\n\n" + table())
+    write_table()
 
 
 if __name__ == "__main__":
