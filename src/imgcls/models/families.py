@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     inception,
     mobilenet,
     resnet,
+    resnet9,
     seed,
     squeezenet,
     vgg,

@@ -36,7 +36,10 @@ class FastNet(ImgclsModel):
     first_conv = "stem.0"
 
     def __init__(self, widths: tuple[int, ...] | list[int], *, num_classes: int, channels: int,
-                 logit_scale: float = 0.125, act: str = "relu") -> None:
+                 logit_scale: float = 0.125, act: str = "relu",
+                 residual: tuple[bool, bool, bool] = (True, True, True)) -> None:
+        """``residual``: which stages end with a residual block (Page's ResNet-9: the first
+        and the last)."""
         super().__init__(num_classes, channels)
         if (not isinstance(widths, (list, tuple)) or len(widths) != 3
                 or not all(isinstance(w, int) and w >= 2 for w in widths)):
@@ -46,9 +49,9 @@ class FastNet(ImgclsModel):
         a = ACTIVATIONS[act]
         self.stem = ConvBNAct(channels, widths[0] // 2, act=a)
         stages, c_in = [], widths[0] // 2
-        for c in widths:
-            stages.append(nn.Sequential(ConvBNAct(c_in, c, act=a), nn.MaxPool2d(2),
-                                        _Residual(c, a)))
+        for c, res in zip(widths, residual, strict=True):
+            stage = [ConvBNAct(c_in, c, act=a), nn.MaxPool2d(2)]
+            stages.append(nn.Sequential(*stage, _Residual(c, a)) if res else nn.Sequential(*stage))
             c_in = c
         self.stages = nn.Sequential(*stages)
         self.num_features = widths[-1]
@@ -67,8 +70,8 @@ class FastNet(ImgclsModel):
         return out if pre_logits else out * self.logit_scale
 
 
-def _build(named: tuple[int, int, int], num_classes: int, channels: int, image_size: int,
-           **kw: object) -> FastNet:
+def build(named: tuple[int, int, int], num_classes: int, channels: int, image_size: int,
+          **kw: object) -> FastNet:
     """``kw`` may replace the named widths (``--model-kwargs '{widths: [32, 128, 256]}'``)."""
     if image_size < 8:
         raise ValueError(f"fastnet needs inputs of at least 8 pixels, got {image_size}")
@@ -80,11 +83,11 @@ def _build(named: tuple[int, int, int], num_classes: int, channels: int, image_s
 def fastnet_s(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
               **kw: object) -> FastNet:
     """Widths 32-64-128 (0.5M parameters)."""
-    return _build((32, 64, 128), num_classes, channels, image_size, **kw)
+    return build((32, 64, 128), num_classes, channels, image_size, **kw)
 
 
 @register_model("fastnet", default_image_size=32, paper="after airbench / ResNet-9")
 def fastnet_m(*, num_classes: int = 10, channels: int = 3, image_size: int = 32,
               **kw: object) -> FastNet:
     """Widths 64-128-256 (2.0M parameters)."""
-    return _build((64, 128, 256), num_classes, channels, image_size, **kw)
+    return build((64, 128, 256), num_classes, channels, image_size, **kw)
