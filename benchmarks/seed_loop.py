@@ -8,6 +8,8 @@ FC128-FC network, Adam and StepLR. imgcls runs with its defaults (`imgcls train 
 fashion-mnist --model seed_torch_cnn --epochs N`).
 
     python benchmarks/seed_loop.py --epochs 10
+    python benchmarks/seed_loop.py --epochs 3 --only seed   # the seed loop alone, printed:
+                                                            # a whole command to time
 """
 
 import argparse
@@ -99,7 +101,10 @@ def imgcls_run(epochs):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--only", choices=["seed"], help="run the seed loop alone, record nothing")
     args = p.parse_args()
+    if args.only:
+        return print(json.dumps(seed_loop(args.epochs)))
     seed = seed_loop(args.epochs)
     ours = imgcls_run(args.epochs)
     result = append_row(HERE / "seed_loop_results.jsonl", {

@@ -50,7 +50,8 @@ NOTES = {
                    "0.0024 short. fastnet_s, the same FLOPs spent at twice the resolution "
                    "before each max-pool, leads it by 0.7 points after 8 epochs (0.9357 vs "
                    "0.9289) and reaches 0.9507 in 36 (benchmarks/README.md): the design, not "
-                   "the time, holds it back.",
+                   "the time, holds it back; the family's resnet9_mini (Page's design) meets "
+                   "the figure.",
     "mobilenet_mini": "12 epochs fit in 50 minutes: at 264 img/s (in turns, 0.38x resnet_mini's "
                       "img/s for 1.5x its FLOPs; depthwise 3x3 runs at 23 GFLOP/s here against 161 "
                       "for dense 3x3, benchmarks/kernels.md) 60 minutes hold 15 epochs; "
@@ -63,6 +64,9 @@ NOTES = {
 ALSO = [
     "Same flags, `--epochs 8`, in turn: resnet_mini 0.9289 (normal init, the default), 0.9236 "
     "with `--model-kwargs '{zero_init_residual: true}'`; fastnet_s 0.9357 (the same FLOPs).",
+    "Machine B is dev-2c kept to torch's AVX2 kernels: fp32 GEMM peak 201 GFLOP/s against "
+    "A's 132-138; resnet_mini trains at 891 img/s there (`imgcls bench`, batch 256), at "
+    "687-1,017 on A (its row and an earlier 40-epoch run).",
     "The paper models in 3-12 minutes (dev-2c, 28 px): squeezenet1_1 0.348, xception 0.486, "
     "densenet_bc_100 0.821, googlenet 0.867."]
 

@@ -139,3 +139,18 @@ def test_resnet_block_options():
     assert all((blk.bn2.weight == 1).all() for stage in m.stages for blk in stage)
     with pytest.raises(ValueError):
         create_model("resnet20", num_classes=10, variant="imagenet")
+
+
+def test_resnet9_is_pages_design():
+    """Page's ResNet-9: prep conv 64, stages 128 / 256 / 512 each a conv and a max-pool, a
+    residual block after the first and the last only; 6.57M parameters for 10 classes."""
+    from imgcls.models.fastnet import _Residual
+
+    m = create_model("resnet9", num_classes=10, channels=3, image_size=32)
+    assert n_params(m) == 6_573_130  # Page's 6,573,120 and the head's 10 biases
+    assert m.stem[0].out_channels == 64
+    assert [s[0][0].out_channels for s in m.stages] == [128, 256, 512]
+    assert [isinstance(s[-1], _Residual) for s in m.stages] == [True, False, True]
+    mini = create_model("resnet9_mini", num_classes=10, channels=1, image_size=28)
+    assert [s[0][0].out_channels for s in mini.stages] == [32, 64, 128]
+    assert mini(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
