@@ -58,3 +58,27 @@ def test_a_hopeless_candidate_is_not_timed_further(monkeypatch):
     monkeypatch.setattr(precision, "TRIAL_LIMIT_S", 0.0)
     assert _time_steps(Counted(3, 2), ExecPlan(), x, y, steps=3) > 0
     assert len(calls) == 1  # its first step alone was over the limit
+
+
+def test_plan_timings_are_kept_apart_per_kernel_set(tmp_path, monkeypatch):
+    """Timings measured with torch kept to AVX2 kernels (or under another capability) are not
+    reused on the same CPU without the limit, nor the other way round."""
+    monkeypatch.setenv("IMGCLS_HOME", str(tmp_path))
+    for var in precision._KERNEL_LIMITS:
+        monkeypatch.delenv(var, raising=False)
+    measured = []
+
+    def timings():
+        return precision._cached_timings("train", "m", nn.Linear(3, 2), (4, 3), [ExecPlan()],
+                                         lambda c: measured.append(c) or 0.1)
+
+    timings()
+    timings()
+    assert len(measured) == 1  # cached
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    timings()
+    assert len(measured) == 2
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    timings()
+    assert len(measured) == 3

@@ -127,6 +127,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# what keeps torch's CPU kernels below what the CPU has (the AVX2 stand-in sets all three)
+_KERNEL_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def kernels() -> str:
+    """The CPU kernels torch uses here: its capability (AVX512, AVX2, ...) and any limit set
+    on oneDNN's or MKL's instruction set. Timings measured under one do not hold for another
+    on the same CPU."""
+    limits = [f"{k}={os.environ[k]}" for k in _KERNEL_LIMITS if os.environ.get(k)]
+    return ",".join([torch.backends.cpu.get_cpu_capability(), *limits])
+
+
 def measure_step(model: nn.Module, plan: ExecPlan,
                  example: tuple[torch.Tensor, torch.Tensor], steps: int = 3) -> float:
     """Median seconds of one training step of ``model`` under ``plan`` on ``example``."""
@@ -172,12 +184,12 @@ def _time_steps(model: nn.Module, plan: ExecPlan, x: torch.Tensor, y: torch.Tens
 def _cached_timings(kind: str, key: str, model: nn.Module, shape: tuple,
                     candidates: list[ExecPlan],
                     measure: Callable[[ExecPlan], float]) -> dict[str, float]:
-    """Seconds per step of every candidate, measured once per machine, torch version, thread
-    count, model (its name and its layers: a changed default of a builder is another model)
-    and input shape and kept in ``<cache>/autotune.json``."""
+    """Seconds per step of every candidate, measured once per machine and its :func:`kernels`,
+    torch version, thread count, model (its name and its layers: a changed default of a
+    builder is another model) and input shape and kept in ``<cache>/autotune.json``."""
     layers = hashlib.sha1(repr(model).encode()).hexdigest()[:12]
-    cache_key = "|".join([cpu_name(), torch.__version__, str(torch.get_num_threads()), key,
-                          layers, str(shape), kind])
+    cache_key = "|".join([cpu_name(), kernels(), torch.__version__,
+                          str(torch.get_num_threads()), key, layers, str(shape), kind])
     cache_file = cache_dir() / "autotune.json"
     try:
         cache = json.loads(cache_file.read_text())
