@@ -110,8 +110,8 @@ def test_fastnet_options_widths_and_activation():
                         widths=[32, 128, 256])
     assert thin.stem[0].out_channels == 16 and thin.num_features == 256
     assert thin(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    for bad in ({"widths": [32, 64]}, {"act": "swish"}):
-        with pytest.raises(ModelError, match="widths|act"):
+    for bad in ({"widths": [32, 64]}, {"act": "swish"}, {"residual": [True]}):
+        with pytest.raises(ModelError, match="widths|act|residual"):
             create_model("fastnet_s", num_classes=10, channels=1, image_size=28, **bad)
 
 

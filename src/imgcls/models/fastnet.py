@@ -44,14 +44,17 @@ class FastNet(ImgclsModel):
         if (not isinstance(widths, (list, tuple)) or len(widths) != 3
                 or not all(isinstance(w, int) and w >= 2 for w in widths)):
             raise ValueError(f"fastnet widths must be three integers >= 2, got {widths!r}")
+        if (not isinstance(residual, (list, tuple)) or len(residual) != 3
+                or not all(isinstance(r, bool) for r in residual)):
+            raise ValueError(f"fastnet residual must be three booleans, got {residual!r}")
         if act not in ACTIVATIONS:
             raise ValueError(f"fastnet act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
         a = ACTIVATIONS[act]
         self.stem = ConvBNAct(channels, widths[0] // 2, act=a)
         stages, c_in = [], widths[0] // 2
-        for c, res in zip(widths, residual, strict=True):
-            stage = [ConvBNAct(c_in, c, act=a), nn.MaxPool2d(2)]
-            stages.append(nn.Sequential(*stage, _Residual(c, a)) if res else nn.Sequential(*stage))
+        for c, res in zip(widths, residual):
+            block = [_Residual(c, a)] if res else []
+            stages.append(nn.Sequential(ConvBNAct(c_in, c, act=a), nn.MaxPool2d(2), *block))
             c_in = c
         self.stages = nn.Sequential(*stages)
         self.num_features = widths[-1]
