@@ -67,6 +67,11 @@ ALSO = [
     "Machine B is dev-2c kept to torch's AVX2 kernels: fp32 GEMM peak 201 GFLOP/s against "
     "A's 132-138; resnet_mini trains at 891 img/s there (`imgcls bench`, batch 256), at "
     "687-1,017 on A (its row and an earlier 40-epoch run).",
+    "resnet9_mini against resnet_mini with every other default decided from the data "
+    "(`python benchmarks/efficiency.py --avx2 --sets sample,fmnist50 --seeds 0,1 --config "
+    "resnet_mini=--model resnet_mini --config resnet9_mini=--model resnet9_mini`, dev-2c, in "
+    "turns; medians of 2 seeds): the sample 0.9255 vs 0.9145 in 175 vs 216 s of training, "
+    "fmnist50 0.808 vs 0.804 in 58 vs 75 s.",
     "The paper models in 3-12 minutes (dev-2c, 28 px): squeezenet1_1 0.348, xception 0.486, "
     "densenet_bc_100 0.821, googlenet 0.867."]
 
